@@ -1,0 +1,356 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Index is the in-memory copy of a Store that answers every read. It lists
+// the store once, then follows its watch; after a lost or compacted watch it
+// lists again and applies only the difference, so no change is lost and no
+// stale instance is kept.
+type Index struct {
+	log *slog.Logger
+
+	mu      sync.RWMutex
+	byID    map[string]*Instance
+	bySvc   map[string]map[string]*Instance
+	svcRev  map[string]int64 // revision of each service's last change
+	rev     int64
+	synced  bool
+	syncErr error
+	wake    chan struct{} // closed and replaced on every change
+
+	applyMu sync.Mutex // serializes apply and the change hooks
+	hooks   []func(services []string)
+}
+
+// NewIndex returns an empty index. Call Run to fill it from a store.
+func NewIndex(log *slog.Logger) *Index {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Index{
+		log:    log,
+		byID:   map[string]*Instance{},
+		bySvc:  map[string]map[string]*Instance{},
+		svcRev: map[string]int64{},
+		wake:   make(chan struct{}),
+	}
+}
+
+// OnChange registers fn to be called, in order and never concurrently, with
+// the services that changed after each change is applied and before
+// WaitRev returns for it. Register hooks before Run.
+func (ix *Index) OnChange(fn func(services []string)) {
+	ix.applyMu.Lock()
+	ix.hooks = append(ix.hooks, fn)
+	ix.applyMu.Unlock()
+}
+
+// Run fills the index from st and follows it until ctx is done.
+func (ix *Index) Run(ctx context.Context, st Store) error {
+	backoff := 100 * time.Millisecond
+	for {
+		start := time.Now()
+		err := ix.follow(ctx, st)
+		if time.Since(start) > 30*time.Second {
+			backoff = 100 * time.Millisecond
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		ix.setErr(err)
+		ix.log.Warn("registry watch lost; will list again", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// follow lists, then watches until the watch fails.
+func (ix *Index) follow(ctx context.Context, st Store) error {
+	list, rev, err := st.List(ctx)
+	if err != nil {
+		return fmt.Errorf("list registry: %w", err)
+	}
+	ix.replaceAll(list, rev)
+	ix.setErr(nil)
+	ch, err := st.Watch(ctx, rev)
+	if err != nil {
+		return fmt.Errorf("watch registry from revision %d: %w", rev, err)
+	}
+	for resp := range ch {
+		if resp.Err != nil {
+			return fmt.Errorf("watch registry after revision %d: %w", rev, resp.Err)
+		}
+		ix.Apply(resp.Events)
+		if n := len(resp.Events); n > 0 {
+			rev = resp.Events[n-1].Rev
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("watch registry after revision %d: closed by the store", rev)
+}
+
+func (ix *Index) setErr(err error) {
+	ix.mu.Lock()
+	ix.syncErr = err
+	ix.mu.Unlock()
+}
+
+// Status reports whether the index has been filled once and the last error
+// in following the store (nil while it is current).
+func (ix *Index) Status() (synced bool, rev int64, err error) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.synced, ix.rev, ix.syncErr
+}
+
+// replaceAll makes list the whole content of the index at rev, applying the
+// difference as events so hooks and watchers see only what changed.
+func (ix *Index) replaceAll(list []Instance, rev int64) {
+	ix.applyMu.Lock()
+	defer ix.applyMu.Unlock()
+	seen := make(map[string]bool, len(list))
+	var evs []Event
+	ix.mu.RLock()
+	for i := range list {
+		in := list[i]
+		seen[in.ID] = true
+		if old, ok := ix.byID[in.ID]; ok && SameRegistration(old, &in) {
+			continue
+		}
+		evs = append(evs, Event{Type: EventPut, Rev: rev, Instance: in})
+	}
+	for id, old := range ix.byID {
+		if !seen[id] {
+			evs = append(evs, Event{Type: EventDelete, Rev: rev, Instance: *old})
+		}
+	}
+	ix.mu.RUnlock()
+	ix.applyLocked(evs, rev, true)
+}
+
+// Apply applies events from the store's watch. Exported for stores and
+// tests that feed an index directly.
+func (ix *Index) Apply(evs []Event) {
+	if len(evs) == 0 {
+		return
+	}
+	ix.applyMu.Lock()
+	defer ix.applyMu.Unlock()
+	ix.applyLocked(evs, evs[len(evs)-1].Rev, false)
+}
+
+func (ix *Index) applyLocked(evs []Event, rev int64, full bool) {
+	changed := map[string]bool{}
+	ix.mu.Lock()
+	for i := range evs {
+		ev := &evs[i]
+		in := ev.Instance
+		if old, ok := ix.byID[in.ID]; ok {
+			delete(ix.bySvc[old.Service], old.ID)
+			if len(ix.bySvc[old.Service]) == 0 {
+				delete(ix.bySvc, old.Service)
+			}
+			changed[old.Service] = true
+			delete(ix.byID, in.ID)
+		}
+		if ev.Type == EventPut {
+			p := &in
+			ix.byID[in.ID] = p
+			m := ix.bySvc[in.Service]
+			if m == nil {
+				m = map[string]*Instance{}
+				ix.bySvc[in.Service] = m
+			}
+			m[in.ID] = p
+			changed[in.Service] = true
+		}
+		if ev.Type == EventDelete && ev.Reason != "" {
+			ix.log.Info("instance removed", "id", in.ID, "service", in.Service, "node", in.Node, "reason", ev.Reason)
+		}
+	}
+	if rev > ix.rev || full {
+		ix.rev = rev
+	}
+	for s := range changed {
+		ix.svcRev[s] = ix.rev
+	}
+	ix.synced = true
+	ix.mu.Unlock()
+
+	if len(changed) > 0 {
+		services := make([]string, 0, len(changed))
+		for s := range changed {
+			services = append(services, s)
+		}
+		sort.Strings(services)
+		for _, h := range ix.hooks {
+			h(services)
+		}
+	}
+	ix.mu.Lock()
+	close(ix.wake)
+	ix.wake = make(chan struct{})
+	ix.mu.Unlock()
+}
+
+// Rev returns the revision the index is at.
+func (ix *Index) Rev() int64 {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.rev
+}
+
+// WaitRev blocks until the index has applied rev (and its hooks have run),
+// or ctx is done.
+func (ix *Index) WaitRev(ctx context.Context, rev int64) error {
+	for {
+		ix.mu.RLock()
+		cur, wake := ix.rev, ix.wake
+		ix.mu.RUnlock()
+		if cur >= rev {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for registry revision %d (at %d): %w", rev, cur, ctx.Err())
+		case <-wake:
+		}
+	}
+}
+
+// WaitService blocks until service changed after rev, or ctx is done, and
+// returns the service's current change revision. A blocking query.
+func (ix *Index) WaitService(ctx context.Context, service string, rev int64) int64 {
+	for {
+		ix.mu.RLock()
+		cur, wake := ix.svcRev[service], ix.wake
+		ix.mu.RUnlock()
+		if cur > rev {
+			return cur
+		}
+		select {
+		case <-ctx.Done():
+			return cur
+		case <-wake:
+		}
+	}
+}
+
+// WaitAny blocks until the index moves past rev, or ctx is done, and returns
+// the current revision.
+func (ix *Index) WaitAny(ctx context.Context, rev int64) int64 {
+	for {
+		ix.mu.RLock()
+		cur, wake := ix.rev, ix.wake
+		ix.mu.RUnlock()
+		if cur > rev {
+			return cur
+		}
+		select {
+		case <-ctx.Done():
+			return cur
+		case <-wake:
+		}
+	}
+}
+
+// Instances returns copies of a service's instances, sorted by ID, and the
+// revision of the service's last change.
+func (ix *Index) Instances(service string) ([]Instance, int64) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	m := ix.bySvc[service]
+	out := make([]Instance, 0, len(m))
+	for _, in := range m {
+		out = append(out, in.Clone())
+	}
+	SortInstances(out)
+	return out, ix.svcRev[service]
+}
+
+// Get returns one instance.
+func (ix *Index) Get(id string) (Instance, bool) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	in, ok := ix.byID[id]
+	if !ok {
+		return Instance{}, false
+	}
+	return in.Clone(), true
+}
+
+// All returns copies of every instance, sorted, and the index revision.
+func (ix *Index) All() ([]Instance, int64) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	out := make([]Instance, 0, len(ix.byID))
+	for _, in := range ix.byID {
+		out = append(out, in.Clone())
+	}
+	SortInstances(out)
+	return out, ix.rev
+}
+
+// ServiceSummary counts a service's instances.
+type ServiceSummary struct {
+	Name      string   `json:"name"`
+	Instances int      `json:"instances"`
+	Passing   int      `json:"passing"`
+	Protocols []string `json:"protocols"`
+}
+
+// Services summarizes every service, sorted by name.
+func (ix *Index) Services() []ServiceSummary {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	out := make([]ServiceSummary, 0, len(ix.bySvc))
+	for name, m := range ix.bySvc {
+		s := ServiceSummary{Name: name, Instances: len(m)}
+		protos := map[string]bool{}
+		for _, in := range m {
+			if in.Serving() {
+				s.Passing++
+			}
+			protos[in.Protocol] = true
+		}
+		for p := range protos {
+			s.Protocols = append(s.Protocols, p)
+		}
+		sort.Strings(s.Protocols)
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// ServiceNames returns the names of every service, sorted.
+func (ix *Index) ServiceNames() []string {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	out := make([]string, 0, len(ix.bySvc))
+	for name := range ix.bySvc {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Len returns the number of instances.
+func (ix *Index) Len() int {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return len(ix.byID)
+}

@@ -1,0 +1,304 @@
+// Package registry holds signpost's model of services and their instances,
+// the Store interface that durable backends implement, and the in-memory
+// Index that answers every read. It knows nothing of DNS, HTTP, Docker or AWS.
+package registry
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Protocols an instance may speak.
+const (
+	TCP = "tcp"
+	UDP = "udp"
+)
+
+// Health states of an instance.
+const (
+	// HealthPassing: the last check passed, or the instance has no check.
+	HealthPassing = "passing"
+	// HealthCritical: the check failed often enough to take it out of DNS.
+	HealthCritical = "critical"
+	// HealthPending: the instance has a check that has not passed yet; it
+	// is not served until it does.
+	HealthPending = "pending"
+)
+
+// Limits on what one instance may carry. They keep a single registration
+// from bloating every answer and every watch event.
+const (
+	MaxLabel      = 63
+	MaxIDLen      = 63
+	MaxNodeLen    = 253
+	MaxTags       = 32
+	MaxTagLen     = 255
+	MaxMetaKeys   = 64
+	MaxMetaKeyLen = 63
+	MaxMetaValLen = 255
+	MaxMetaBytes  = 4096
+	MaxOutputLen  = 1024
+)
+
+// Health is the state of an instance's health check as its agent last saw it.
+type Health struct {
+	Status    string    `json:"status"`
+	CheckedAt time.Time `json:"checked_at,omitzero"`
+	Output    string    `json:"output,omitempty"`
+}
+
+// Instance is one reachable endpoint of a service.
+type Instance struct {
+	// ID is unique in the registry and is a DNS label: the instance's SRV
+	// target is ID.service.zone.
+	ID       string            `json:"id"`
+	Service  string            `json:"service"`
+	Protocol string            `json:"protocol"`
+	Address  netip.Addr        `json:"address"`
+	Port     uint16            `json:"port"`
+	Weight   uint16            `json:"weight"`
+	Priority uint16            `json:"priority"`
+	Tags     []string          `json:"tags,omitempty"`
+	Meta     map[string]string `json:"meta,omitempty"`
+	// Node is the agent that owns the instance; the instance lives as long
+	// as the node's lease. Empty for instances registered by hand.
+	Node         string    `json:"node,omitempty"`
+	Health       Health    `json:"health"`
+	RegisteredAt time.Time `json:"registered_at,omitzero"`
+}
+
+// FieldError says which field of a registration is wrong and why.
+type FieldError struct {
+	Field  string
+	Value  string
+	Reason string
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("invalid %s %q: %s", e.Field, e.Value, e.Reason)
+}
+
+// ParseServiceName accepts the forms a service is named by: "calc",
+// "_calc._tcp" and "_calc._udp". It returns the bare service name and the
+// protocol the name implies ("" when the name does not say).
+func ParseServiceName(s string) (name, proto string, err error) {
+	s = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
+	if strings.HasPrefix(s, "_") {
+		svc, p, ok := strings.Cut(s, ".")
+		if !ok || (p != "_tcp" && p != "_udp") {
+			return "", "", &FieldError{"service", s, `want "name", "_name._tcp" or "_name._udp"`}
+		}
+		s, proto = svc[1:], p[1:]
+	}
+	if err := CheckLabel(s); err != nil {
+		return "", "", &FieldError{"service", s, err.Error()}
+	}
+	return s, proto, nil
+}
+
+// CheckLabel reports whether s is a lower-case DNS label of letters, digits
+// and hyphens that neither starts nor ends with a hyphen (RFC 1123).
+func CheckLabel(s string) error {
+	if s == "" {
+		return fmt.Errorf("empty")
+	}
+	if len(s) > MaxLabel {
+		return fmt.Errorf("longer than %d characters", MaxLabel)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case c == '-':
+			if i == 0 || i == len(s)-1 {
+				return fmt.Errorf("starts or ends with a hyphen")
+			}
+		default:
+			return fmt.Errorf("character %q is not a lower-case letter, digit or hyphen", c)
+		}
+	}
+	return nil
+}
+
+// Normalize fills defaults (protocol tcp, weight 1, health passing) and puts
+// names in canonical form. Validate should be called afterwards.
+func (in *Instance) Normalize() {
+	in.ID = strings.ToLower(strings.TrimSpace(in.ID))
+	if name, proto, err := ParseServiceName(in.Service); err == nil {
+		in.Service = name
+		if in.Protocol == "" {
+			in.Protocol = proto
+		}
+	}
+	in.Protocol = strings.ToLower(in.Protocol)
+	if in.Protocol == "" {
+		in.Protocol = TCP
+	}
+	if in.Weight == 0 {
+		in.Weight = 1
+	}
+	if in.Health.Status == "" {
+		in.Health.Status = HealthPassing
+	}
+	in.Address = in.Address.Unmap()
+	if len(in.Tags) == 0 {
+		in.Tags = nil
+	}
+	if len(in.Meta) == 0 {
+		in.Meta = nil
+	}
+}
+
+// Validate checks every field and returns a *FieldError naming the first
+// that is wrong.
+func (in *Instance) Validate() error {
+	if err := CheckLabel(in.ID); err != nil {
+		return &FieldError{"id", in.ID, err.Error()}
+	}
+	name, proto, err := ParseServiceName(in.Service)
+	if err != nil {
+		return err
+	}
+	if name != in.Service {
+		return &FieldError{"service", in.Service, "not in canonical form; call Normalize"}
+	}
+	if in.Protocol != TCP && in.Protocol != UDP {
+		return &FieldError{"protocol", in.Protocol, `want "tcp" or "udp"`}
+	}
+	if proto != "" && proto != in.Protocol {
+		return &FieldError{"protocol", in.Protocol, "service name says " + proto}
+	}
+	if !in.Address.IsValid() {
+		return &FieldError{"address", in.Address.String(), "not an IPv4 or IPv6 address"}
+	}
+	if in.Address.IsUnspecified() || in.Address.IsMulticast() {
+		return &FieldError{"address", in.Address.String(), "unspecified or multicast address cannot be reached"}
+	}
+	if in.Address.Zone() != "" {
+		return &FieldError{"address", in.Address.String(), "zoned IPv6 addresses cannot be published in DNS"}
+	}
+	if in.Port == 0 {
+		return &FieldError{"port", "0", "want 1-65535"}
+	}
+	if len(in.Node) > MaxNodeLen {
+		return &FieldError{"node", in.Node, fmt.Sprintf("longer than %d characters", MaxNodeLen)}
+	}
+	if err := checkPrintable(in.Node); err != nil {
+		return &FieldError{"node", in.Node, err.Error()}
+	}
+	if len(in.Tags) > MaxTags {
+		return &FieldError{"tags", strings.Join(in.Tags, ","), fmt.Sprintf("more than %d tags", MaxTags)}
+	}
+	for _, t := range in.Tags {
+		if t == "" || len(t) > MaxTagLen {
+			return &FieldError{"tags", t, fmt.Sprintf("tag must be 1-%d characters", MaxTagLen)}
+		}
+		if err := checkPrintable(t); err != nil {
+			return &FieldError{"tags", t, err.Error()}
+		}
+	}
+	if err := checkMeta(in.Meta); err != nil {
+		return err
+	}
+	switch in.Health.Status {
+	case HealthPassing, HealthCritical, HealthPending:
+	default:
+		return &FieldError{"health.status", in.Health.Status, `want "passing", "critical" or "pending"`}
+	}
+	if len(in.Health.Output) > MaxOutputLen {
+		return &FieldError{"health.output", in.Health.Output[:32] + "...", fmt.Sprintf("longer than %d bytes", MaxOutputLen)}
+	}
+	return nil
+}
+
+func checkMeta(meta map[string]string) error {
+	if len(meta) > MaxMetaKeys {
+		return &FieldError{"meta", fmt.Sprintf("%d keys", len(meta)), fmt.Sprintf("more than %d keys", MaxMetaKeys)}
+	}
+	total := 0
+	for k, v := range meta {
+		if k == "" || len(k) > MaxMetaKeyLen {
+			return &FieldError{"meta key", k, fmt.Sprintf("must be 1-%d characters", MaxMetaKeyLen)}
+		}
+		if strings.ContainsAny(k, "= ") {
+			return &FieldError{"meta key", k, `must not contain "=" or spaces`}
+		}
+		if err := checkPrintable(k); err != nil {
+			return &FieldError{"meta key", k, err.Error()}
+		}
+		if len(v) > MaxMetaValLen {
+			return &FieldError{"meta." + k, v[:32] + "...", fmt.Sprintf("longer than %d bytes", MaxMetaValLen)}
+		}
+		if err := checkPrintable(v); err != nil {
+			return &FieldError{"meta." + k, v, err.Error()}
+		}
+		total += len(k) + len(v) + 2
+	}
+	if total > MaxMetaBytes {
+		return &FieldError{"meta", fmt.Sprintf("%d bytes", total), fmt.Sprintf("more than %d bytes in all", MaxMetaBytes)}
+	}
+	return nil
+}
+
+func checkPrintable(s string) error {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("contains control character %U", r)
+		}
+	}
+	return nil
+}
+
+// Serving reports whether the instance's health lets DNS hand it out.
+func (in *Instance) Serving() bool { return in.Health.Status == HealthPassing }
+
+// Clone returns a deep copy.
+func (in Instance) Clone() Instance {
+	if in.Tags != nil {
+		in.Tags = append([]string(nil), in.Tags...)
+	}
+	if in.Meta != nil {
+		m := make(map[string]string, len(in.Meta))
+		for k, v := range in.Meta {
+			m[k] = v
+		}
+		in.Meta = m
+	}
+	return in
+}
+
+// SameRegistration reports whether a and b publish the same thing, ignoring
+// when they were registered and when health was last checked.
+func SameRegistration(a, b *Instance) bool {
+	if a.ID != b.ID || a.Service != b.Service || a.Protocol != b.Protocol ||
+		a.Address != b.Address || a.Port != b.Port || a.Weight != b.Weight ||
+		a.Priority != b.Priority || a.Node != b.Node ||
+		a.Health.Status != b.Health.Status || a.Health.Output != b.Health.Output ||
+		len(a.Tags) != len(b.Tags) || len(a.Meta) != len(b.Meta) {
+		return false
+	}
+	for i := range a.Tags {
+		if a.Tags[i] != b.Tags[i] {
+			return false
+		}
+	}
+	for k, v := range a.Meta {
+		if bv, ok := b.Meta[k]; !ok || bv != v {
+			return false
+		}
+	}
+	return true
+}
+
+// SortInstances orders instances by service, then ID, for stable output.
+func SortInstances(list []Instance) {
+	sort.Slice(list, func(i, j int) bool {
+		if list[i].Service != list[j].Service {
+			return list[i].Service < list[j].Service
+		}
+		return list[i].ID < list[j].ID
+	})
+}
