@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,6 +25,8 @@ type Index struct {
 	synced  bool
 	syncErr error
 	wake    chan struct{} // closed and replaced on every change
+
+	expired atomic.Int64 // instances removed because their node's lease expired
 
 	applyMu sync.Mutex // serializes apply and the change hooks
 	hooks   []func(services []string)
@@ -95,6 +98,10 @@ func (ix *Index) follow(ctx context.Context, st Store) error {
 		if n := len(resp.Events); n > 0 {
 			rev = resp.Events[n-1].Rev
 		}
+		if resp.Rev > rev {
+			rev = resp.Rev
+			ix.advance(resp.Rev)
+		}
 	}
 	if ctx.Err() != nil {
 		return nil
@@ -152,6 +159,21 @@ func (ix *Index) Apply(evs []Event) {
 	ix.applyLocked(evs, evs[len(evs)-1].Rev, false)
 }
 
+// advance moves the index to rev, a revision the watch reached without a
+// change the index holds, and wakes whoever waits for it.
+func (ix *Index) advance(rev int64) {
+	ix.applyMu.Lock()
+	defer ix.applyMu.Unlock()
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if rev <= ix.rev {
+		return
+	}
+	ix.rev = rev
+	close(ix.wake)
+	ix.wake = make(chan struct{})
+}
+
 func (ix *Index) applyLocked(evs []Event, rev int64, full bool) {
 	changed := map[string]bool{}
 	ix.mu.Lock()
@@ -176,6 +198,9 @@ func (ix *Index) applyLocked(evs []Event, rev int64, full bool) {
 			}
 			m[in.ID] = p
 			changed[in.Service] = true
+		}
+		if ev.Type == EventDelete && ev.Reason == ReasonLeaseExpired {
+			ix.expired.Add(1)
 		}
 		if ev.Type == EventDelete && ev.Reason != "" {
 			ix.log.Info("instance removed", "id", in.ID, "service", in.Service, "node", in.Node, "reason", ev.Reason)
@@ -353,4 +378,22 @@ func (ix *Index) Len() int {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	return len(ix.byID)
+}
+
+// Expired counts the instances removed because their node's lease expired.
+func (ix *Index) Expired() int64 { return ix.expired.Load() }
+
+// ChangedSince returns the services changed after rev (including removed
+// ones), sorted, and the index revision.
+func (ix *Index) ChangedSince(rev int64) ([]string, int64) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	var out []string
+	for s, r := range ix.svcRev {
+		if r > rev {
+			out = append(out, s)
+		}
+	}
+	sort.Strings(out)
+	return out, ix.rev
 }

@@ -22,6 +22,10 @@ var (
 	ErrUnavailable = errors.New("store unavailable")
 )
 
+// ReasonLeaseExpired is the Event.Reason of deletes caused by a node's
+// lease running out.
+const ReasonLeaseExpired = "lease expired"
+
 // EventType says what happened to an instance.
 type EventType int
 
@@ -57,6 +61,12 @@ type Event struct {
 type WatchResponse struct {
 	Events []Event
 	Err    error
+	// Rev, when not zero, is a revision the watch has reached: every
+	// change up to and including it has been delivered. Stores whose
+	// revisions also count writes that watchers do not see (etcd's are
+	// global) send it, with or without Events, so that a watcher learns it
+	// has caught up with a revision a write returned.
+	Rev int64
 }
 
 // Lease is a node's claim on its instances.

@@ -680,7 +680,7 @@ func (s *Store) expirer() {
 		sort.Strings(expired)
 		for _, node := range expired {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			_, err := s.dropNode(ctx, node, "lease expired", true)
+			_, err := s.dropNode(ctx, node, registry.ReasonLeaseExpired, true)
 			cancel()
 			if err != nil && !errors.Is(err, registry.ErrNoLease) && !errors.Is(err, registry.ErrUnavailable) {
 				s.log.Error("expire node lease", "node", node, "err", err)

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/signpost-dns/signpost/internal/dnsserver"
+	"github.com/signpost-dns/signpost/internal/server"
+)
+
+func init() {
+	commands["server"] = command{"run the DNS server and registration API", runServer}
+}
+
+// serverFlags registers the server's flags on fs, for `server` and `up`.
+func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
+	var cfg server.Config
+	fs.StringVar(&cfg.DNSAddr, "dns", "127.0.0.1:8053", "DNS listen address, UDP and TCP")
+	fs.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:8080", "HTTP API listen address")
+	fs.StringVar(&cfg.DataDir, "data-dir", "signpost-data", "directory of the embedded store")
+	fs.StringVar(&cfg.TokenFile, "token-file", "", "file holding the bearer token that writes need; required to listen for writes beyond loopback")
+	zone := fs.String("zone", "servicediscovery.internal", "DNS zone to be authoritative for")
+	ttl := fs.Duration("ttl", 5*time.Second, "TTL of DNS answers")
+	negTTL := fs.Duration("negative-ttl", 5*time.Second, "TTL of negative DNS answers (SOA minimum)")
+	failOpen := fs.Bool("fail-open", true, "when every instance of a service is failing its check, answer with all of them rather than none")
+	maxUDP := fs.Int("max-udp-size", 1232, "largest UDP answer to EDNS0 clients; larger answers are truncated to go over TCP")
+	nsAddrs := fs.String("ns-address", "", "comma-separated addresses published for the zone's name server ns.<zone> (default: the DNS listen address, unless it is a wildcard)")
+	leaseTTL := fs.Duration("lease-ttl", 10*time.Second, "node lease TTL when an agent names none")
+	return func() (server.Config, error) {
+		cfg.DNS = dnsserver.Config{
+			Zone:       *zone,
+			TTL:        uint32(ttl.Seconds()),
+			NegTTL:     uint32(negTTL.Seconds()),
+			FailOpen:   *failOpen,
+			MaxUDPSize: *maxUDP,
+		}
+		if *ttl < time.Second || *negTTL < time.Second {
+			return cfg, fmt.Errorf("--ttl and --negative-ttl: want at least 1s")
+		}
+		for _, a := range strings.Split(*nsAddrs, ",") {
+			if a = strings.TrimSpace(a); a == "" {
+				continue
+			}
+			ip, err := netip.ParseAddr(a)
+			if err != nil {
+				return cfg, fmt.Errorf("--ns-address %q: not an IP address", a)
+			}
+			cfg.DNS.NSAddrs = append(cfg.DNS.NSAddrs, ip)
+		}
+		cfg.DefaultTTL = *leaseTTL
+		return cfg, nil
+	}
+}
+
+func runServer(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("server", "[flags]")
+	mkCfg := serverFlags(fs)
+	mkLog := logFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	log, err := mkLog()
+	if err != nil {
+		return err
+	}
+	cfg, err := mkCfg()
+	if err != nil {
+		return err
+	}
+	cfg.Log = log
+	srv, err := server.New(cfg)
+	if err != nil {
+		return err
+	}
+	return srv.Run(ctx)
+}

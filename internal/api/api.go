@@ -1,0 +1,492 @@
+// Package api is the signpost server's HTTP/JSON API: registrations, node
+// leases, blocking queries and a server-sent event stream under /v1, with
+// /healthz and /metrics beside them. Reads come from the registry index;
+// writes go to the store and are answered once the index has them, so a
+// client that wrote can read its write back at once, by API or DNS.
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/signpost-dns/signpost/internal/apiclient"
+	"github.com/signpost-dns/signpost/internal/registry"
+)
+
+// MaxBodyBytes caps a request body.
+const MaxBodyBytes = 8 << 20
+
+// Config configures the API handler.
+type Config struct {
+	Store registry.Store
+	Index *registry.Index
+	// Token, when set, is required as "Authorization: Bearer <token>" on
+	// every write.
+	Token string
+	// DefaultTTL is the node lease TTL when a node request gives none.
+	DefaultTTL time.Duration
+	// MaxTTL caps node lease TTLs.
+	MaxTTL time.Duration
+	// Gatherer and Registerer back /metrics (default: a new registry).
+	Registry *prometheus.Registry
+	Log      *slog.Logger
+}
+
+// API serves the HTTP API.
+type API struct {
+	cfg     Config
+	log     *slog.Logger
+	mux     *http.ServeMux
+	writes  *prometheus.CounterVec
+	refused *prometheus.CounterVec
+}
+
+// New builds the handler and registers its metrics.
+func New(cfg Config) (*API, error) {
+	if cfg.Store == nil || cfg.Index == nil {
+		return nil, errors.New("api: store and index are required")
+	}
+	if cfg.DefaultTTL <= 0 {
+		cfg.DefaultTTL = 10 * time.Second
+	}
+	if cfg.MaxTTL <= 0 {
+		cfg.MaxTTL = time.Hour
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	a := &API{
+		cfg: cfg,
+		log: cfg.Log,
+		mux: http.NewServeMux(),
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "signpost_registrations_total",
+			Help: "Writes accepted by the API, by operation.",
+		}, []string{"op"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "signpost_api_refused_total",
+			Help: "API requests refused, by HTTP status code.",
+		}, []string{"code"}),
+	}
+	ix := cfg.Index
+	collectors := []prometheus.Collector{
+		a.writes, a.refused,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "signpost_lease_expired_instances_total",
+			Help: "Instances removed because their node's lease expired.",
+		}, func() float64 { return float64(ix.Expired()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "signpost_instances",
+			Help: "Instances in the registry.",
+		}, func() float64 { return float64(ix.Len()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "signpost_registry_revision",
+			Help: "Registry revision the index has applied.",
+		}, func() float64 { return float64(ix.Rev()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "signpost_store_degraded",
+			Help: "1 when the index cannot follow the store (answers may be stale), else 0.",
+		}, func() float64 {
+			if synced, _, err := ix.Status(); !synced || err != nil {
+				return 1
+			}
+			return 0
+		}),
+	}
+	for _, c := range collectors {
+		if err := cfg.Registry.Register(c); err != nil {
+			return nil, fmt.Errorf("register API metrics: %w", err)
+		}
+	}
+	m := a.mux
+	m.HandleFunc("GET /healthz", a.healthz)
+	m.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	m.HandleFunc("GET /v1/services", a.listServices)
+	m.HandleFunc("GET /v1/services/{name}", a.getService)
+	m.HandleFunc("GET /v1/instances", a.listInstances)
+	m.HandleFunc("GET /v1/instances/{id}", a.getInstance)
+	m.HandleFunc("PUT /v1/instances/{id}", a.write(a.putInstance))
+	m.HandleFunc("DELETE /v1/instances/{id}", a.write(a.deleteInstance))
+	m.HandleFunc("GET /v1/nodes", a.listNodes)
+	m.HandleFunc("PUT /v1/nodes/{node}", a.write(a.replaceNode))
+	m.HandleFunc("POST /v1/nodes/{node}/heartbeat", a.write(a.heartbeat))
+	m.HandleFunc("DELETE /v1/nodes/{node}", a.write(a.releaseNode))
+	m.HandleFunc("GET /v1/watch", a.watch)
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		a.fail(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path), "")
+	})
+	return a, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+func (a *API) fail(w http.ResponseWriter, status int, msg, field string) {
+	a.refused.WithLabelValues(strconv.Itoa(status)).Inc()
+	writeJSON(w, status, apiclient.ErrorResponse{Error: msg, Field: field})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// failErr maps a store or validation error to its status.
+func (a *API) failErr(w http.ResponseWriter, err error) {
+	var fe *registry.FieldError
+	switch {
+	case errors.As(err, &fe):
+		a.fail(w, http.StatusBadRequest, err.Error(), fe.Field)
+	case errors.Is(err, registry.ErrNotFound):
+		a.fail(w, http.StatusNotFound, err.Error(), "")
+	case errors.Is(err, registry.ErrNoLease):
+		a.fail(w, http.StatusNotFound, err.Error(), "node")
+	case errors.Is(err, registry.ErrConflict):
+		a.fail(w, http.StatusConflict, err.Error(), "id")
+	case errors.Is(err, registry.ErrUnavailable):
+		a.fail(w, http.StatusServiceUnavailable, err.Error(), "")
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		a.fail(w, http.StatusServiceUnavailable, err.Error(), "")
+	default:
+		a.log.Error("api write failed", "err", err)
+		a.fail(w, http.StatusInternalServerError, err.Error(), "")
+	}
+}
+
+// write wraps a write handler with the token check.
+func (a *API) write(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if a.cfg.Token != "" {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(a.cfg.Token)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="signpost"`)
+				msg := "missing bearer token: writes need Authorization: Bearer <token>"
+				if ok {
+					msg = "wrong bearer token"
+				}
+				a.fail(w, http.StatusUnauthorized, msg, "")
+				return
+			}
+		}
+		h(w, r)
+	}
+}
+
+// decode reads a JSON body strictly: one value, no unknown fields.
+func decode(r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return fmt.Errorf("content type %q: want application/json", ct)
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return errors.New("empty body: want a JSON object")
+		}
+		return fmt.Errorf("bad JSON body: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("bad JSON body: more than one JSON value")
+	}
+	return nil
+}
+
+// settle waits until the index (and so DNS) shows rev, so that the writer
+// reads its own write from this server as soon as it has the answer.
+func (a *API) settle(r *http.Request, rev int64) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	if err := a.cfg.Index.WaitRev(ctx, rev); err != nil {
+		a.log.Warn("write acknowledged before the index caught up", "rev", rev, "err", err)
+	}
+}
+
+func (a *API) putInstance(w http.ResponseWriter, r *http.Request) {
+	var in registry.Instance
+	if err := decode(r, &in); err != nil {
+		a.fail(w, http.StatusBadRequest, err.Error(), "")
+		return
+	}
+	id := r.PathValue("id")
+	if in.ID == "" {
+		in.ID = id
+	}
+	if !strings.EqualFold(in.ID, id) {
+		a.fail(w, http.StatusBadRequest, fmt.Sprintf("instance id %q in the body differs from %q in the path", in.ID, id), "id")
+		return
+	}
+	in.Normalize()
+	if err := in.Validate(); err != nil {
+		a.failErr(w, err)
+		return
+	}
+	rev, err := a.cfg.Store.Put(r.Context(), in)
+	if err != nil {
+		a.failErr(w, err)
+		return
+	}
+	a.settle(r, rev)
+	a.writes.WithLabelValues("put").Inc()
+	out, _ := a.cfg.Index.Get(in.ID)
+	writeJSON(w, http.StatusOK, apiclient.WriteResponse{Index: rev, Instance: &out})
+}
+
+func (a *API) deleteInstance(w http.ResponseWriter, r *http.Request) {
+	rev, err := a.cfg.Store.Delete(r.Context(), strings.ToLower(r.PathValue("id")))
+	if err != nil {
+		a.failErr(w, err)
+		return
+	}
+	a.settle(r, rev)
+	a.writes.WithLabelValues("delete").Inc()
+	writeJSON(w, http.StatusOK, apiclient.WriteResponse{Index: rev})
+}
+
+func (a *API) replaceNode(w http.ResponseWriter, r *http.Request) {
+	node := r.PathValue("node")
+	var req apiclient.NodeRequest
+	if err := decode(r, &req); err != nil {
+		a.fail(w, http.StatusBadRequest, err.Error(), "")
+		return
+	}
+	ttl := a.cfg.DefaultTTL
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d < time.Second || d > a.cfg.MaxTTL {
+			a.fail(w, http.StatusBadRequest, fmt.Sprintf("invalid ttl %q: want a duration from 1s to %s", req.TTL, a.cfg.MaxTTL), "ttl")
+			return
+		}
+		ttl = d
+	}
+	for i := range req.Instances {
+		in := &req.Instances[i]
+		if in.Node != "" && in.Node != node {
+			a.fail(w, http.StatusBadRequest, fmt.Sprintf("instance %q names node %q, not %q", in.ID, in.Node, node), "node")
+			return
+		}
+		in.Node = node
+		in.Normalize()
+		if err := in.Validate(); err != nil {
+			var fe *registry.FieldError
+			if errors.As(err, &fe) {
+				a.fail(w, http.StatusBadRequest, fmt.Sprintf("instances[%d] (%q): %v", i, in.ID, err), fe.Field)
+				return
+			}
+			a.failErr(w, err)
+			return
+		}
+	}
+	rev, err := a.cfg.Store.ReplaceNode(r.Context(), node, ttl, req.Instances)
+	if err != nil {
+		a.failErr(w, err)
+		return
+	}
+	a.settle(r, rev)
+	a.writes.WithLabelValues("replace_node").Inc()
+	writeJSON(w, http.StatusOK, apiclient.WriteResponse{Index: rev})
+}
+
+func (a *API) heartbeat(w http.ResponseWriter, r *http.Request) {
+	if err := a.cfg.Store.KeepAlive(r.Context(), r.PathValue("node")); err != nil {
+		a.failErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, apiclient.WriteResponse{Index: a.cfg.Index.Rev()})
+}
+
+func (a *API) releaseNode(w http.ResponseWriter, r *http.Request) {
+	rev, err := a.cfg.Store.ReleaseNode(r.Context(), r.PathValue("node"))
+	if err != nil {
+		a.failErr(w, err)
+		return
+	}
+	a.settle(r, rev)
+	a.writes.WithLabelValues("release_node").Inc()
+	writeJSON(w, http.StatusOK, apiclient.WriteResponse{Index: rev})
+}
+
+func (a *API) listNodes(w http.ResponseWriter, r *http.Request) {
+	leases, err := a.cfg.Store.Leases(r.Context())
+	if err != nil {
+		a.failErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, leases)
+}
+
+func (a *API) listServices(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(apiclient.IndexHeader, strconv.FormatInt(a.cfg.Index.Rev(), 10))
+	writeJSON(w, http.StatusOK, a.cfg.Index.Services())
+}
+
+// blocking reads ?index= and ?wait= of a blocking query.
+func blocking(r *http.Request) (index int64, wait time.Duration, err error) {
+	if v := r.URL.Query().Get("index"); v != "" {
+		index, err = strconv.ParseInt(v, 10, 64)
+		if err != nil || index < 0 {
+			return 0, 0, fmt.Errorf("invalid index %q: want a non-negative integer", v)
+		}
+	}
+	wait = 5 * time.Minute
+	if v := r.URL.Query().Get("wait"); v != "" {
+		wait, err = time.ParseDuration(v)
+		if err != nil || wait <= 0 || wait > 10*time.Minute {
+			return 0, 0, fmt.Errorf("invalid wait %q: want a duration up to 10m", v)
+		}
+	}
+	return index, wait, nil
+}
+
+func (a *API) getService(w http.ResponseWriter, r *http.Request) {
+	name, _, err := registry.ParseServiceName(r.PathValue("name"))
+	if err != nil {
+		a.failErr(w, err)
+		return
+	}
+	index, wait, err := blocking(r)
+	if err != nil {
+		a.fail(w, http.StatusBadRequest, err.Error(), "")
+		return
+	}
+	if index > 0 {
+		ctx, cancel := context.WithTimeout(r.Context(), wait)
+		a.cfg.Index.WaitService(ctx, name, index)
+		cancel()
+	}
+	list, rev := a.cfg.Index.Instances(name)
+	w.Header().Set(apiclient.IndexHeader, strconv.FormatInt(rev, 10))
+	writeJSON(w, http.StatusOK, apiclient.ServiceResponse{Service: name, Index: rev, Instances: list})
+}
+
+func (a *API) listInstances(w http.ResponseWriter, r *http.Request) {
+	index, wait, err := blocking(r)
+	if err != nil {
+		a.fail(w, http.StatusBadRequest, err.Error(), "")
+		return
+	}
+	if index > 0 {
+		ctx, cancel := context.WithTimeout(r.Context(), wait)
+		a.cfg.Index.WaitAny(ctx, index)
+		cancel()
+	}
+	all, rev := a.cfg.Index.All()
+	if node := r.URL.Query().Get("node"); node != "" {
+		kept := all[:0]
+		for _, in := range all {
+			if in.Node == node {
+				kept = append(kept, in)
+			}
+		}
+		all = kept
+	}
+	w.Header().Set(apiclient.IndexHeader, strconv.FormatInt(rev, 10))
+	writeJSON(w, http.StatusOK, all)
+}
+
+func (a *API) getInstance(w http.ResponseWriter, r *http.Request) {
+	id := strings.ToLower(r.PathValue("id"))
+	in, ok := a.cfg.Index.Get(id)
+	if !ok {
+		a.fail(w, http.StatusNotFound, fmt.Sprintf("instance %q: not found", id), "id")
+		return
+	}
+	writeJSON(w, http.StatusOK, in)
+}
+
+func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
+	synced, rev, err := a.cfg.Index.Status()
+	body := map[string]any{"status": "ok", "index": rev, "instances": a.cfg.Index.Len()}
+	status := http.StatusOK
+	switch {
+	case !synced:
+		body["status"], status = "starting", http.StatusServiceUnavailable
+	case err != nil:
+		body["status"], body["error"], status = "degraded", err.Error(), http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, body)
+}
+
+// watch streams server-sent events: each time a service changes, its whole
+// current instance list. ?index=N starts after revision N (0: everything
+// now, as a first snapshot); ?service=NAME limits the stream to one service.
+func (a *API) watch(w http.ResponseWriter, r *http.Request) {
+	index, _, err := blocking(r)
+	if err != nil {
+		a.fail(w, http.StatusBadRequest, err.Error(), "")
+		return
+	}
+	only := ""
+	if v := r.URL.Query().Get("service"); v != "" {
+		if only, _, err = registry.ParseServiceName(v); err != nil {
+			a.failErr(w, err)
+			return
+		}
+	}
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		a.fail(w, http.StatusInternalServerError, "streaming not supported by this connection", "")
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	fl.Flush()
+	ix := a.cfg.Index
+	rev := index
+	keepalive := time.NewTicker(15 * time.Second)
+	defer keepalive.Stop()
+	for {
+		changed, cur := ix.ChangedSince(rev)
+		for _, svc := range changed {
+			if only != "" && svc != only {
+				continue
+			}
+			list, srev := ix.Instances(svc)
+			data, err := json.Marshal(apiclient.WatchEvent{Service: svc, Index: srev, Instances: list})
+			if err != nil {
+				return
+			}
+			if _, err := fmt.Fprintf(w, "id: %d\nevent: service\ndata: %s\n\n", srev, data); err != nil {
+				return
+			}
+		}
+		fl.Flush()
+		rev = cur
+		ctx, cancel := context.WithCancel(r.Context())
+		done := make(chan struct{})
+		go func() {
+			select {
+			case <-keepalive.C:
+				cancel()
+			case <-done:
+			}
+		}()
+		ix.WaitAny(ctx, rev)
+		close(done)
+		cancel()
+		if r.Context().Err() != nil {
+			return
+		}
+		if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,228 @@
+// Package apiclient is the Go client of the signpost server's HTTP API and
+// holds the API's wire types. The agent's server backend and the command
+// line verbs use it.
+package apiclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/signpost-dns/signpost/internal/registry"
+)
+
+// IndexHeader carries the registry revision a response reflects.
+const IndexHeader = "X-Signpost-Index"
+
+// NodeRequest replaces everything a node owns and renews its lease.
+type NodeRequest struct {
+	// TTL of the node's lease, as a Go duration ("10s").
+	TTL       string              `json:"ttl"`
+	Instances []registry.Instance `json:"instances"`
+}
+
+// WriteResponse answers a write with the revision it became visible at.
+type WriteResponse struct {
+	Index    int64              `json:"index"`
+	Instance *registry.Instance `json:"instance,omitempty"`
+}
+
+// ServiceResponse lists one service's instances.
+type ServiceResponse struct {
+	Service   string              `json:"service"`
+	Index     int64               `json:"index"`
+	Instances []registry.Instance `json:"instances"`
+}
+
+// ErrorResponse is the body of every 4xx and 5xx answer.
+type ErrorResponse struct {
+	Error string `json:"error"`
+	// Field names the offending field of a refused registration.
+	Field string `json:"field,omitempty"`
+}
+
+// WatchEvent is one server-sent event of /v1/watch: a service's whole
+// current set of instances, sent when it changes (empty when it is gone).
+type WatchEvent struct {
+	Service   string              `json:"service"`
+	Index     int64               `json:"index"`
+	Instances []registry.Instance `json:"instances"`
+}
+
+// Error is a non-2xx answer from the server.
+type Error struct {
+	Status int
+	Method string
+	URL    string
+	ErrorResponse
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s %s: %d %s: %s", e.Method, e.URL, e.Status, http.StatusText(e.Status), e.ErrorResponse.Error)
+}
+
+// IsStatus reports whether err is an *Error with the given status code.
+func IsStatus(err error, status int) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == status
+}
+
+// Client talks to one signpost server.
+type Client struct {
+	base  *url.URL
+	token string
+	http  *http.Client
+}
+
+// New returns a client for the server at base ("http://127.0.0.1:8080").
+// token may be empty when the server takes writes without one.
+func New(base, token string) (*Client, error) {
+	u, err := url.Parse(strings.TrimSuffix(base, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("server URL %q: want http://host:port", base)
+	}
+	return &Client{base: u, token: token, http: &http.Client{Timeout: 0}}, nil
+}
+
+// WithHTTPClient replaces the HTTP client (for TLS settings, say).
+func (c *Client) WithHTTPClient(h *http.Client) *Client {
+	c.http = h
+	return c
+}
+
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body, out any) (http.Header, error) {
+	u := *c.base
+	u.Path += path
+	if q != nil {
+		u.RawQuery = q.Encode()
+	}
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, fmt.Errorf("encode %s %s: %w", method, u.String(), err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, u.String(), err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, u.String(), err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: read answer: %w", method, u.String(), err)
+	}
+	if resp.StatusCode/100 != 2 {
+		e := &Error{Status: resp.StatusCode, Method: method, URL: u.String()}
+		if json.Unmarshal(data, &e.ErrorResponse) != nil || e.ErrorResponse.Error == "" {
+			e.ErrorResponse.Error = strings.TrimSpace(string(data))
+		}
+		return resp.Header, e
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return resp.Header, fmt.Errorf("%s %s: decode answer: %w", method, u.String(), err)
+		}
+	}
+	return resp.Header, nil
+}
+
+// Register creates or updates one instance (idempotent).
+func (c *Client) Register(ctx context.Context, in registry.Instance) (WriteResponse, error) {
+	var out WriteResponse
+	_, err := c.do(ctx, http.MethodPut, "/v1/instances/"+url.PathEscape(in.ID), nil, in, &out)
+	return out, err
+}
+
+// Deregister removes one instance.
+func (c *Client) Deregister(ctx context.Context, id string) (WriteResponse, error) {
+	var out WriteResponse
+	_, err := c.do(ctx, http.MethodDelete, "/v1/instances/"+url.PathEscape(id), nil, nil, &out)
+	return out, err
+}
+
+// ReplaceNode makes insts the whole set node owns and renews its lease.
+func (c *Client) ReplaceNode(ctx context.Context, node string, ttl time.Duration, insts []registry.Instance) (WriteResponse, error) {
+	if insts == nil {
+		insts = []registry.Instance{}
+	}
+	var out WriteResponse
+	_, err := c.do(ctx, http.MethodPut, "/v1/nodes/"+url.PathEscape(node), nil, NodeRequest{TTL: ttl.String(), Instances: insts}, &out)
+	return out, err
+}
+
+// Heartbeat renews node's lease. A 404 (IsStatus(err, 404)) means the lease
+// is gone and the node must ReplaceNode again.
+func (c *Client) Heartbeat(ctx context.Context, node string) error {
+	_, err := c.do(ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(node)+"/heartbeat", nil, nil, nil)
+	return err
+}
+
+// ReleaseNode ends node's lease and removes its instances.
+func (c *Client) ReleaseNode(ctx context.Context, node string) (WriteResponse, error) {
+	var out WriteResponse
+	_, err := c.do(ctx, http.MethodDelete, "/v1/nodes/"+url.PathEscape(node), nil, nil, &out)
+	return out, err
+}
+
+// Services lists every service.
+func (c *Client) Services(ctx context.Context) ([]registry.ServiceSummary, error) {
+	var out []registry.ServiceSummary
+	_, err := c.do(ctx, http.MethodGet, "/v1/services", nil, nil, &out)
+	return out, err
+}
+
+// Service lists one service's instances. With index > 0 it is a blocking
+// query: the server answers when the service changes after index, or when
+// wait runs out.
+func (c *Client) Service(ctx context.Context, name string, index int64, wait time.Duration) (ServiceResponse, error) {
+	q := url.Values{}
+	if index > 0 {
+		q.Set("index", strconv.FormatInt(index, 10))
+		q.Set("wait", wait.String())
+	}
+	var out ServiceResponse
+	_, err := c.do(ctx, http.MethodGet, "/v1/services/"+url.PathEscape(name), q, nil, &out)
+	return out, err
+}
+
+// Instances lists every instance, optionally only those of one node.
+func (c *Client) Instances(ctx context.Context, node string) ([]registry.Instance, int64, error) {
+	q := url.Values{}
+	if node != "" {
+		q.Set("node", node)
+	}
+	var out []registry.Instance
+	h, err := c.do(ctx, http.MethodGet, "/v1/instances", q, nil, &out)
+	if err != nil {
+		return nil, 0, err
+	}
+	idx, _ := strconv.ParseInt(h.Get(IndexHeader), 10, 64)
+	return out, idx, nil
+}
+
+// Leases lists the live node leases.
+func (c *Client) Leases(ctx context.Context) ([]registry.Lease, error) {
+	var out []registry.Lease
+	_, err := c.do(ctx, http.MethodGet, "/v1/nodes", nil, nil, &out)
+	return out, err
+}

@@ -1,0 +1,277 @@
+package dnsserver
+
+import (
+	"sort"
+
+	"github.com/miekg/dns"
+
+	"github.com/signpost-dns/signpost/internal/registry"
+)
+
+// lookup finds the prepared answer for the question, packing it on first
+// use. rel is how many labels come before the zone. exists is false when
+// the name is not in the zone at all (NXDOMAIN).
+func (s *Server) lookup(q *query, rel int) (p *prepared, exists bool) {
+	switch rel {
+	case 0:
+		return s.apex(q.qtype), true
+	case 1:
+		l := q.label(0)
+		if string(l) == s.cfg.NSName {
+			return s.nsAddr(q.qtype), true
+		}
+		if string(l) == "_tcp" || string(l) == "_udp" {
+			return nil, true // empty non-terminal
+		}
+		svc := s.zone.get(l)
+		if svc == nil {
+			return nil, false
+		}
+		return s.serviceAnswer(svc, q.qtype), true
+	case 2:
+		l0, l1 := q.label(0), q.label(1)
+		if len(l0) > 1 && l0[0] == '_' {
+			p := protoIndex(l1)
+			if p < 0 {
+				if string(l0) == "_dns-sd" && string(l1) == "_udp" {
+					return nil, true // empty non-terminal
+				}
+				return nil, false
+			}
+			svc := s.zone.get(l0[1:])
+			if svc == nil || !svc.hasProto[p] {
+				return nil, false
+			}
+			return s.protoAnswer(svc, p, q.qtype), true
+		}
+		svc := s.zone.get(l1)
+		if svc == nil {
+			return nil, false
+		}
+		inst := svc.byID[string(l0)]
+		if inst == nil {
+			return nil, false
+		}
+		return s.targetAnswer(inst, q.qtype), true
+	case 3:
+		l0, l1, l2 := q.label(0), q.label(1), q.label(2)
+		if string(l0) == "_services" && string(l1) == "_dns-sd" && string(l2) == "_udp" {
+			if q.qtype != dns.TypePTR && q.qtype != dns.TypeANY {
+				return nil, true
+			}
+			return s.browseAnswer(), true
+		}
+		p := protoIndex(l2)
+		if p < 0 || len(l1) < 2 || l1[0] != '_' {
+			return nil, false
+		}
+		svc := s.zone.get(l1[1:])
+		if svc == nil {
+			return nil, false
+		}
+		inst := svc.byID[string(l0)]
+		if inst == nil || inst.proto != p {
+			return nil, false
+		}
+		return s.dnssdAnswer(inst, q.qtype), true
+	}
+	return nil, false
+}
+
+func protoIndex(l []byte) int {
+	switch string(l) {
+	case "_tcp":
+		return protoTCP
+	case "_udp":
+		return protoUDP
+	}
+	return -1
+}
+
+// load returns the slot's answer, packing it with mk on first use. Two
+// queries racing on an empty slot both pack; either result is right.
+func load(sl *slot, mk func() *prepared) *prepared {
+	if p := sl.p.Load(); p != nil {
+		return p
+	}
+	p := mk()
+	if p == nil {
+		p = &prepared{}
+	}
+	sl.p.Store(p)
+	return p
+}
+
+func (s *Server) serviceAnswer(svc *service, qtype uint16) *prepared {
+	switch qtype {
+	case dns.TypeSRV, dns.TypeANY:
+		return load(&svc.srv, func() *prepared { return s.srvAnswer(s.names.service(svc.name), svc.serving) })
+	case dns.TypeA:
+		return load(&svc.a, func() *prepared { return s.addrAnswer(s.names.service(svc.name), dns.TypeA, svc.serving) })
+	case dns.TypeAAAA:
+		return load(&svc.aaaa, func() *prepared { return s.addrAnswer(s.names.service(svc.name), dns.TypeAAAA, svc.serving) })
+	}
+	return nil
+}
+
+func (s *Server) protoAnswer(svc *service, p int, qtype uint16) *prepared {
+	switch qtype {
+	case dns.TypeSRV, dns.TypeANY:
+		return load(&svc.protoSRV[p], func() *prepared { return s.srvAnswer(s.names.proto(svc.name, p), filterProto(svc.serving, p)) })
+	case dns.TypePTR:
+		return load(&svc.protoPTR[p], func() *prepared {
+			name := s.names.proto(svc.name, p)
+			list := filterProto(svc.serving, p)
+			ws := make([]weighted, 0, len(list))
+			for _, in := range list {
+				ws = append(ws, weighted{rr: &dns.PTR{Hdr: s.hdr(name, dns.TypePTR), Ptr: s.names.dnssd(in, p)}, weight: in.Weight})
+			}
+			if len(ws) == 0 {
+				return nil
+			}
+			return build(name, dns.TypePTR, orders(ws), nil, nil)
+		})
+	}
+	return nil
+}
+
+// targetAnswer answers at an SRV target, ID.service.Z: its address, and
+// its metadata as TXT.
+func (s *Server) targetAnswer(inst *instance, qtype uint16) *prepared {
+	in := inst.in
+	switch qtype {
+	case dns.TypeA, dns.TypeAAAA, dns.TypeANY:
+		if qtype == dns.TypeANY {
+			if in.Address.Is4() {
+				qtype = dns.TypeA
+			} else {
+				qtype = dns.TypeAAAA
+			}
+		}
+		if in.Address.Is4() != (qtype == dns.TypeA) {
+			return nil
+		}
+		sl := &inst.a
+		if qtype == dns.TypeAAAA {
+			sl = &inst.aaaa
+		}
+		return load(sl, func() *prepared {
+			name := s.names.target(in)
+			return build(name, qtype, [][]dns.RR{{s.addrRR(name, in.Address)}}, nil, nil)
+		})
+	case dns.TypeTXT:
+		return load(&inst.txt, func() *prepared {
+			name := s.names.target(in)
+			return build(name, dns.TypeTXT, [][]dns.RR{{s.txtRR(name, in)}}, nil, nil)
+		})
+	}
+	return nil
+}
+
+// dnssdAnswer answers at a DNS-SD instance name, ID._service._proto.Z:
+// SRV with glue, and TXT (RFC 6763).
+func (s *Server) dnssdAnswer(inst *instance, qtype uint16) *prepared {
+	in := inst.in
+	switch qtype {
+	case dns.TypeSRV, dns.TypeANY:
+		return load(&inst.srv, func() *prepared { return s.srvAnswer(s.names.dnssd(in, inst.proto), []*registry.Instance{in}) })
+	case dns.TypeTXT:
+		// The TXT at the target name is another name; this slot is
+		// only reached for DNS-SD names, so keep it apart.
+		return load(&inst.dnssdTXT, func() *prepared {
+			name := s.names.dnssd(in, inst.proto)
+			return build(name, dns.TypeTXT, [][]dns.RR{{s.txtRR(name, in)}}, nil, nil)
+		})
+	}
+	return nil
+}
+
+func (s *Server) browseAnswer() *prepared {
+	return load(&s.zone.browse, func() *prepared {
+		name := "_services._dns-sd._udp." + s.cfg.Zone
+		s.zone.mu.RLock()
+		var rrs []dns.RR
+		for _, svc := range s.zone.services {
+			for p := range protoLabels {
+				if svc.hasProto[p] {
+					rrs = append(rrs, &dns.PTR{Hdr: s.hdr(name, dns.TypePTR), Ptr: s.names.proto(svc.name, p)})
+				}
+			}
+		}
+		s.zone.mu.RUnlock()
+		if len(rrs) == 0 {
+			return nil
+		}
+		dns.Dedup(rrs, nil)
+		return build(name, dns.TypePTR, [][]dns.RR{sortRRs(rrs)}, nil, nil)
+	})
+}
+
+func (s *Server) apex(qtype uint16) *prepared {
+	switch qtype {
+	case dns.TypeSOA, dns.TypeANY:
+		return load(&s.apexSOA, func() *prepared {
+			return build(s.cfg.Zone, dns.TypeSOA, [][]dns.RR{{s.soa()}}, nil, nil)
+		})
+	case dns.TypeNS:
+		return load(&s.apexNS, func() *prepared {
+			ns := &dns.NS{Hdr: s.hdr(s.cfg.Zone, dns.TypeNS), Ns: s.nsFQDN()}
+			var glue []dns.RR
+			for _, a := range s.cfg.NSAddrs {
+				glue = append(glue, s.addrRR(s.nsFQDN(), a))
+			}
+			return build(s.cfg.Zone, dns.TypeNS, [][]dns.RR{{ns}}, nil, glue)
+		})
+	}
+	return nil
+}
+
+func (s *Server) nsAddr(qtype uint16) *prepared {
+	if qtype != dns.TypeA && qtype != dns.TypeAAAA {
+		return nil
+	}
+	sl := &s.nsA
+	if qtype == dns.TypeAAAA {
+		sl = &s.nsAAAA
+	}
+	return load(sl, func() *prepared {
+		var rrs []dns.RR
+		for _, a := range s.cfg.NSAddrs {
+			if a.Is4() == (qtype == dns.TypeA) {
+				rrs = append(rrs, s.addrRR(s.nsFQDN(), a))
+			}
+		}
+		if len(rrs) == 0 {
+			return nil
+		}
+		return build(s.nsFQDN(), qtype, [][]dns.RR{rrs}, nil, nil)
+	})
+}
+
+func (s *Server) nsFQDN() string { return s.cfg.NSName + "." + s.cfg.Zone }
+
+func (s *Server) soa() *dns.SOA {
+	return &dns.SOA{
+		Hdr:     dns.RR_Header{Name: s.cfg.Zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: s.cfg.NegTTL},
+		Ns:      s.nsFQDN(),
+		Mbox:    "hostmaster." + s.cfg.Zone,
+		Serial:  s.serial.Load(),
+		Refresh: 3600,
+		Retry:   600,
+		Expire:  86400,
+		Minttl:  s.cfg.NegTTL,
+	}
+}
+
+// setSerial moves the SOA serial and repacks what carries it.
+func (s *Server) setSerial(serial uint32) {
+	s.serial.Store(serial)
+	tail := packRRTail(s.soa())
+	s.soaTail.Store(&tail)
+	s.apexSOA.p.Store(nil)
+}
+
+func sortRRs(rrs []dns.RR) []dns.RR {
+	sort.Slice(rrs, func(i, j int) bool { return rrs[i].String() < rrs[j].String() })
+	return rrs
+}

@@ -1,0 +1,72 @@
+package dnsserver
+
+import (
+	"fmt"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Query types counted by name; anything else counts as "other".
+var countedTypes = []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeSRV, dns.TypeTXT, dns.TypePTR, dns.TypeSOA, dns.TypeNS, dns.TypeANY}
+
+// Response codes counted by name; anything else counts as "other".
+var countedRcodes = []int{rcodeNoError, rcodeFormErr, rcodeNXDomain, rcodeNotImp, rcodeRefused, rcodeBadVers}
+
+// metrics holds counters resolved ahead of time, so counting a query is
+// one atomic add and no map lookup.
+type metrics struct {
+	queries [9][7]prometheus.Counter // [type][rcode]
+	dropped prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "signpost_dns_queries_total",
+		Help: "DNS queries answered, by query type and response code.",
+	}, []string{"type", "rcode"})
+	dropped := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "signpost_dns_dropped_total",
+		Help: "DNS packets dropped without an answer (too short, or not a query).",
+	})
+	if reg != nil {
+		for _, c := range []prometheus.Collector{vec, dropped} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("register DNS metrics: %w", err)
+			}
+		}
+	}
+	m := &metrics{dropped: dropped}
+	for ti := range m.queries {
+		tname := "other"
+		if ti < len(countedTypes) {
+			tname = dns.TypeToString[countedTypes[ti]]
+		}
+		for ri := range m.queries[ti] {
+			rname := "other"
+			if ri < len(countedRcodes) {
+				rname = dns.RcodeToString[countedRcodes[ri]]
+			}
+			m.queries[ti][ri] = vec.WithLabelValues(tname, rname)
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) count(qtype uint16, rcode int) {
+	ti := len(countedTypes)
+	for i, t := range countedTypes {
+		if t == qtype {
+			ti = i
+			break
+		}
+	}
+	ri := len(countedRcodes)
+	for i, r := range countedRcodes {
+		if r == rcode {
+			ri = i
+			break
+		}
+	}
+	m.queries[ti][ri].Inc()
+}

@@ -1,0 +1,172 @@
+package dnsserver
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math"
+	"math/rand/v2"
+	"sync/atomic"
+
+	"github.com/miekg/dns"
+)
+
+// maxVariants caps how many answer orders are prepared per name and type.
+const maxVariants = 64
+
+// prepared is a packed answer for one name and type, in several orders.
+// Queries take the next order in turn, so answers rotate like Route 53's.
+type prepared struct {
+	variants []variant
+	next     atomic.Uint32
+}
+
+// variant is one packed response: header (ID zero), the question in lower
+// case, and the records. Everything before addOff is a complete response
+// without the Additional section (pointers only ever point backwards).
+type variant struct {
+	msg    []byte
+	addOff int
+}
+
+func (p *prepared) pick() *variant {
+	if len(p.variants) == 1 {
+		return &p.variants[0]
+	}
+	n := p.next.Add(1)
+	return &p.variants[n%uint32(len(p.variants))]
+}
+
+// weighted is a record to rotate, with the weight that decides how often it
+// comes first.
+type weighted struct {
+	rr     dns.RR
+	weight uint16
+}
+
+// orders returns up to maxVariants orders of rrs: plain rotations when all
+// weights are equal (exact round robin), weighted shuffles otherwise.
+func orders(rrs []weighted) [][]dns.RR {
+	n := len(rrs)
+	if n <= 1 {
+		out := make([]dns.RR, n)
+		for i := range rrs {
+			out[i] = rrs[i].rr
+		}
+		return [][]dns.RR{out}
+	}
+	equal := true
+	for _, w := range rrs[1:] {
+		if w.weight != rrs[0].weight {
+			equal = false
+			break
+		}
+	}
+	if equal {
+		count := min(n, maxVariants)
+		res := make([][]dns.RR, count)
+		for v := 0; v < count; v++ {
+			start := v * n / count
+			o := make([]dns.RR, n)
+			for i := 0; i < n; i++ {
+				o[i] = rrs[(start+i)%n].rr
+			}
+			res[v] = o
+		}
+		return res
+	}
+	// Weighted random order (Efraimidis-Spirakis), seeded so that a
+	// rebuild of the same data gives the same orders.
+	rng := rand.New(rand.NewPCG(uint64(n), 0x5167))
+	res := make([][]dns.RR, maxVariants)
+	keys := make([]float64, n)
+	idx := make([]int, n)
+	for v := range res {
+		for i := range rrs {
+			w := float64(max(rrs[i].weight, 1))
+			keys[i] = math.Pow(rng.Float64(), 1/w)
+			idx[i] = i
+		}
+		// Sort indices by key, descending (n is small: insertion sort).
+		for i := 1; i < n; i++ {
+			for j := i; j > 0 && keys[idx[j]] > keys[idx[j-1]]; j-- {
+				idx[j], idx[j-1] = idx[j-1], idx[j]
+			}
+		}
+		o := make([]dns.RR, n)
+		for i, k := range idx {
+			o[i] = rrs[k].rr
+		}
+		res[v] = o
+	}
+	return res
+}
+
+// build packs a NOERROR answer for qname/qtype in every order of answer,
+// with the given authority and additional records.
+func build(qname string, qtype uint16, answers [][]dns.RR, ns, extra []dns.RR) *prepared {
+	p := &prepared{variants: make([]variant, 0, len(answers))}
+	for _, ans := range answers {
+		v, ok := packVariant(qname, qtype, ans, ns, extra)
+		for !ok && len(ans) > 1 {
+			// Too large even for TCP: serve fewer records per answer; the
+			// rotation still hands every one out in turn.
+			ans = ans[:len(ans)/2]
+			v, ok = packVariant(qname, qtype, ans, ns, extra)
+		}
+		if ok {
+			p.variants = append(p.variants, v)
+		}
+	}
+	return p
+}
+
+func packVariant(qname string, qtype uint16, ans, ns, extra []dns.RR) (variant, bool) {
+	m := new(dns.Msg)
+	m.Response = true
+	m.Authoritative = true
+	m.Compress = true
+	m.Question = []dns.Question{{Name: qname, Qtype: qtype, Qclass: dns.ClassINET}}
+	m.Answer = ans
+	m.Ns = ns
+	full, err := m.Pack()
+	if err != nil || len(full) > dns.MaxMsgSize {
+		return variant{}, false
+	}
+	if len(extra) == 0 {
+		return variant{msg: full, addOff: len(full)}, true
+	}
+	m.Extra = extra
+	withExtra, err := m.Pack()
+	if err != nil || len(withExtra) > dns.MaxMsgSize {
+		return variant{msg: full, addOff: len(full)}, true
+	}
+	// The message without Additional must be a prefix of the one with it
+	// (but for ARCOUNT) so that dropping Additional is a slice.
+	if len(withExtra) < len(full) || !bytes.Equal(withExtra[12:len(full)], full[12:]) {
+		return variant{msg: full, addOff: len(full)}, true
+	}
+	return variant{msg: withExtra, addOff: len(full)}, true
+}
+
+// packRRTail packs rr and returns the bytes after its owner name: type,
+// class, TTL, rdlength and rdata, with no compression.
+func packRRTail(rr dns.RR) []byte {
+	buf := make([]byte, dns.Len(rr)+256)
+	n, err := dns.PackRR(rr, buf, 0, nil, false)
+	if err != nil {
+		return nil
+	}
+	off := nameLen(buf[:n])
+	return append([]byte(nil), buf[off:n]...)
+}
+
+// nameLen returns the length of the uncompressed wire name at the start of b.
+func nameLen(b []byte) int {
+	i := 0
+	for i < len(b) && b[i] != 0 {
+		i += int(b[i]) + 1
+	}
+	return i + 1
+}
+
+func putUint16(b []byte, v uint16) { binary.BigEndian.PutUint16(b, v) }

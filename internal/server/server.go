@@ -1,0 +1,222 @@
+// Package server assembles a signpost server: a store, the in-memory index
+// that follows it, the DNS server and the HTTP API. `signpost server` and
+// `signpost up` run one; tests start one on random loopback ports.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/signpost-dns/signpost/internal/api"
+	"github.com/signpost-dns/signpost/internal/dnsserver"
+	"github.com/signpost-dns/signpost/internal/registry"
+	"github.com/signpost-dns/signpost/internal/store/embedded"
+)
+
+// Config is everything `signpost server` takes.
+type Config struct {
+	// DNSAddr is where DNS listens, UDP and TCP (default 127.0.0.1:8053).
+	DNSAddr string
+	// HTTPAddr is where the API listens (default 127.0.0.1:8080).
+	HTTPAddr string
+	// DataDir holds the embedded store (default ./signpost-data).
+	DataDir string
+	// TokenFile, when set, holds the bearer token every write needs.
+	TokenFile string
+	// DNS is the DNS server's configuration.
+	DNS dnsserver.Config
+	// DefaultTTL is the node lease TTL when an agent names none.
+	DefaultTTL time.Duration
+	// Store replaces the embedded store (the etcd store, say). The server
+	// closes it on exit.
+	Store registry.Store
+	Log   *slog.Logger
+}
+
+// Server is a running signpost server.
+type Server struct {
+	cfg   Config
+	store registry.Store
+	index *registry.Index
+	dns   *dnsserver.Server
+	api   *api.API
+	log   *slog.Logger
+
+	udp  *net.UDPConn
+	tcp  *net.TCPListener
+	http net.Listener
+}
+
+// ReadToken reads a bearer token from path: the first line, trimmed.
+func ReadToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read token file %q: %w", path, err)
+	}
+	tok, _, _ := strings.Cut(string(b), "\n")
+	tok = strings.TrimSpace(tok)
+	if tok == "" {
+		return "", fmt.Errorf("token file %q: empty", path)
+	}
+	return tok, nil
+}
+
+// isLoopback reports whether a listen address only takes local clients.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// New opens the store and binds every listener, so that the addresses are
+// known (and port 0 resolved) before Run.
+func New(cfg Config) (_ *Server, err error) {
+	if cfg.DNSAddr == "" {
+		cfg.DNSAddr = "127.0.0.1:8053"
+	}
+	if cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = "127.0.0.1:8080"
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = "signpost-data"
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	token := ""
+	if cfg.TokenFile != "" {
+		if token, err = ReadToken(cfg.TokenFile); err != nil {
+			return nil, err
+		}
+	} else if !isLoopback(cfg.HTTPAddr) {
+		return nil, fmt.Errorf("refusing to take writes on %s without --token-file: anyone who reaches it could rewrite DNS; listen on loopback or set a token", cfg.HTTPAddr)
+	}
+	s := &Server{cfg: cfg, log: cfg.Log}
+	defer func() {
+		if err != nil {
+			s.closeAll()
+		}
+	}()
+	s.store = cfg.Store
+	if s.store == nil {
+		st, err := embedded.Open(cfg.DataDir, embedded.Options{Log: cfg.Log})
+		if err != nil {
+			return nil, err
+		}
+		s.store = st
+	}
+	reg := prometheus.NewRegistry()
+	for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register process metrics: %w", err)
+		}
+	}
+	s.index = registry.NewIndex(cfg.Log)
+	dcfg := cfg.DNS
+	dcfg.Log = cfg.Log
+	dcfg.Registerer = reg
+	s.udp, s.tcp, err = dnsserver.Listen(cfg.DNSAddr)
+	if err != nil {
+		return nil, err
+	}
+	if len(dcfg.NSAddrs) == 0 {
+		if ap, perr := netip.ParseAddrPort(s.udp.LocalAddr().String()); perr == nil && !ap.Addr().IsUnspecified() {
+			dcfg.NSAddrs = []netip.Addr{ap.Addr().Unmap()}
+		}
+	}
+	if s.dns, err = dnsserver.New(dcfg, s.index); err != nil {
+		return nil, err
+	}
+	s.api, err = api.New(api.Config{Store: s.store, Index: s.index, Token: token, DefaultTTL: cfg.DefaultTTL, Registry: reg, Log: cfg.Log})
+	if err != nil {
+		return nil, err
+	}
+	if s.http, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("listen on HTTP address %q: %w", cfg.HTTPAddr, err)
+	}
+	return s, nil
+}
+
+func (s *Server) closeAll() {
+	for _, c := range []interface{ Close() error }{s.udp, s.tcp, s.http, s.store} {
+		if c != nil && !isNilCloser(c) {
+			_ = c.Close()
+		}
+	}
+}
+
+func isNilCloser(c any) bool {
+	switch v := c.(type) {
+	case *net.UDPConn:
+		return v == nil
+	case *net.TCPListener:
+		return v == nil
+	}
+	return c == nil
+}
+
+// DNSAddr is the address DNS answers on.
+func (s *Server) DNSAddr() string { return s.udp.LocalAddr().String() }
+
+// HTTPAddr is the address the API answers on.
+func (s *Server) HTTPAddr() string { return s.http.Addr().String() }
+
+// URL is the API's base URL.
+func (s *Server) URL() string { return "http://" + s.HTTPAddr() }
+
+// Index is the server's registry index.
+func (s *Server) Index() *registry.Index { return s.index }
+
+// Store is the server's store.
+func (s *Server) Store() registry.Store { return s.store }
+
+// Run serves until ctx is done, then shuts down and closes the store.
+func (s *Server) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 3)
+	go func() { errc <- s.index.Run(ctx, s.store) }()
+	go func() { errc <- s.dns.Serve(ctx, s.udp, s.tcp) }()
+	hs := &http.Server{Handler: s.api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		// Long-lived watches end when the server does.
+		BaseContext: func(net.Listener) context.Context { return ctx }}
+	go func() {
+		err := hs.Serve(s.http)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		errc <- err
+	}()
+	s.log.Info("signpost server running", "zone", s.dns.Zone(), "dns", s.DNSAddr(), "http", s.URL(), "data_dir", s.cfg.DataDir)
+	var first error
+	select {
+	case <-ctx.Done():
+	case first = <-errc:
+	}
+	cancel()
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	_ = hs.Shutdown(sctx)
+	_ = s.dns.Close()
+	if err := s.store.Close(); err != nil && first == nil {
+		first = err
+	}
+	return first
+}
