@@ -104,6 +104,9 @@ func orders(rrs []weighted) [][]dns.RR {
 // build packs a NOERROR answer for qname/qtype in every order of answer,
 // with the given authority and additional records.
 func build(qname string, qtype uint16, answers [][]dns.RR, ns, extra []dns.RR) *prepared {
+	if len(answers) == 0 || len(answers[0]) == 0 {
+		return nil // NODATA: answered per query with the SOA
+	}
 	p := &prepared{variants: make([]variant, 0, len(answers))}
 	for _, ans := range answers {
 		v, ok := packVariant(qname, qtype, ans, ns, extra)

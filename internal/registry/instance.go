@@ -84,17 +84,17 @@ func (e *FieldError) Error() string {
 // ParseServiceName accepts the forms a service is named by: "calc",
 // "_calc._tcp" and "_calc._udp". It returns the bare service name and the
 // protocol the name implies ("" when the name does not say).
-func ParseServiceName(s string) (name, proto string, err error) {
-	s = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
+func ParseServiceName(given string) (name, proto string, err error) {
+	s := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(given)), ".")
 	if strings.HasPrefix(s, "_") {
 		svc, p, ok := strings.Cut(s, ".")
 		if !ok || (p != "_tcp" && p != "_udp") {
-			return "", "", &FieldError{"service", s, `want "name", "_name._tcp" or "_name._udp"`}
+			return "", "", &FieldError{"service", given, `want "name", "_name._tcp" or "_name._udp"`}
 		}
 		s, proto = svc[1:], p[1:]
 	}
 	if err := CheckLabel(s); err != nil {
-		return "", "", &FieldError{"service", s, err.Error()}
+		return "", "", &FieldError{"service", given, err.Error()}
 	}
 	return s, proto, nil
 }
@@ -127,13 +127,17 @@ func CheckLabel(s string) error {
 // names in canonical form. Validate should be called afterwards.
 func (in *Instance) Normalize() {
 	in.ID = strings.ToLower(strings.TrimSpace(in.ID))
+	in.Protocol = strings.ToLower(strings.TrimSpace(in.Protocol))
 	if name, proto, err := ParseServiceName(in.Service); err == nil {
-		in.Service = name
-		if in.Protocol == "" {
-			in.Protocol = proto
+		// A name that says one protocol while the field says another is
+		// left as it is, for Validate to refuse.
+		if proto == "" || in.Protocol == "" || in.Protocol == proto {
+			in.Service = name
+			if in.Protocol == "" {
+				in.Protocol = proto
+			}
 		}
 	}
-	in.Protocol = strings.ToLower(in.Protocol)
 	if in.Protocol == "" {
 		in.Protocol = TCP
 	}
@@ -162,14 +166,14 @@ func (in *Instance) Validate() error {
 	if err != nil {
 		return err
 	}
-	if name != in.Service {
-		return &FieldError{"service", in.Service, "not in canonical form; call Normalize"}
-	}
 	if in.Protocol != TCP && in.Protocol != UDP {
 		return &FieldError{"protocol", in.Protocol, `want "tcp" or "udp"`}
 	}
 	if proto != "" && proto != in.Protocol {
-		return &FieldError{"protocol", in.Protocol, "service name says " + proto}
+		return &FieldError{"protocol", in.Protocol, "service name " + in.Service + " says " + proto}
+	}
+	if name != in.Service {
+		return &FieldError{"service", in.Service, "not in canonical form; call Normalize"}
 	}
 	if !in.Address.IsValid() {
 		return &FieldError{"address", in.Address.String(), "not an IPv4 or IPv6 address"}
