@@ -1,0 +1,97 @@
+// Package serverbackend is the agent's backend for the signpost server: it
+// writes a node's registrations through the server's HTTP API and keeps the
+// node's lease alive with heartbeats.
+package serverbackend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/signpost-dns/signpost/internal/apiclient"
+	"github.com/signpost-dns/signpost/internal/backend"
+	"github.com/signpost-dns/signpost/internal/registry"
+)
+
+// Backend writes one node's registrations to a signpost server.
+type Backend struct {
+	client *apiclient.Client
+	node   string
+	ttl    time.Duration
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// New returns a backend that registers as node with a lease of ttl.
+func New(client *apiclient.Client, node string, ttl time.Duration) (*Backend, error) {
+	if client == nil {
+		return nil, errors.New("serverbackend: nil client")
+	}
+	if node == "" {
+		return nil, errors.New("serverbackend: empty node name")
+	}
+	if ttl < time.Second {
+		return nil, fmt.Errorf("serverbackend: lease ttl %s: want at least 1s", ttl)
+	}
+	return &Backend{client: client, node: node, ttl: ttl}, nil
+}
+
+// Name implements backend.Backend.
+func (b *Backend) Name() string { return "server" }
+
+// Sync replaces the node's whole set in one call and renews its lease.
+func (b *Backend) Sync(ctx context.Context, insts []registry.Instance) error {
+	if _, err := b.client.ReplaceNode(ctx, b.node, b.ttl, insts); err != nil {
+		return fmt.Errorf("sync node %q (%d instances): %w", b.node, len(insts), err)
+	}
+	return nil
+}
+
+// noLease reports whether err is the server's "node has no live lease".
+func noLease(err error) bool {
+	var e *apiclient.Error
+	return errors.As(err, &e) && e.Status == http.StatusNotFound && e.Field == "node"
+}
+
+// Register creates or updates one instance. When the node's lease is gone
+// it returns backend.ErrResync, wrapped.
+func (b *Backend) Register(ctx context.Context, inst registry.Instance) error {
+	inst.Node = b.node
+	if _, err := b.client.Register(ctx, inst); err != nil {
+		if noLease(err) {
+			return fmt.Errorf("register %s: %w: %w", inst.ID, backend.ErrResync, err)
+		}
+		return fmt.Errorf("register %s (%s %s:%d): %w", inst.ID, inst.Service, inst.Address, inst.Port, err)
+	}
+	return nil
+}
+
+// Deregister removes one instance; one that is not there is not an error.
+func (b *Backend) Deregister(ctx context.Context, inst registry.Instance) error {
+	if _, err := b.client.Deregister(ctx, inst.ID); err != nil && !apiclient.IsStatus(err, http.StatusNotFound) {
+		return fmt.Errorf("deregister %s: %w", inst.ID, err)
+	}
+	return nil
+}
+
+// Heartbeat renews the node's lease; a lease that is gone gives
+// backend.ErrResync, wrapped.
+func (b *Backend) Heartbeat(ctx context.Context) error {
+	if err := b.client.Heartbeat(ctx, b.node); err != nil {
+		if apiclient.IsStatus(err, http.StatusNotFound) {
+			return fmt.Errorf("heartbeat of node %q: %w: %w", b.node, backend.ErrResync, err)
+		}
+		return fmt.Errorf("heartbeat of node %q: %w", b.node, err)
+	}
+	return nil
+}
+
+// Release removes every registration of the node and ends its lease.
+func (b *Backend) Release(ctx context.Context) error {
+	if _, err := b.client.ReleaseNode(ctx, b.node); err != nil && !apiclient.IsStatus(err, http.StatusNotFound) {
+		return fmt.Errorf("release node %q: %w", b.node, err)
+	}
+	return nil
+}

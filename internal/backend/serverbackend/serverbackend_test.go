@@ -1,0 +1,116 @@
+package serverbackend_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/signpost-dns/signpost/internal/apiclient"
+	"github.com/signpost-dns/signpost/internal/backend"
+	"github.com/signpost-dns/signpost/internal/backend/serverbackend"
+	"github.com/signpost-dns/signpost/internal/registry"
+	"github.com/signpost-dns/signpost/internal/server"
+)
+
+func startServer(t *testing.T) *apiclient.Client {
+	t.Helper()
+	srv, err := server.New(server.Config{DNSAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	c, err := apiclient.New(srv.URL(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func inst(id string, port uint16) registry.Instance {
+	return registry.Instance{ID: id, Service: "calc", Address: netip.MustParseAddr("127.0.0.1"), Port: port}
+}
+
+func ids(t *testing.T, c *apiclient.Client, node string) []string {
+	t.Helper()
+	list, _, err := c.Instances(context.Background(), node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, in := range list {
+		out = append(out, in.ID)
+	}
+	return out
+}
+
+func TestBackend(t *testing.T) {
+	c := startServer(t)
+	ctx := context.Background()
+	b, err := serverbackend.New(c, "host1", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Before any Sync there is no lease: Register and Heartbeat ask for a resync.
+	if err := b.Register(ctx, inst("a", 1)); !errors.Is(err, backend.ErrResync) {
+		t.Fatalf("Register without a lease: %v, want ErrResync", err)
+	}
+	if err := b.Heartbeat(ctx); !errors.Is(err, backend.ErrResync) {
+		t.Fatalf("Heartbeat without a lease: %v, want ErrResync", err)
+	}
+	if err := b.Sync(ctx, []registry.Instance{inst("a", 1), inst("b", 2)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(t, c, "host1"); len(got) != 2 {
+		t.Fatalf("after Sync: %v", got)
+	}
+	if err := b.Register(ctx, inst("c", 3)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Deregister(ctx, inst("a", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Deregister(ctx, inst("a", 1)); err != nil {
+		t.Fatalf("Deregister of a missing instance: %v", err)
+	}
+	if got := ids(t, c, "host1"); len(got) != 2 || got[0] != "b" || got[1] != "c" {
+		t.Fatalf("after Register c, Deregister a: %v", got)
+	}
+	if err := b.Heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Sync replaces the whole set.
+	if err := b.Sync(ctx, []registry.Instance{inst("d", 4)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(t, c, "host1"); len(got) != 1 || got[0] != "d" {
+		t.Fatalf("after second Sync: %v", got)
+	}
+	if err := b.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(t, c, "host1"); len(got) != 0 {
+		t.Fatalf("after Release: %v", got)
+	}
+	if err := b.Release(ctx); err != nil {
+		t.Fatalf("second Release: %v", err)
+	}
+	// A lease left to expire asks for a resync.
+	if err := b.Sync(ctx, []registry.Instance{inst("e", 5)}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(ids(t, c, "host1")) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("lease of 1s never expired")
+		}
+		time.Sleep(100 * time.Millisecond) // polling a lease that must expire on its own
+	}
+	if err := b.Heartbeat(ctx); !errors.Is(err, backend.ErrResync) {
+		t.Fatalf("Heartbeat after expiry: %v, want ErrResync", err)
+	}
+}
