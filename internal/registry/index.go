@@ -397,3 +397,25 @@ func (ix *Index) ChangedSince(rev int64) ([]string, int64) {
 	sort.Strings(out)
 	return out, ix.rev
 }
+
+// WaitSynced blocks until the index has been filled from the store once,
+// or ctx is done.
+func (ix *Index) WaitSynced(ctx context.Context) error {
+	for {
+		ix.mu.RLock()
+		synced, wake, err := ix.synced, ix.wake, ix.syncErr
+		ix.mu.RUnlock()
+		if synced {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err != nil {
+				return fmt.Errorf("registry not loaded: %w", err)
+			}
+			return fmt.Errorf("registry not loaded: %w", ctx.Err())
+		case <-wake:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

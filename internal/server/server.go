@@ -193,6 +193,23 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 	errc := make(chan error, 3)
 	go func() { errc <- s.index.Run(ctx, s.store) }()
+	// Answer nothing until the registry is loaded: an empty zone would
+	// tell clients that every service is gone.
+	start := time.Now()
+	for {
+		wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+		err := s.index.WaitSynced(wctx)
+		wcancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			s.closeAll()
+			return nil
+		}
+		s.log.Warn("still loading the registry from the store", "waited", time.Since(start).Round(time.Second), "err", err)
+	}
+	s.log.Info("registry loaded", "instances", s.index.Len(), "revision", s.index.Rev(), "took", time.Since(start).Round(time.Millisecond))
 	go func() { errc <- s.dns.Serve(ctx, s.udp, s.tcp) }()
 	hs := &http.Server{Handler: s.api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		// Long-lived watches end when the server does.

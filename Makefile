@@ -1,0 +1,23 @@
+# signpost: common tasks. `make test` is the test command CI runs.
+GO ?= go
+BIN ?= bin
+
+.PHONY: build test test-short fuzz bench clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/signpost ./cmd/signpost
+
+test:
+	$(GO) test -count=1 -timeout 20m ./...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+fuzz:
+	$(GO) test -run XXX -fuzz FuzzRespond -fuzztime 60s ./internal/dnsserver/
+
+bench:
+	$(GO) test -run XXX -bench . -benchmem ./internal/dnsserver/
+
+clean:
+	rm -rf $(BIN)
