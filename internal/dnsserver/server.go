@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,8 +45,6 @@ type Config struct {
 	// MaxUDPSize is the largest UDP response sent to an EDNS0 client
 	// (default 1232, the DNS flag day 2020 value).
 	MaxUDPSize int
-	// Workers reading the UDP socket (default GOMAXPROCS).
-	Workers int
 	// TCPIdleTimeout closes idle TCP connections (default 10s).
 	TCPIdleTimeout time.Duration
 	// Log gets the server's logs (default slog.Default()).
@@ -106,9 +103,6 @@ func New(cfg Config, ix *registry.Index) (*Server, error) {
 	if cfg.MaxUDPSize < 512 || cfg.MaxUDPSize > 65535-optLen {
 		return nil, fmt.Errorf("max UDP size %d: want 512-65000", cfg.MaxUDPSize)
 	}
-	if cfg.Workers <= 0 {
-		cfg.Workers = runtime.GOMAXPROCS(0)
-	}
 	if cfg.TCPIdleTimeout <= 0 {
 		cfg.TCPIdleTimeout = 10 * time.Second
 	}
@@ -145,44 +139,19 @@ func New(cfg Config, ix *registry.Index) (*Server, error) {
 // Zone returns the zone the server answers for, as a fully qualified name.
 func (s *Server) Zone() string { return s.cfg.Zone }
 
-// Listen opens the UDP and TCP sockets on addr ("127.0.0.1:8053"). With
-// port 0, TCP takes the port UDP was given.
-func Listen(addr string) (*net.UDPConn, *net.TCPListener, error) {
-	ua, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		return nil, nil, fmt.Errorf("DNS address %q: %w", addr, err)
-	}
-	for attempt := 0; ; attempt++ {
-		uc, err := net.ListenUDP("udp", ua)
-		if err != nil {
-			return nil, nil, fmt.Errorf("listen on DNS address %q (udp): %w", addr, err)
-		}
-		ta := &net.TCPAddr{IP: ua.IP, Port: uc.LocalAddr().(*net.UDPAddr).Port, Zone: ua.Zone}
-		tl, err := net.ListenTCP("tcp", ta)
-		if err != nil {
-			_ = uc.Close()
-			if ua.Port == 0 && attempt < 10 {
-				continue // the port was free for UDP only; try another
-			}
-			return nil, nil, fmt.Errorf("listen on DNS address %q (tcp): %w", addr, err)
-		}
-		return uc, tl, nil
-	}
-}
-
-// Serve answers on uc and tl until ctx is done or Close is called.
-func (s *Server) Serve(ctx context.Context, uc *net.UDPConn, tl *net.TCPListener) error {
+// Serve answers on l until ctx is done or Close is called.
+func (s *Server) Serve(ctx context.Context, l Listeners) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return errors.New("dns server closed")
 	}
-	s.conns = append(s.conns, uc, tl)
+	s.conns = append(s.conns, l)
 	s.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() { _ = s.Close() })
 	defer stop()
-	s.log.Info("dns listening", "zone", s.cfg.Zone, "udp", uc.LocalAddr().String(), "tcp", tl.Addr().String())
-	for i := 0; i < s.cfg.Workers; i++ {
+	s.log.Info("dns listening", "zone", s.cfg.Zone, "addr", l.Addr(), "udp_sockets", len(l.UDP))
+	for _, uc := range l.UDP {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -192,7 +161,7 @@ func (s *Server) Serve(ctx context.Context, uc *net.UDPConn, tl *net.TCPListener
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.serveTCP(tl)
+		s.serveTCP(l.TCP)
 	}()
 	s.wg.Wait()
 	return nil
@@ -215,28 +184,6 @@ func (s *Server) Close() error {
 		_ = c.Close()
 	}
 	return nil
-}
-
-func (s *Server) serveUDP(uc *net.UDPConn) {
-	req := make([]byte, 65536)
-	out := make([]byte, 65536+optLen)
-	for {
-		n, addr, err := uc.ReadFromUDPAddrPort(req)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			s.log.Warn("dns udp read", "err", err)
-			continue
-		}
-		resp := s.respond(req[:n], out, false)
-		if resp == nil {
-			continue
-		}
-		if _, err := uc.WriteToUDPAddrPort(resp, addr); err != nil && !errors.Is(err, net.ErrClosed) {
-			s.log.Debug("dns udp write", "client", addr.String(), "err", err)
-		}
-	}
 }
 
 func (s *Server) serveTCP(tl *net.TCPListener) {

@@ -34,6 +34,8 @@ type Config struct {
 	DataDir string
 	// TokenFile, when set, holds the bearer token every write needs.
 	TokenFile string
+	// UDPSockets is how many UDP sockets DNS reads (0: one per core).
+	UDPSockets int
 	// DNS is the DNS server's configuration.
 	DNS dnsserver.Config
 	// DefaultTTL is the node lease TTL when an agent names none.
@@ -53,8 +55,7 @@ type Server struct {
 	api   *api.API
 	log   *slog.Logger
 
-	udp  *net.UDPConn
-	tcp  *net.TCPListener
+	dnsl dnsserver.Listeners
 	http net.Listener
 }
 
@@ -132,12 +133,12 @@ func New(cfg Config) (_ *Server, err error) {
 	dcfg := cfg.DNS
 	dcfg.Log = cfg.Log
 	dcfg.Registerer = reg
-	s.udp, s.tcp, err = dnsserver.Listen(cfg.DNSAddr)
+	s.dnsl, err = dnsserver.Listen(cfg.DNSAddr, cfg.UDPSockets)
 	if err != nil {
 		return nil, err
 	}
 	if len(dcfg.NSAddrs) == 0 {
-		if ap, perr := netip.ParseAddrPort(s.udp.LocalAddr().String()); perr == nil && !ap.Addr().IsUnspecified() {
+		if ap, perr := netip.ParseAddrPort(s.dnsl.Addr()); perr == nil && !ap.Addr().IsUnspecified() {
 			dcfg.NSAddrs = []netip.Addr{ap.Addr().Unmap()}
 		}
 	}
@@ -155,25 +156,17 @@ func New(cfg Config) (_ *Server, err error) {
 }
 
 func (s *Server) closeAll() {
-	for _, c := range []interface{ Close() error }{s.udp, s.tcp, s.http, s.store} {
-		if c != nil && !isNilCloser(c) {
-			_ = c.Close()
-		}
+	_ = s.dnsl.Close()
+	if s.http != nil {
+		_ = s.http.Close()
 	}
-}
-
-func isNilCloser(c any) bool {
-	switch v := c.(type) {
-	case *net.UDPConn:
-		return v == nil
-	case *net.TCPListener:
-		return v == nil
+	if s.store != nil {
+		_ = s.store.Close()
 	}
-	return c == nil
 }
 
 // DNSAddr is the address DNS answers on.
-func (s *Server) DNSAddr() string { return s.udp.LocalAddr().String() }
+func (s *Server) DNSAddr() string { return s.dnsl.Addr() }
 
 // HTTPAddr is the address the API answers on.
 func (s *Server) HTTPAddr() string { return s.http.Addr().String() }
@@ -210,7 +203,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Warn("still loading the registry from the store", "waited", time.Since(start).Round(time.Second), "err", err)
 	}
 	s.log.Info("registry loaded", "instances", s.index.Len(), "revision", s.index.Rev(), "took", time.Since(start).Round(time.Millisecond))
-	go func() { errc <- s.dns.Serve(ctx, s.udp, s.tcp) }()
+	go func() { errc <- s.dns.Serve(ctx, s.dnsl) }()
 	hs := &http.Server{Handler: s.api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		// Long-lived watches end when the server does.
 		BaseContext: func(net.Listener) context.Context { return ctx }}
