@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/signpost-dns/signpost/internal/agent"
+	"github.com/signpost-dns/signpost/internal/apiclient"
+	"github.com/signpost-dns/signpost/internal/backend"
+	"github.com/signpost-dns/signpost/internal/backend/serverbackend"
+	"github.com/signpost-dns/signpost/internal/server"
+)
+
+func init() {
+	commands["agent"] = command{"follow Docker on this host and keep its containers registered", runAgent}
+}
+
+// agentOptions are the agent's flags, shared by `agent` and `up`.
+type agentOptions struct {
+	cfg     agent.Config
+	backend string
+	labels  stringList
+	// sharedTTL is the server's --lease-ttl, which `up` shares with its agent.
+	sharedTTL *flag.Flag
+}
+
+// agentFlags registers the agent's own flags (not --server and
+// --token-file, which `up` does not take) on fs.
+func agentFlags(fs *flag.FlagSet) *agentOptions {
+	o := &agentOptions{}
+	host, _ := os.Hostname()
+	fs.StringVar(&o.backend, "backend", "server", "where registrations go: server (the signpost server API)")
+	fs.StringVar(&o.cfg.Docker, "docker", os.Getenv("DOCKER_HOST"), "Docker engine address (default: DOCKER_HOST, else unix:///var/run/docker.sock)")
+	fs.StringVar(&o.cfg.Node, "node", host, "this host's node name in the registry")
+	fs.StringVar(&o.cfg.AdvertiseIP, "advertise-ip", "", `address registered for published ports: an IP, "ec2" for the EC2 metadata service's local-ipv4, or empty to detect it from the default-route interface`)
+	if o.sharedTTL = fs.Lookup("lease-ttl"); o.sharedTTL == nil {
+		fs.DurationVar(&o.cfg.LeaseTTL, "lease-ttl", agent.DefaultLeaseTTL, "node lease TTL: if the agent dies, its records go after this long; heartbeats go every TTL/3")
+	}
+	fs.DurationVar(&o.cfg.Resync, "resync", agent.DefaultResync, "period of the full resync with Docker that repairs anything missed")
+	fs.BoolVar(&o.cfg.DeregisterOnExit, "deregister-on-exit", false, "on a graceful stop, remove this node's records at once (default: leave them until the lease runs out, so a restarted agent takes them over with no gap)")
+	fs.StringVar(&o.cfg.AddressMode, "address-mode", agent.ModeHost, `"host": the host's address and the published port; "container": the container's address on --network and the container port (per container: label signpost.address-mode)`)
+	fs.StringVar(&o.cfg.Network, "network", "", "network whose container address container mode registers (default: the container's only network; per container: label signpost.network)")
+	fs.Var(&o.labels, "only-label", "follow only containers with this label, KEY or KEY=VALUE (repeatable)")
+	return o
+}
+
+// config finishes the agent's configuration.
+func (o *agentOptions) config(log *slog.Logger) (agent.Config, error) {
+	cfg := o.cfg
+	cfg.Log = log
+	if o.sharedTTL != nil {
+		if g, ok := o.sharedTTL.Value.(flag.Getter); ok {
+			cfg.LeaseTTL, _ = g.Get().(time.Duration)
+		}
+	}
+	if o.backend != "server" {
+		return cfg, fmt.Errorf("--backend %q: want server", o.backend)
+	}
+	if cfg.Node == "" {
+		return cfg, fmt.Errorf("--node: empty, and the hostname is unknown")
+	}
+	for _, l := range o.labels {
+		k, v, _ := strings.Cut(l, "=")
+		if k == "" {
+			return cfg, fmt.Errorf("--only-label %q: want KEY or KEY=VALUE", l)
+		}
+		if cfg.Labels == nil {
+			cfg.Labels = map[string]string{}
+		}
+		cfg.Labels[k] = v
+	}
+	return cfg, nil
+}
+
+// parseLogged adds the log flags to fs, parses args and returns the logger.
+func parseLogged(fs *flag.FlagSet, args []string) (*slog.Logger, error) {
+	mkLog := logFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	return mkLog()
+}
+
+// serverBackend is the backend that writes to the signpost server at url.
+func serverBackend(url, token, node string, ttl time.Duration) (backend.Backend, error) {
+	c, err := apiclient.New(url, token)
+	if err != nil {
+		return nil, err
+	}
+	return serverbackend.New(c, node, ttl)
+}
+
+func runAgent(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("agent", "[flags]")
+	opts := agentFlags(fs)
+	srv := fs.String("server", envOr("SIGNPOST_SERVER", "http://127.0.0.1:8080"), "signpost server API URL (env SIGNPOST_SERVER)")
+	tokenFile := fs.String("token-file", os.Getenv("SIGNPOST_TOKEN_FILE"), "file holding the API bearer token (env SIGNPOST_TOKEN_FILE)")
+	log, err := parseLogged(fs, args)
+	if err != nil {
+		return err
+	}
+	cfg, err := opts.config(log)
+	if err != nil {
+		return err
+	}
+	token := ""
+	if *tokenFile != "" {
+		if token, err = server.ReadToken(*tokenFile); err != nil {
+			return err
+		}
+	}
+	be, err := serverBackend(*srv, token, cfg.Node, cfg.LeaseTTL)
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(cfg, be)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}

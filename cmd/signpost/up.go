@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/signpost-dns/signpost/internal/agent"
+	"github.com/signpost-dns/signpost/internal/server"
+)
+
+func init() {
+	commands["up"] = command{"run a server (embedded store) and an agent in one process: one host, one command", runUp}
+}
+
+// runUp is the command a newcomer runs first: the server on the embedded
+// store and an agent for this host's Docker, writing to it over loopback.
+func runUp(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("up", "[flags]")
+	mkCfg := serverFlags(fs)
+	opts := agentFlags(fs)
+	log, err := parseLogged(fs, args)
+	if err != nil {
+		return err
+	}
+	scfg, err := mkCfg()
+	if err != nil {
+		return err
+	}
+	scfg.Log = log
+	acfg, err := opts.config(log.With("component", "agent"))
+	if err != nil {
+		return err
+	}
+	token := ""
+	if scfg.TokenFile != "" {
+		if token, err = server.ReadToken(scfg.TokenFile); err != nil {
+			return err
+		}
+	}
+	srv, err := server.New(scfg)
+	if err != nil {
+		return err
+	}
+	be, err := serverBackend(srv.URL(), token, acfg.Node, acfg.LeaseTTL)
+	if err != nil {
+		return err
+	}
+	ag, err := agent.New(acfg, be)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Run(ctx) }()
+	agErr := ag.Run(ctx)
+	// The agent stops first (it may release its records), then the server.
+	cancel()
+	return errors.Join(agErr, <-srvDone)
+}

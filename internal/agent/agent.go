@@ -1,0 +1,545 @@
+// Package agent is signpost's agent: one per container host, it follows
+// the Docker engine and keeps the host's registrations in a backend true as
+// containers start and stop.
+//
+// Lifecycle: Run waits for Docker (with backoff and a clear message), lists
+// the running containers, replaces the node's whole registration set in
+// one Sync, then follows container events from the time of that list, so
+// that nothing falls in the gap. start/restart/unpause register a
+// container (after inspecting its current state); die/stop/kill/pause/
+// destroy deregister it. On any event-stream error (Docker restarting,
+// say) it reconnects with backoff and resyncs. A periodic resync repairs
+// anything missed, heartbeats keep the node's lease alive, and a backend
+// that lost the node's state (backend.ErrResync) gets a full Sync.
+//
+// On a graceful stop the agent leaves its records by default: they live
+// until the node's lease runs out (Config.LeaseTTL), so a restarted agent
+// takes them over without DNS ever going empty. Config.DeregisterOnExit
+// removes them at once instead, as the original agent did.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/signpost-dns/signpost/internal/backend"
+	"github.com/signpost-dns/signpost/internal/registry"
+)
+
+// Defaults of Config.
+const (
+	DefaultLeaseTTL = 10 * time.Second
+	DefaultResync   = 60 * time.Second
+)
+
+// Config is the agent's configuration, plain data.
+type Config struct {
+	// Node names this host in the registry (default: the hostname).
+	Node string
+	// Docker is the engine's address ("unix:///var/run/docker.sock",
+	// "tcp://host:2376"); empty means DOCKER_HOST or the default socket.
+	Docker string
+	// AdvertiseIP is the host address registered in host mode: an IP,
+	// "ec2" for the EC2 metadata service, or empty to detect it.
+	AdvertiseIP string
+	// IMDSEndpoint replaces the EC2 metadata service address (tests).
+	IMDSEndpoint string
+	// LeaseTTL is the node's lease; heartbeats go every LeaseTTL/3.
+	LeaseTTL time.Duration
+	// Resync is the period of the full resync that repairs anything
+	// missed (default 60s).
+	Resync time.Duration
+	// DeregisterOnExit removes every record of the node on a graceful
+	// stop; by default they stay until the lease runs out.
+	DeregisterOnExit bool
+	// AddressMode is ModeHost (default) or ModeContainer; a container's
+	// signpost.address-mode label overrides it.
+	AddressMode string
+	// Network is the network whose address container mode registers;
+	// empty means the container's only network. A container's
+	// signpost.network label overrides it.
+	Network string
+	// Labels limits the agent to containers carrying every one of these
+	// labels (an empty value matches any value).
+	Labels map[string]string
+	// MaxBackoff caps the wait between attempts to reach Docker or the
+	// backend (default 10s).
+	MaxBackoff time.Duration
+	Log        *slog.Logger
+}
+
+// Agent follows one Docker engine and writes to one backend.
+type Agent struct {
+	cfg    Config
+	log    *slog.Logger
+	be     backend.Backend
+	docker dockerAPI
+	hostIP netip.Addr
+
+	// Owned by the goroutine that runs follow: what the backend holds for
+	// each container id, and what was already said about each container.
+	regs   map[string][]registry.Instance
+	noted  map[string]map[string]bool
+	dirty  bool // a backend write failed: resync soon
+	resync chan struct{}
+	synced chan struct{} // closed after the first successful Sync
+}
+
+// New checks cfg and returns an agent writing to be. It does not touch
+// the network; Run does.
+func New(cfg Config, be backend.Backend) (*Agent, error) {
+	if be == nil {
+		return nil, errors.New("agent: no backend")
+	}
+	if cfg.Node == "" {
+		return nil, errors.New("agent: empty node name")
+	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
+	}
+	if cfg.LeaseTTL < time.Second {
+		return nil, fmt.Errorf("agent: lease TTL %s: want at least 1s", cfg.LeaseTTL)
+	}
+	if cfg.Resync == 0 {
+		cfg.Resync = DefaultResync
+	}
+	if cfg.Resync < time.Second {
+		return nil, fmt.Errorf("agent: resync period %s: want at least 1s", cfg.Resync)
+	}
+	switch cfg.AddressMode = strings.ToLower(cfg.AddressMode); cfg.AddressMode {
+	case "":
+		cfg.AddressMode = ModeHost
+	case ModeHost, ModeContainer:
+	default:
+		return nil, fmt.Errorf("agent: address mode %q: want %q or %q", cfg.AddressMode, ModeHost, ModeContainer)
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 10 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	d, err := newEngine(cfg.Docker)
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{
+		cfg:    cfg,
+		log:    cfg.Log.With("node", cfg.Node, "backend", be.Name()),
+		be:     be,
+		docker: d,
+		regs:   map[string][]registry.Instance{},
+		noted:  map[string]map[string]bool{},
+		resync: make(chan struct{}, 1),
+		synced: make(chan struct{}),
+	}, nil
+}
+
+// Run follows Docker until ctx ends. It returns an error only when it
+// cannot start (the advertise address cannot be found); everything after
+// that is retried.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.docker.Close()
+	if a.cfg.AddressMode == ModeHost || a.cfg.AdvertiseIP != "" {
+		ip, err := ResolveAdvertiseIP(ctx, a.cfg.AdvertiseIP, a.cfg.IMDSEndpoint)
+		if err != nil {
+			return err
+		}
+		a.hostIP = ip
+	}
+	a.log.Info("signpost agent starting", "docker", a.docker.Host(), "advertise_ip", a.hostIP.String(),
+		"address_mode", a.cfg.AddressMode, "lease_ttl", a.cfg.LeaseTTL, "resync", a.cfg.Resync, "deregister_on_exit", a.cfg.DeregisterOnExit)
+
+	hbDone := make(chan struct{})
+	go func() { defer close(hbDone); a.heartbeats(ctx) }()
+
+	bo := newBackoff(200*time.Millisecond, a.cfg.MaxBackoff)
+	for ctx.Err() == nil {
+		if err := a.waitDocker(ctx); err != nil {
+			break
+		}
+		started := time.Now()
+		err := a.follow(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		if time.Since(started) > time.Minute {
+			bo.reset()
+		}
+		d := bo.next()
+		a.log.Warn("lost Docker; reconnecting, then resyncing", "docker", a.docker.Host(), "err", err, "retry_in", d.Round(time.Millisecond))
+		if !sleep(ctx, d) {
+			break
+		}
+	}
+	<-hbDone
+	if a.cfg.DeregisterOnExit {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := a.be.Release(rctx); err != nil {
+			a.log.Error("could not remove this node's records on exit; they go when its lease runs out", "err", err, "lease_ttl", a.cfg.LeaseTTL)
+		} else {
+			a.log.Info("removed this node's records on exit")
+		}
+	} else {
+		a.log.Info("agent stopped; this node's records stay until its lease runs out unless an agent takes them over", "lease_ttl", a.cfg.LeaseTTL)
+	}
+	return nil
+}
+
+// waitDocker pings the engine until it answers, with backoff.
+func (a *Agent) waitDocker(ctx context.Context) error {
+	bo := newBackoff(200*time.Millisecond, a.cfg.MaxBackoff)
+	for attempt := 1; ; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		v, err := a.docker.Ping(pctx)
+		cancel()
+		if err == nil {
+			a.log.Info("connected to Docker", "docker", a.docker.Host(), "api_version", v)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		d := bo.next()
+		lvl := slog.LevelWarn
+		if attempt > 1 && attempt%10 != 0 {
+			lvl = slog.LevelDebug // say it at the first attempt and every tenth
+		}
+		a.log.Log(ctx, lvl, "waiting for Docker to answer", "docker", a.docker.Host(), "attempt", attempt, "retry_in", d.Round(time.Millisecond), "err", err)
+		if !sleep(ctx, d) {
+			return ctx.Err()
+		}
+	}
+}
+
+// dockerError marks an error that came from Docker (and so ends the session).
+type dockerError struct{ err error }
+
+func (e dockerError) Error() string { return e.err.Error() }
+func (e dockerError) Unwrap() error { return e.err }
+
+// follow is one session with Docker: a full sync, then events until the
+// stream fails.
+func (a *Agent) follow(ctx context.Context) error {
+	// Events are asked from a moment before the list, so that whatever
+	// happens while listing is replayed; replays are harmless because
+	// every start is checked against the container's current state.
+	since := time.Now().Add(-time.Second)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := a.fullSync(ctx, "start"); err != nil {
+		var de dockerError
+		if errors.As(err, &de) {
+			return err
+		}
+	}
+	msgs, errs := a.docker.Events(ctx, since, a.cfg.Labels)
+	tick := time.NewTicker(a.cfg.Resync)
+	defer tick.Stop()
+	retry := newBackoff(time.Second, 30*time.Second)
+	var retryC <-chan time.Time
+	for {
+		if a.dirty && retryC == nil {
+			retryC = time.After(retry.next())
+		}
+		var why string
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case ev, ok := <-msgs:
+			if !ok {
+				return <-errs
+			}
+			a.handle(ctx, ev)
+			continue
+		case err := <-errs:
+			return err
+		case <-tick.C:
+			why = "periodic"
+		case <-a.resync:
+			why = "backend asked"
+		case <-retryC:
+			why = "retry after a failed write"
+		}
+		retryC = nil
+		if err := a.fullSync(ctx, why); err != nil {
+			var de dockerError
+			if errors.As(err, &de) {
+				return err
+			}
+		} else {
+			retry.reset()
+		}
+	}
+}
+
+// fullSync lists and inspects every running container and replaces the
+// node's whole set with what they register.
+func (a *Agent) fullSync(ctx context.Context, why string) error {
+	ids, err := a.docker.Running(ctx, a.cfg.Labels)
+	if err != nil {
+		return dockerError{err}
+	}
+	regs := map[string][]registry.Instance{}
+	var all []registry.Instance
+	live := map[string]bool{}
+	for _, id := range ids {
+		c, err := a.docker.Inspect(ctx, id)
+		if errors.Is(err, errNotFound) {
+			a.log.Info("container vanished before it could be inspected; skipped", "container", shortID(id))
+			continue
+		}
+		if err != nil {
+			return dockerError{err}
+		}
+		live[c.ID] = true
+		if !c.Running || c.Paused {
+			continue
+		}
+		insts := a.compute(ctx, c)
+		if len(insts) > 0 {
+			regs[c.ID] = insts
+			all = append(all, insts...)
+		}
+	}
+	for id := range a.noted {
+		if !live[id] {
+			delete(a.noted, id)
+		}
+	}
+	start := time.Now()
+	if err := a.be.Sync(ctx, all); err != nil {
+		a.dirty = true
+		a.log.Warn("sync failed; retrying", "why", why, "instances", len(all), "err", err)
+		return err
+	}
+	a.regs, a.dirty = regs, false
+	select {
+	case <-a.synced:
+	default:
+		close(a.synced)
+	}
+	a.log.Info("synced", "why", why, "containers", len(ids), "instances", len(all), "took", time.Since(start).Round(time.Microsecond))
+	return nil
+}
+
+// compute returns what a running container registers and logs the notes
+// about it that were not logged before.
+func (a *Agent) compute(ctx context.Context, c container) []registry.Instance {
+	insts, notes := a.instances(c)
+	seen := a.noted[c.ID]
+	for _, n := range notes {
+		if seen[n.key] {
+			continue
+		}
+		if seen == nil {
+			seen = map[string]bool{}
+			a.noted[c.ID] = seen
+		}
+		seen[n.key] = true
+		a.log.Log(ctx, slog.LevelWarn, n.msg, n.attrs...)
+	}
+	return insts
+}
+
+// handle acts on one container event.
+func (a *Agent) handle(ctx context.Context, ev event) {
+	switch ev.Action {
+	case "start", "restart", "unpause":
+		a.refresh(ctx, ev.ID, ev.Action)
+	case "kill":
+		if !terminating(ev.Attrs["signal"]) {
+			return // HUP, USR1 and the like reload; the container keeps serving
+		}
+		a.drop(ctx, ev.ID, ev.Action)
+	case "die", "stop", "pause":
+		a.drop(ctx, ev.ID, ev.Action)
+	case "destroy":
+		a.drop(ctx, ev.ID, ev.Action)
+		delete(a.noted, ev.ID)
+	}
+	// Issue 4's agent-local health checks hook in here: "health_status"
+	// events and check results update the instances' Health and
+	// re-register them.
+}
+
+// terminating reports whether a kill signal ends the container (or may).
+func terminating(sig string) bool {
+	switch strings.TrimPrefix(strings.ToUpper(sig), "SIG") {
+	case "1", "HUP", "10", "USR1", "12", "USR2", "28", "WINCH", "18", "CONT":
+		return false
+	}
+	return true
+}
+
+// refresh registers a container as it is now: what it registers comes or
+// is updated, what it no longer registers goes.
+func (a *Agent) refresh(ctx context.Context, id, action string) {
+	c, err := a.docker.Inspect(ctx, id)
+	if errors.Is(err, errNotFound) {
+		a.log.Info("container vanished before it could be inspected; skipped", "container", shortID(id), "event", action)
+		a.drop(ctx, id, action)
+		return
+	}
+	if err != nil {
+		a.log.Warn("inspect failed; the next resync repairs it", "container", shortID(id), "event", action, "err", err)
+		a.dirty = true
+		return
+	}
+	var insts []registry.Instance
+	if c.Running && !c.Paused {
+		insts = a.compute(ctx, c)
+	}
+	keep := map[string]bool{}
+	for _, in := range insts {
+		keep[in.ID] = true
+	}
+	old := a.regs[id]
+	var left []registry.Instance
+	for _, in := range old {
+		if keep[in.ID] {
+			continue
+		}
+		if err := a.be.Deregister(ctx, in); err != nil {
+			a.writeFailed(ctx, err, "deregister", c.Name, in)
+			left = append(left, in)
+		}
+	}
+	done := left
+	for _, in := range insts {
+		if err := a.be.Register(ctx, in); err != nil {
+			a.writeFailed(ctx, err, "register", c.Name, in)
+			if errors.Is(err, backend.ErrResync) {
+				return // the full sync that follows registers everything
+			}
+			continue
+		}
+		done = append(done, in)
+		a.log.Debug("registered", "container", c.Name, "service", in.Service, "id", in.ID, "address", in.Address, "port", in.Port, "event", action)
+	}
+	if len(done) == 0 {
+		delete(a.regs, id)
+	} else {
+		a.regs[id] = done
+	}
+	if len(insts) > 0 {
+		a.log.Info("container registered", "container", c.Name, "instances", len(insts), "event", action)
+	}
+}
+
+// drop deregisters everything a container registered.
+func (a *Agent) drop(ctx context.Context, id, action string) {
+	old := a.regs[id]
+	if len(old) == 0 {
+		return
+	}
+	var left []registry.Instance
+	for _, in := range old {
+		if err := a.be.Deregister(ctx, in); err != nil {
+			a.writeFailed(ctx, err, "deregister", shortID(id), in)
+			left = append(left, in)
+		}
+	}
+	if len(left) == 0 {
+		delete(a.regs, id)
+	} else {
+		a.regs[id] = left
+	}
+	a.log.Info("container deregistered", "container", shortID(id), "instances", len(old)-len(left), "event", action)
+}
+
+// writeFailed logs a failed backend write and arranges the repair: a full
+// sync at once when the backend lost the node, a retried one otherwise.
+func (a *Agent) writeFailed(ctx context.Context, err error, op, container string, in registry.Instance) {
+	if errors.Is(err, backend.ErrResync) {
+		a.log.Info("backend lost this node's registrations; resyncing", "op", op, "container", container, "id", in.ID)
+		a.requestResync()
+		return
+	}
+	a.dirty = true
+	a.log.Warn("backend write failed; will resync", "op", op, "container", container, "service", in.Service, "id", in.ID, "err", err)
+}
+
+func (a *Agent) requestResync() {
+	select {
+	case a.resync <- struct{}{}:
+	default:
+	}
+}
+
+// heartbeats renew the node's lease every LeaseTTL/3 once the first Sync
+// has made one.
+func (a *Agent) heartbeats(ctx context.Context) {
+	select {
+	case <-a.synced:
+	case <-ctx.Done():
+		return
+	}
+	t := time.NewTicker(a.cfg.LeaseTTL / 3)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		hctx, cancel := context.WithTimeout(ctx, a.cfg.LeaseTTL/3)
+		err := a.be.Heartbeat(hctx)
+		cancel()
+		switch {
+		case err == nil:
+			if failing {
+				a.log.Info("heartbeats reach the backend again")
+			}
+			failing = false
+		case errors.Is(err, backend.ErrResync):
+			a.log.Warn("node lease lost; resyncing", "err", err)
+			a.requestResync()
+		case ctx.Err() != nil:
+			return
+		default:
+			if !failing {
+				a.log.Warn("heartbeat failed; the lease expires after its TTL unless one gets through", "lease_ttl", a.cfg.LeaseTTL, "err", err)
+			}
+			failing = true
+		}
+	}
+}
+
+// backoff is an exponential backoff with jitter.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max, cur: min} }
+
+func (b *backoff) next() time.Duration {
+	d := b.cur
+	b.cur *= 2
+	if b.cur > b.max {
+		b.cur = b.max
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func (b *backoff) reset() { b.cur = b.min }
+
+// sleep waits d or until ctx ends; false when ctx ended.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

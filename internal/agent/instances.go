@@ -1,0 +1,170 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/signpost-dns/signpost/internal/agent/conventions"
+	"github.com/signpost-dns/signpost/internal/registry"
+)
+
+// Address modes: which address and port an instance is registered with.
+const (
+	// ModeHost registers the host's address (or the specific host IP a
+	// port is bound to) with the published host port.
+	ModeHost = "host"
+	// ModeContainer registers the container's address on one network with
+	// the container port, for user-defined and overlay networks.
+	ModeContainer = "container"
+)
+
+// Labels that override the agent's address settings for one container.
+const (
+	// LabelAddressMode is "host" or "container".
+	LabelAddressMode = "signpost.address-mode"
+	// LabelNetwork names the network whose address container mode uses.
+	LabelNetwork = "signpost.network"
+)
+
+// InstanceID is the stable id of one container port on one node: the
+// container's short id, the port, the protocol and a short hash of the
+// node, so that a restarted agent registers the same ids again and two
+// hosts never collide. It is a DNS label of at most 31 characters.
+func InstanceID(node, containerID string, port uint16, proto string) string {
+	h := sha256.Sum256([]byte(node))
+	return fmt.Sprintf("%s-%d-%s-%s", strings.ToLower(shortID(containerID)), port, proto, hex.EncodeToString(h[:3]))
+}
+
+// note is something the agent tells the user about one container: a
+// warning about its conventions or a port it cannot register. key makes
+// it said once per container, not at every resync.
+type note struct {
+	key   string
+	msg   string
+	attrs []any
+}
+
+// instances computes what one running container registers, and the notes
+// worth logging about it.
+func (a *Agent) instances(c container) ([]registry.Instance, []note) {
+	var notes []note
+	res := conventions.Parse(conventions.Input{Container: c.Name, Env: c.Env, Labels: c.Labels, Ports: c.Ports})
+	for _, w := range res.Warnings {
+		notes = append(notes, note{key: "conv:" + w.Var, msg: "bad service convention; port skipped",
+			attrs: []any{"container", c.Name, "variable", w.Var, "value", w.Value, "reason", w.Reason}})
+	}
+	if res.Ignored || len(res.Ports) == 0 {
+		return nil, notes
+	}
+	mode := a.cfg.AddressMode
+	if v, ok := c.Labels[LabelAddressMode]; ok {
+		switch v = strings.ToLower(strings.TrimSpace(v)); v {
+		case ModeHost, ModeContainer:
+			mode = v
+		default:
+			notes = append(notes, note{key: "label:" + LabelAddressMode, msg: "bad address-mode label; using the agent's mode",
+				attrs: []any{"container", c.Name, "label", LabelAddressMode, "value", v, "want", "host or container", "mode", mode}})
+		}
+	}
+	network := a.cfg.Network
+	if v := strings.TrimSpace(c.Labels[LabelNetwork]); v != "" {
+		network = v
+	}
+	var out []registry.Instance
+	for _, p := range res.Ports {
+		in := registry.Instance{
+			ID:       InstanceID(a.cfg.Node, c.ID, p.Port, p.Proto),
+			Service:  p.Service,
+			Protocol: p.Proto,
+			Weight:   p.Weight,
+			Priority: p.Priority,
+			Tags:     p.Tags,
+			Meta:     p.Meta,
+			Node:     a.cfg.Node,
+		}
+		switch {
+		case c.NetworkMode == "host":
+			// The container shares the host's stack: its ports are the host's.
+			in.Address, in.Port = a.hostIP, p.Port
+		case strings.HasPrefix(c.NetworkMode, "container:"):
+			notes = append(notes, note{key: "netmode", msg: "container shares another container's network; register the ports on that one",
+				attrs: []any{"container", c.Name, "network_mode", c.NetworkMode}})
+			return nil, notes
+		case c.NetworkMode == "none":
+			notes = append(notes, note{key: "netmode", msg: "container has no network; nothing to register",
+				attrs: []any{"container", c.Name}})
+			return nil, notes
+		case mode == ModeContainer:
+			ip, ok := pickNetwork(c.Networks, network)
+			if !ok {
+				names := make([]string, 0, len(c.Networks))
+				for k := range c.Networks {
+					names = append(names, k)
+				}
+				sort.Strings(names)
+				notes = append(notes, note{key: "network", msg: "container mode: no address on the chosen network; container skipped (set --network or the signpost.network label)",
+					attrs: []any{"container", c.Name, "network", network, "networks", strings.Join(names, ",")}})
+				return nil, notes
+			}
+			in.Address, in.Port = ip, p.Port
+		default:
+			b, ok := pickBinding(c.Bindings[p.ContainerPort], a.hostIP)
+			if !ok {
+				notes = append(notes, note{key: "unpublished:" + p.String(), msg: "port not published to the host; skipped (publish it with -p, or use container address mode)",
+					attrs: []any{"container", c.Name, "port", p.String(), "service", p.Service}})
+				continue
+			}
+			in.Address, in.Port = b.HostIP, b.HostPort
+			if !b.HostIP.IsValid() || b.HostIP.IsUnspecified() {
+				in.Address = a.hostIP
+			}
+		}
+		in.Normalize()
+		if err := in.Validate(); err != nil {
+			notes = append(notes, note{key: "invalid:" + p.String(), msg: "registration refused; port skipped",
+				attrs: []any{"container", c.Name, "port", p.String(), "service", p.Service, "err", err}})
+			continue
+		}
+		out = append(out, in)
+	}
+	return out, notes
+}
+
+// pickNetwork finds the container's address on the named network, or on
+// its only network when none is named.
+func pickNetwork(nets map[string]netip.Addr, name string) (netip.Addr, bool) {
+	if name != "" {
+		ip, ok := nets[name]
+		return ip, ok && ip.IsValid()
+	}
+	if len(nets) == 1 {
+		for _, ip := range nets {
+			return ip, ip.IsValid()
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// pickBinding chooses one published binding of a port: one on every host
+// address (registered with the host's address) in the host's address
+// family first, then any IPv4 binding, then the first.
+func pickBinding(bs []binding, host netip.Addr) (binding, bool) {
+	if len(bs) == 0 {
+		return binding{}, false
+	}
+	for _, b := range bs {
+		if (!b.HostIP.IsValid() || b.HostIP.IsUnspecified()) && (!b.HostIP.IsValid() || b.HostIP.Is4() == host.Is4()) {
+			return b, true
+		}
+	}
+	for _, b := range bs {
+		if b.HostIP.Is4() && !b.HostIP.IsUnspecified() {
+			return b, true
+		}
+	}
+	return bs[0], true
+}
