@@ -2,7 +2,7 @@
 GO ?= go
 BIN ?= bin
 
-.PHONY: build test test-short fuzz bench clean
+.PHONY: build test test-short fuzz bench demo demo-clean clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/signpost ./cmd/signpost
@@ -18,6 +18,14 @@ fuzz:
 
 bench:
 	$(GO) test -run XXX -bench . -benchmem ./internal/dnsserver/
+
+# The one-command demo: signpost, two time, two calc and a portal in Docker.
+demo:
+	bash examples/demo/demo.sh up
+
+# Removes everything `make demo` created, and nothing else.
+demo-clean:
+	bash examples/demo/demo.sh down
 
 clean:
 	rm -rf $(BIN)

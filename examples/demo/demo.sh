@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The one-command demo: signpost (server + agent), two time, two calc and
+# one portal container, finding each other by DNS SRV with dynamic host
+# ports, exactly as in "Service Discovery for Amazon ECS Using DNS".
+#
+#   examples/demo/demo.sh up     build, start, wait for the portal, print how to try it
+#   examples/demo/demo.sh down   remove everything `up` created, and nothing else
+#   examples/demo/demo.sh images only build the images (for compose.yaml)
+#
+# Everything it creates carries the label signpost.demo=1. No image is
+# pulled: the images are FROM scratch around static Go binaries.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+LABEL="signpost.demo=1"
+NET="${DEMO_NETWORK:-signpost-demo}"
+PREFIX="${DEMO_PREFIX:-signpost-demo}"
+STATE="${DEMO_STATE:-${TMPDIR:-/tmp}/signpost-demo}"
+DNS_PORT="${DEMO_DNS_PORT:-8053}"
+API_PORT="${DEMO_API_PORT:-8090}"
+PORTAL_PORT="${DEMO_PORTAL_PORT:-8080}"
+ZONE="servicediscovery.internal"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+build_image() { # name package
+  local name="$1" pkg="$2" ctx
+  ctx="$(mktemp -d)"
+  (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$ctx/app" "$pkg")
+  printf 'FROM scratch\nCOPY app /app\nENTRYPOINT ["/app"]\n' > "$ctx/Dockerfile"
+  # The legacy builder warns about itself on stderr; show it only on failure.
+  if ! docker build -q --label "$LABEL" -t "$PREFIX/$name:latest" "$ctx" >"$ctx/build.log" 2>&1; then
+    cat "$ctx/build.log" >&2
+    rm -rf "$ctx"
+    return 1
+  fi
+  rm -rf "$ctx"
+}
+
+images() {
+  command -v docker >/dev/null || { echo "demo: docker not found" >&2; exit 1; }
+  say "building static binaries and FROM scratch images"
+  build_image signpost ./cmd/signpost
+  build_image time ./examples/time
+  build_image calc ./examples/calc
+  build_image portal ./examples/portal
+}
+
+up() {
+  images
+
+  say "creating network $NET"
+  docker network inspect "$NET" >/dev/null 2>&1 || docker network create --label "$LABEL" "$NET" >/dev/null
+  local gw
+  gw="$(docker network inspect -f '{{(index .IPAM.Config 0).Gateway}}' "$NET")"
+
+  mkdir -p "$STATE"
+  [[ -s "$STATE/token" ]] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$STATE/token"
+  [[ -s "$STATE/password" ]] || head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$STATE/password"
+  chmod 600 "$STATE/token" "$STATE/password"
+  local pw; pw="$(cat "$STATE/password")"
+
+  say "starting signpost (server + agent) on $NET"
+  docker rm -f "$PREFIX-signpost" >/dev/null 2>&1 || true
+  # Services publish their ports on the network's gateway address, which
+  # both the host and the containers reach; the agent registers that
+  # address with each container's dynamic host port.
+  docker run -d --name "$PREFIX-signpost" --label "$LABEL" --network "$NET" \
+    -v /var/run/docker.sock:/var/run/docker.sock \
+    -v "$STATE/token:/token:ro" \
+    -p "127.0.0.1:$DNS_PORT:53/udp" -p "127.0.0.1:$DNS_PORT:53/tcp" -p "127.0.0.1:$API_PORT:8080" \
+    "$PREFIX/signpost:latest" up \
+      --dns 0.0.0.0:53 --http 0.0.0.0:8080 --token-file /token --data-dir /data \
+      --node demo-host --advertise-ip "$gw" --only-label "$LABEL" >/dev/null
+  local sip
+  sip="$(docker inspect -f "{{(index .NetworkSettings.Networks \"$NET\").IPAddress}}" "$PREFIX-signpost")"
+
+  say "starting two time, two calc and one portal"
+  local i
+  for i in 1 2; do
+    docker rm -f "$PREFIX-time-$i" "$PREFIX-calc-$i" >/dev/null 2>&1 || true
+    docker run -d --name "$PREFIX-time-$i" --label "$LABEL" --network "$NET" -p "$gw::8081" \
+      -e SERVICE_8081_NAME=_time._tcp -e TIME_USERNAME=demo -e TIME_PASSWORD="$pw" -e INSTANCE_ID=demo-host \
+      "$PREFIX/time:latest" >/dev/null
+    docker run -d --name "$PREFIX-calc-$i" --label "$LABEL" --network "$NET" -p "$gw::8081" \
+      -e SERVICE_8081_NAME=_calc._tcp -e CALC_USERNAME=demo -e CALC_PASSWORD="$pw" -e INSTANCE_ID=demo-host \
+      "$PREFIX/calc:latest" >/dev/null
+  done
+  docker rm -f "$PREFIX-portal" >/dev/null 2>&1 || true
+  docker run -d --name "$PREFIX-portal" --label "$LABEL" --network "$NET" -p "127.0.0.1:$PORTAL_PORT:8080" \
+    -e SERVICE_8080_NAME=portal -e SIGNPOST_DNS="$sip:53" -e INSTANCE_ID=demo-host \
+    -e TIME_USERNAME=demo -e TIME_PASSWORD="$pw" -e CALC_USERNAME=demo -e CALC_PASSWORD="$pw" \
+    "$PREFIX/portal:latest" >/dev/null
+
+  say "waiting for the portal to answer through signpost"
+  local url="http://127.0.0.1:$PORTAL_PORT" deadline=$((SECONDS + 90)) body=""
+  until body="$(curl -fsS --max-time 2 "$url/calc/%282%2B6%29%2A3" 2>/dev/null)" && [[ "$body" == *'"value":24'* ]]; do
+    if ((SECONDS > deadline)); then
+      echo "demo: the portal did not answer /calc/(2+6)*3 within 90s; last answer: ${body:-none}" >&2
+      docker logs --tail 30 "$PREFIX-signpost" >&2 || true
+      exit 1
+    fi
+    sleep 0.5
+  done
+
+  cat <<MSG
+
+signpost demo is up.
+
+  portal:  $url
+  try:     curl '$url/calc/%282%2B6%29%2A3'
+           dig @127.0.0.1 -p $DNS_PORT _calc._tcp.$ZONE SRV
+           dig @127.0.0.1 -p $DNS_PORT _time._tcp.$ZONE SRV
+  API:     curl http://127.0.0.1:$API_PORT/v1/services
+  stop a calc and watch it leave DNS:  docker stop $PREFIX-calc-1
+  remove everything:                   examples/demo/demo.sh down   (or make demo-clean)
+MSG
+}
+
+down() {
+  say "removing the demo's containers, network and images"
+  local ids
+  ids="$(docker ps -aq --filter "label=$LABEL")"
+  [[ -z "$ids" ]] || docker rm -f $ids >/dev/null
+  ids="$(docker network ls -q --filter "label=$LABEL")"
+  [[ -z "$ids" ]] || docker network rm $ids >/dev/null
+  ids="$(docker images -q --filter "label=$LABEL" | sort -u)"
+  [[ -z "$ids" ]] || docker rmi -f $ids >/dev/null
+  rm -rf "$STATE"
+}
+
+case "${1:-}" in
+  up) up ;;
+  images) images ;;
+  down) down ;;
+  *) echo "usage: $0 up|down|images" >&2; exit 2 ;;
+esac
