@@ -47,6 +47,9 @@ type Config struct {
 	MaxUDPSize int
 	// TCPIdleTimeout closes idle TCP connections (default 10s).
 	TCPIdleTimeout time.Duration
+	// MaxTCPConns caps open TCP connections; past it new ones are closed
+	// at once (default 1000).
+	MaxTCPConns int
 	// Log gets the server's logs (default slog.Default()).
 	Log *slog.Logger
 	// Registerer gets the server's metrics (default: none kept).
@@ -105,6 +108,9 @@ func New(cfg Config, ix *registry.Index) (*Server, error) {
 	}
 	if cfg.TCPIdleTimeout <= 0 {
 		cfg.TCPIdleTimeout = 10 * time.Second
+	}
+	if cfg.MaxTCPConns <= 0 {
+		cfg.MaxTCPConns = 1000
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -216,8 +222,9 @@ func (s *Server) serveTCP(tl *net.TCPListener) {
 func (s *Server) serveConn(c *net.TCPConn) {
 	defer c.Close()
 	s.mu.Lock()
-	if s.closed {
+	if s.closed || len(s.tcpConns) >= s.cfg.MaxTCPConns {
 		s.mu.Unlock()
+		s.metrics.dropped.Inc()
 		return
 	}
 	s.tcpConns[c] = struct{}{}
