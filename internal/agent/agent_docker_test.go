@@ -222,7 +222,7 @@ func TestAddressModes(t *testing.T) {
 	}
 }
 
-func TestAgentBeforeDocker(t *testing.T) {
+func TestAgentBeforeDockerAndDockerGoingAway(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
 	sock := filepath.Join(t.TempDir(), "docker.sock")
@@ -231,37 +231,66 @@ func TestAgentBeforeDocker(t *testing.T) {
 	s.addAgent(cfg)
 	s.waitLog("waiting for Docker to answer", sock)
 	// Docker "comes up": the socket appears, proxied to the real engine.
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go proxy(l, "/var/run/docker.sock")
+	p := startProxy(t, sock, "/var/run/docker.sock")
 	id := s.sess.Run("-p", "8081", "-e", "PORTS=8081", "-e", "SERVICE_8081_NAME=late")
 	s.waitSRV("late", hostPort(t, id, "8081/tcp"))
 	s.waitLog("connected to Docker", sock)
+
+	// Docker "goes away" (every connection cut, as a restart does); what
+	// changes meanwhile is found by the resync after the reconnect.
+	p.close()
+	s.waitLog("lost Docker; reconnecting")
+	dockertest.Docker(t, "rm", "-f", id)
+	other := s.sess.Run("-p", "8081", "-e", "PORTS=8081", "-e", "SERVICE_8081_NAME=late")
+	startProxy(t, sock, "/var/run/docker.sock")
+	s.waitSRV("late", hostPort(t, other, "8081/tcp"))
 }
 
-// proxy forwards every connection on l to the unix socket at target.
-func proxy(l net.Listener, target string) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			d, err := net.Dial("unix", target)
+// unixProxy forwards connections on a unix socket to another, and can cut
+// them all at once.
+type unixProxy struct {
+	l     net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func startProxy(t *testing.T, path, target string) *unixProxy {
+	t.Helper()
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &unixProxy{l: l}
+	t.Cleanup(p.close)
+	go func() {
+		for {
+			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			defer d.Close()
-			done := make(chan struct{}, 2)
-			go func() { io.Copy(d, c); done <- struct{}{} }()
-			go func() { io.Copy(c, d); done <- struct{}{} }()
-			<-done
-		}()
+			d, err := net.Dial("unix", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, d)
+			p.mu.Unlock()
+			go func() { io.Copy(d, c); d.Close() }()
+			go func() { io.Copy(c, d); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *unixProxy) close() {
+	p.l.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
 	}
+	p.conns = nil
 }
 
 func TestTwoAgentsMerged(t *testing.T) {
