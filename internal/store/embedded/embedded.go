@@ -511,23 +511,9 @@ func (s *Store) Delete(ctx context.Context, id string) (int64, error) {
 
 // ReplaceNode implements registry.Store.
 func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration, insts []registry.Instance) (int64, error) {
-	if node == "" {
-		return 0, &registry.FieldError{Field: "node", Value: "", Reason: "empty"}
-	}
-	if ttl <= 0 {
-		return 0, &registry.FieldError{Field: "ttl", Value: ttl.String(), Reason: "must be positive"}
-	}
-	want := make(map[string]registry.Instance, len(insts))
-	for _, raw := range insts {
-		raw.Node = node
-		in, err := prepare(raw)
-		if err != nil {
-			return 0, fmt.Errorf("instance %q: %w", raw.ID, err)
-		}
-		if _, dup := want[in.ID]; dup {
-			return 0, &registry.FieldError{Field: "id", Value: in.ID, Reason: "appears twice"}
-		}
-		want[in.ID] = in
+	want, err := registry.PrepareNodeSet(node, ttl, insts)
+	if err != nil {
+		return 0, err
 	}
 	rec, err := json.Marshal(nodeRecord{TTL: ttl})
 	if err != nil {
@@ -549,6 +535,12 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 			if err := tx.Bucket(bucketNodes).Put([]byte(node), rec); err != nil {
 				return nil, fmt.Errorf("write lease of node %q: %w", node, err)
 			}
+			// Renew the lease now, not only after the commit: an expiry of
+			// the old lease later in the same commit must see it live and
+			// leave the new set alone.
+			s.mu.Lock()
+			s.leases[node] = &lease{ttl: ttl, deadline: time.Now().Add(ttl)}
+			s.mu.Unlock()
 			var evs []registry.Event
 			for _, id := range nodeIDs(tx, node) {
 				if _, keep := want[id]; keep {
@@ -623,6 +615,15 @@ func (s *Store) dropNode(ctx context.Context, node, reason string, onlyExpired b
 				}
 			}
 			if tx.Bucket(bucketNodes).Get([]byte(node)) == nil {
+				if onlyExpired {
+					// A lease renewed in a commit that then failed: only
+					// memory knew it; forget it.
+					s.mu.Lock()
+					if l, ok := s.leases[node]; ok && !time.Now().Before(l.deadline) {
+						delete(s.leases, node)
+					}
+					s.mu.Unlock()
+				}
 				return nil, fmt.Errorf("release node %q: %w", node, registry.ErrNoLease)
 			}
 			if err := tx.Bucket(bucketNodes).Delete([]byte(node)); err != nil {

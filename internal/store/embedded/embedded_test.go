@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/signpost-dns/signpost/internal/registry"
 	"github.com/signpost-dns/signpost/internal/registry/storetest"
 )
@@ -104,5 +106,77 @@ func TestReopenKeepsRegistry(t *testing.T) {
 	}
 	if err := s.KeepAlive(ctx, "host1"); err != nil {
 		t.Errorf("KeepAlive after reopen: %v", err)
+	}
+}
+
+// TestReplaceNodeWinsOverExpiryInOneCommit: when an agent's ReplaceNode
+// and the expiry of its old lease share one commit, in that order, the
+// agent's new set must survive: ReplaceNode said it was written.
+func TestReplaceNodeWinsOverExpiryInOneCommit(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(t.TempDir(), Options{Log: slog.New(slog.DiscardHandler), ExpiryInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a := registry.Instance{ID: "a", Service: "calc", Address: netip.MustParseAddr("10.0.0.1"), Port: 80}
+	if _, err := s.ReplaceNode(ctx, "host1", 20*time.Millisecond, []registry.Instance{a}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the lease is now expired, not yet dropped
+
+	// Hold the writer so that the next two writes share one commit.
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	defer unblock() // before Close, which waits for the writer
+	started := make(chan struct{})
+	go s.submit(ctx, &op{fn: func(*bolt.Tx, func() int64) ([]registry.Event, error) {
+		close(started)
+		<-release
+		return nil, nil
+	}})
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the writer did not take the blocking write")
+	}
+	waitQueued := func(n int) {
+		deadline := time.Now().Add(10 * time.Second)
+		for len(s.ops) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d writes not queued", n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	replaced := make(chan error, 1)
+	go func() {
+		_, err := s.ReplaceNode(ctx, "host1", time.Minute, []registry.Instance{a})
+		replaced <- err
+	}()
+	waitQueued(1)
+	expired := make(chan error, 1)
+	go func() {
+		_, err := s.dropNode(ctx, "host1", "lease expired", true)
+		expired <- err
+	}()
+	waitQueued(2)
+	unblock()
+	if err := <-replaced; err != nil {
+		t.Fatalf("ReplaceNode: %v", err)
+	}
+	<-expired
+	l, _, err := s.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l) != 1 || l[0].ID != "a" {
+		t.Errorf("after a successful ReplaceNode the registry holds %+v, want a", l)
+	}
+	b := a
+	b.ID, b.Node = "b", "host1"
+	if _, err := s.Put(ctx, b); err != nil {
+		t.Errorf("Put for the node after its successful ReplaceNode: %v", err)
 	}
 }

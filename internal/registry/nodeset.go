@@ -1,0 +1,32 @@
+package registry
+
+import (
+	"fmt"
+	"time"
+)
+
+// PrepareNodeSet checks the arguments of Store.ReplaceNode and returns the
+// instances normalized, each owned by node, by ID. Stores call it first, so
+// that all of them refuse the same input with the same *FieldError.
+func PrepareNodeSet(node string, ttl time.Duration, insts []Instance) (map[string]Instance, error) {
+	if node == "" {
+		return nil, &FieldError{Field: "node", Value: "", Reason: "empty"}
+	}
+	if ttl <= 0 {
+		return nil, &FieldError{Field: "ttl", Value: ttl.String(), Reason: "must be positive"}
+	}
+	want := make(map[string]Instance, len(insts))
+	for _, raw := range insts {
+		in := raw.Clone()
+		in.Node = node
+		in.Normalize()
+		if err := in.Validate(); err != nil {
+			return nil, fmt.Errorf("instance %q: %w", raw.ID, err)
+		}
+		if _, dup := want[in.ID]; dup {
+			return nil, &FieldError{Field: "id", Value: in.ID, Reason: "appears twice"}
+		}
+		want[in.ID] = in
+	}
+	return want, nil
+}

@@ -1,0 +1,619 @@
+// Package etcdstore keeps the registry in etcd, so that several signpost
+// servers share one registry that survives losing a machine.
+//
+// Layout under the prefix (default "/signpost/"):
+//
+//	instances/<id>  the instance as JSON; a node's instances are attached
+//	                to the node's etcd lease and vanish with it
+//	nodes/<node>    {"lease": <etcd lease ID>, "ttl": <ns>}, attached to
+//	                that lease itself
+//
+// Revisions are etcd's. Every write of a node's instances also rewrites its
+// nodes/ key, so that ReplaceNode notices a concurrent write by comparing
+// one revision. Deletes that etcd made because a lease expired carry the
+// Reason registry.ReasonLeaseExpired: the node's key vanished in the same
+// revision.
+package etcdstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/signpost-dns/signpost/internal/registry"
+)
+
+// DefaultPrefix is the key prefix the registry lives under by default.
+const DefaultPrefix = "/signpost/"
+
+// MaxNodeInstances is the most instances one ReplaceNode may carry: the
+// whole set is one etcd transaction, and etcd refuses transactions of more
+// than 128 operations unless its --max-txn-ops is raised.
+const MaxNodeInstances = 120
+
+// maxAttempts bounds the optimistic retries of one write under contention.
+const maxAttempts = 20
+
+// Options configure a Store. Plain data; the zero value of each field
+// means its default.
+type Options struct {
+	// Endpoints are the etcd client URLs, such as "http://10.0.0.1:2379".
+	Endpoints []string
+	// Prefix is the key prefix of the registry (default "/signpost/").
+	Prefix string
+	// DialTimeout bounds the first connection (default 5s).
+	DialTimeout time.Duration
+	// Timeout bounds each call to etcd; a call that takes longer fails
+	// with registry.ErrUnavailable (default 5s).
+	Timeout time.Duration
+	// Log receives the store's logs (default slog.Default()).
+	Log *slog.Logger
+}
+
+// Store is the etcd store. It implements registry.Store.
+type Store struct {
+	cli        *clientv3.Client
+	ownClient  bool
+	prefix     string
+	instPrefix string
+	nodePrefix string
+	timeout    time.Duration
+	log        *slog.Logger
+}
+
+type nodeRecord struct {
+	Lease clientv3.LeaseID `json:"lease"`
+	TTL   time.Duration    `json:"ttl"`
+}
+
+// Open connects to the etcd cluster at opts.Endpoints. It does not wait for
+// etcd to answer: calls fail with registry.ErrUnavailable until it does.
+func Open(opts Options) (*Store, error) {
+	if len(opts.Endpoints) == 0 {
+		return nil, fmt.Errorf("open etcd store: no endpoints")
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = 5 * time.Second
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   opts.Endpoints,
+		DialTimeout: opts.DialTimeout,
+		Logger:      zap.NewNop(),
+		// Notice a dead member and move to another.
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 3 * time.Second,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open etcd store at %s: %w", strings.Join(opts.Endpoints, ","), err)
+	}
+	s := New(cli, opts)
+	s.ownClient = true
+	return s, nil
+}
+
+// New returns a store that uses cli; Close leaves cli open.
+func New(cli *clientv3.Client, opts Options) *Store {
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	if !strings.HasSuffix(opts.Prefix, "/") {
+		opts.Prefix += "/"
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 5 * time.Second
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	return &Store{
+		cli:        cli,
+		prefix:     opts.Prefix,
+		instPrefix: opts.Prefix + "instances/",
+		nodePrefix: opts.Prefix + "nodes/",
+		timeout:    opts.Timeout,
+		log:        opts.Log,
+	}
+}
+
+// Close closes the etcd client if Open made it.
+func (s *Store) Close() error {
+	if !s.ownClient {
+		return nil
+	}
+	if err := s.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("close etcd client: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) instKey(id string) string   { return s.instPrefix + id }
+func (s *Store) nodeKey(node string) string { return s.nodePrefix + node }
+
+// call bounds one operation by the store's timeout.
+func (s *Store) call(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.timeout)
+}
+
+// unavailable reports whether err says that etcd did not answer, rather
+// than that it refused the request.
+func unavailable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, clientv3.ErrNoAvailableEndpoints) {
+		return true
+	}
+	for _, e := range []error{
+		rpctypes.ErrNoLeader, rpctypes.ErrNotLeader, rpctypes.ErrLeaderChanged,
+		rpctypes.ErrStopped, rpctypes.ErrTimeout, rpctypes.ErrTimeoutDueToLeaderFail,
+		rpctypes.ErrTimeoutDueToConnectionLost, rpctypes.ErrTimeoutWaitAppliedIndex,
+		rpctypes.ErrUnhealthy, rpctypes.ErrTooManyRequests,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return true
+	}
+	return false
+}
+
+// fail wraps err with what failed; when etcd did not answer (and the
+// caller's own context is still live) the error wraps
+// registry.ErrUnavailable.
+func (s *Store) fail(ctx context.Context, err error, what string) error {
+	if ctx.Err() == nil && unavailable(err) {
+		return fmt.Errorf("%s: etcd unavailable or no answer within %s: %w: %w", what, s.timeout, registry.ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func decodeInstance(kv *mvccpb.KeyValue) (*registry.Instance, error) {
+	var in registry.Instance
+	if err := json.Unmarshal(kv.Value, &in); err != nil {
+		return nil, fmt.Errorf("decode instance at %q: %w", kv.Key, err)
+	}
+	return &in, nil
+}
+
+func decodeNode(kv *mvccpb.KeyValue) (nodeRecord, error) {
+	var rec nodeRecord
+	if err := json.Unmarshal(kv.Value, &rec); err != nil {
+		return rec, fmt.Errorf("decode node lease at %q: %w", kv.Key, err)
+	}
+	return rec, nil
+}
+
+func firstKV(r *clientv3.TxnResponse, i int) *mvccpb.KeyValue {
+	kvs := r.Responses[i].GetResponseRange().GetKvs()
+	if len(kvs) == 0 {
+		return nil
+	}
+	return kvs[0]
+}
+
+func modRev(kv *mvccpb.KeyValue) int64 {
+	if kv == nil {
+		return 0
+	}
+	return kv.ModRevision
+}
+
+func prepare(in registry.Instance) (registry.Instance, error) {
+	in = in.Clone()
+	in.Normalize()
+	if err := in.Validate(); err != nil {
+		return in, err
+	}
+	return in, nil
+}
+
+// unchanged reports whether writing in over old would change nothing at all.
+func unchanged(old, in *registry.Instance) bool {
+	return registry.SameRegistration(old, in) && old.Health.CheckedAt.Equal(in.Health.CheckedAt)
+}
+
+func stamp(in *registry.Instance, old *registry.Instance) {
+	if old != nil {
+		in.RegisteredAt = old.RegisteredAt
+	}
+	if in.RegisteredAt.IsZero() {
+		in.RegisteredAt = time.Now().UTC().Truncate(time.Millisecond)
+	}
+}
+
+// List implements registry.Store.
+func (s *Store) List(ctx context.Context) ([]registry.Instance, int64, error) {
+	cctx, cancel := s.call(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(cctx, s.instPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, s.fail(ctx, err, "list "+s.instPrefix)
+	}
+	out := make([]registry.Instance, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		in, err := decodeInstance(kv)
+		if err != nil {
+			return nil, 0, err
+		}
+		out = append(out, *in)
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// Put implements registry.Store.
+func (s *Store) Put(ctx context.Context, inst registry.Instance) (int64, error) {
+	in, err := prepare(inst)
+	if err != nil {
+		return 0, err
+	}
+	what := fmt.Sprintf("put instance %q", in.ID)
+	if in.Node != "" {
+		what += fmt.Sprintf(" for node %q", in.Node)
+	}
+	cctx, cancel := s.call(ctx)
+	defer cancel()
+	key, nkey := s.instKey(in.ID), s.nodeKey(in.Node)
+	for range maxAttempts {
+		reads := []clientv3.Op{clientv3.OpGet(key)}
+		if in.Node != "" {
+			reads = append(reads, clientv3.OpGet(nkey))
+		}
+		snap, err := s.cli.Txn(cctx).Then(reads...).Commit()
+		if err != nil {
+			return 0, s.fail(ctx, err, what)
+		}
+		oldKV := firstKV(snap, 0)
+		var old *registry.Instance
+		if oldKV != nil {
+			if old, err = decodeInstance(oldKV); err != nil {
+				return 0, fmt.Errorf("%s: %w", what, err)
+			}
+			if old.Node != in.Node {
+				return 0, fmt.Errorf("%s: owned by node %q: %w", what, old.Node, registry.ErrConflict)
+			}
+		}
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", modRev(oldKV))}
+		var opts []clientv3.OpOption
+		var nodeOps []clientv3.Op
+		if in.Node != "" {
+			nodeKV := firstKV(snap, 1)
+			if nodeKV == nil {
+				return 0, fmt.Errorf("%s: %w", what, registry.ErrNoLease)
+			}
+			rec, err := decodeNode(nodeKV)
+			if err != nil {
+				return 0, fmt.Errorf("%s: %w", what, err)
+			}
+			opts = append(opts, clientv3.WithLease(rec.Lease))
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(nkey), "=", nodeKV.ModRevision))
+			// Rewrite the node's key so that a concurrent ReplaceNode notices.
+			nodeOps = append(nodeOps, clientv3.OpPut(nkey, string(nodeKV.Value), clientv3.WithLease(rec.Lease)))
+		}
+		if old != nil && unchanged(old, &in) {
+			return oldKV.ModRevision, nil
+		}
+		stamp(&in, old)
+		val, err := json.Marshal(in)
+		if err != nil {
+			return 0, fmt.Errorf("%s: encode: %w", what, err)
+		}
+		tr, err := s.cli.Txn(cctx).If(cmps...).Then(append(nodeOps, clientv3.OpPut(key, string(val), opts...))...).Commit()
+		if err != nil {
+			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				return 0, fmt.Errorf("%s: %w", what, registry.ErrNoLease)
+			}
+			return 0, s.fail(ctx, err, what)
+		}
+		if tr.Succeeded {
+			return tr.Header.Revision, nil
+		}
+	}
+	return 0, fmt.Errorf("%s: still contended after %d attempts: %w", what, maxAttempts, registry.ErrUnavailable)
+}
+
+// Delete implements registry.Store.
+func (s *Store) Delete(ctx context.Context, id string) (int64, error) {
+	what := fmt.Sprintf("delete instance %q", id)
+	cctx, cancel := s.call(ctx)
+	defer cancel()
+	key := s.instKey(id)
+	for range maxAttempts {
+		g, err := s.cli.Get(cctx, key)
+		if err != nil {
+			return 0, s.fail(ctx, err, what)
+		}
+		if len(g.Kvs) == 0 {
+			return 0, fmt.Errorf("%s: %w", what, registry.ErrNotFound)
+		}
+		tr, err := s.cli.Txn(cctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", g.Kvs[0].ModRevision)).
+			Then(clientv3.OpDelete(key)).Commit()
+		if err != nil {
+			return 0, s.fail(ctx, err, what)
+		}
+		if tr.Succeeded {
+			return tr.Header.Revision, nil
+		}
+	}
+	return 0, fmt.Errorf("%s: still contended after %d attempts: %w", what, maxAttempts, registry.ErrUnavailable)
+}
+
+// leaseKeys returns the instance keys attached to lease and whether the
+// lease is still live.
+func (s *Store) leaseKeys(ctx context.Context, lease clientv3.LeaseID) ([]string, bool, error) {
+	r, err := s.cli.TimeToLive(ctx, lease, clientv3.WithAttachedKeys())
+	if err != nil {
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	var keys []string
+	for _, k := range r.Keys {
+		if strings.HasPrefix(string(k), s.instPrefix) {
+			keys = append(keys, string(k))
+		}
+	}
+	// etcd answers -1 for a lease it no longer has, and floors the
+	// remaining seconds, so a live lease may show 0.
+	return keys, r.TTL >= 0, nil
+}
+
+// ReplaceNode implements registry.Store. It reuses the node's lease when it
+// is live and has the same TTL (renewing it), and grants a new one
+// otherwise; the node's set, its lease record and the deletes are one etcd
+// transaction.
+func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration, insts []registry.Instance) (int64, error) {
+	if len(insts) > MaxNodeInstances {
+		return 0, &registry.FieldError{Field: "instances", Value: fmt.Sprint(len(insts)), Reason: fmt.Sprintf("more than %d for one node in the etcd store", MaxNodeInstances)}
+	}
+	want, err := registry.PrepareNodeSet(node, ttl, insts)
+	if err != nil {
+		return 0, err
+	}
+	ids := make([]string, 0, len(want))
+	for id := range want {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	what := fmt.Sprintf("replace instances of node %q", node)
+	ttlSec := max(int64(math.Ceil(ttl.Seconds())), 1)
+
+	cctx, cancel := s.call(ctx)
+	defer cancel()
+	nkey := s.nodeKey(node)
+	var granted clientv3.LeaseID // granted here and not yet used
+	defer func() {
+		if granted != 0 {
+			s.revoke(granted, node)
+		}
+	}()
+	for range maxAttempts {
+		reads := []clientv3.Op{clientv3.OpGet(nkey)}
+		for _, id := range ids {
+			reads = append(reads, clientv3.OpGet(s.instKey(id)))
+		}
+		snap, err := s.cli.Txn(cctx).Then(reads...).Commit()
+		if err != nil {
+			return 0, s.fail(ctx, err, what)
+		}
+		nodeKV := firstKV(snap, 0)
+		var rec nodeRecord
+		var oldKeys []string
+		live := false
+		if nodeKV != nil {
+			if rec, err = decodeNode(nodeKV); err != nil {
+				return 0, fmt.Errorf("%s: %w", what, err)
+			}
+			if oldKeys, live, err = s.leaseKeys(cctx, rec.Lease); err != nil {
+				return 0, s.fail(ctx, err, what+": read lease")
+			}
+		}
+		lease := rec.Lease
+		if live && rec.TTL == ttl {
+			if _, err := s.cli.KeepAliveOnce(cctx, lease); err != nil {
+				if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+					continue // expired meanwhile: the next round grants a new one
+				}
+				return 0, s.fail(ctx, err, what+": renew lease")
+			}
+		} else {
+			if granted == 0 {
+				g, err := s.cli.Grant(cctx, ttlSec)
+				if err != nil {
+					return 0, s.fail(ctx, err, what+": grant lease")
+				}
+				granted = g.ID
+			}
+			lease = granted
+		}
+		recVal, err := json.Marshal(nodeRecord{Lease: lease, TTL: ttl})
+		if err != nil {
+			return 0, fmt.Errorf("%s: encode lease: %w", what, err)
+		}
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(nkey), "=", modRev(nodeKV))}
+		writes := []clientv3.Op{clientv3.OpPut(nkey, string(recVal), clientv3.WithLease(lease))}
+		for _, k := range oldKeys {
+			if _, keep := want[strings.TrimPrefix(k, s.instPrefix)]; !keep {
+				writes = append(writes, clientv3.OpDelete(k))
+			}
+		}
+		for i, id := range ids {
+			in := want[id]
+			key := s.instKey(id)
+			oldKV := firstKV(snap, i+1)
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", modRev(oldKV)))
+			var old *registry.Instance
+			if oldKV != nil {
+				if old, err = decodeInstance(oldKV); err != nil {
+					return 0, fmt.Errorf("%s: %w", what, err)
+				}
+				if old.Node != node {
+					return 0, fmt.Errorf("%s: instance %q is owned by node %q: %w", what, id, old.Node, registry.ErrConflict)
+				}
+				if unchanged(old, &in) && clientv3.LeaseID(oldKV.Lease) == lease {
+					continue
+				}
+			}
+			stamp(&in, old)
+			val, err := json.Marshal(in)
+			if err != nil {
+				return 0, fmt.Errorf("%s: encode instance %q: %w", what, id, err)
+			}
+			writes = append(writes, clientv3.OpPut(key, string(val), clientv3.WithLease(lease)))
+		}
+		tr, err := s.cli.Txn(cctx).If(cmps...).Then(writes...).Commit()
+		if err != nil {
+			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				if lease == granted {
+					granted = 0
+				}
+				continue
+			}
+			return 0, s.fail(ctx, err, what)
+		}
+		if !tr.Succeeded {
+			continue
+		}
+		if lease == granted {
+			granted = 0
+			if nodeKV != nil && rec.Lease != lease {
+				// Everything moved to the new lease; the old one holds nothing.
+				s.revoke(rec.Lease, node)
+			}
+		}
+		return tr.Header.Revision, nil
+	}
+	return 0, fmt.Errorf("%s: still contended after %d attempts: %w", what, maxAttempts, registry.ErrUnavailable)
+}
+
+// revoke ends a lease that no longer holds anything, best effort: left
+// alone it would only expire.
+func (s *Store) revoke(lease clientv3.LeaseID, node string) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	if _, err := s.cli.Revoke(ctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		s.log.Warn("revoke unused etcd lease", "node", node, "lease", int64(lease), "err", err)
+	}
+}
+
+// KeepAlive implements registry.Store with one etcd keep-alive of the
+// node's stored lease.
+func (s *Store) KeepAlive(ctx context.Context, node string) error {
+	what := fmt.Sprintf("keep alive node %q", node)
+	cctx, cancel := s.call(ctx)
+	defer cancel()
+	g, err := s.cli.Get(cctx, s.nodeKey(node))
+	if err != nil {
+		return s.fail(ctx, err, what)
+	}
+	if len(g.Kvs) == 0 {
+		return fmt.Errorf("%s: %w", what, registry.ErrNoLease)
+	}
+	rec, err := decodeNode(g.Kvs[0])
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if _, err := s.cli.KeepAliveOnce(cctx, rec.Lease); err != nil {
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			return fmt.Errorf("%s: etcd lease %x: %w", what, int64(rec.Lease), registry.ErrNoLease)
+		}
+		return s.fail(ctx, err, what)
+	}
+	return nil
+}
+
+// ReleaseNode implements registry.Store. It deletes the node's instances
+// in one transaction, then revokes its lease, so that watchers do not take
+// the deletes for an expiry.
+func (s *Store) ReleaseNode(ctx context.Context, node string) (int64, error) {
+	what := fmt.Sprintf("release node %q", node)
+	cctx, cancel := s.call(ctx)
+	defer cancel()
+	nkey := s.nodeKey(node)
+	for range maxAttempts {
+		g, err := s.cli.Get(cctx, nkey)
+		if err != nil {
+			return 0, s.fail(ctx, err, what)
+		}
+		if len(g.Kvs) == 0 {
+			return 0, fmt.Errorf("%s: %w", what, registry.ErrNoLease)
+		}
+		nodeKV := g.Kvs[0]
+		rec, err := decodeNode(nodeKV)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", what, err)
+		}
+		keys, _, err := s.leaseKeys(cctx, rec.Lease)
+		if err != nil {
+			return 0, s.fail(ctx, err, what+": read lease")
+		}
+		writes := []clientv3.Op{clientv3.OpPut(nkey, string(nodeKV.Value), clientv3.WithLease(rec.Lease))}
+		for _, k := range keys {
+			writes = append(writes, clientv3.OpDelete(k))
+		}
+		tr, err := s.cli.Txn(cctx).
+			If(clientv3.Compare(clientv3.ModRevision(nkey), "=", nodeKV.ModRevision)).
+			Then(writes...).Commit()
+		if err != nil {
+			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				return 0, fmt.Errorf("%s: %w", what, registry.ErrNoLease)
+			}
+			return 0, s.fail(ctx, err, what)
+		}
+		if !tr.Succeeded {
+			continue
+		}
+		if _, err := s.cli.Revoke(cctx, rec.Lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			return tr.Header.Revision, s.fail(ctx, err, what+": instances deleted, but revoke lease")
+		}
+		return tr.Header.Revision, nil
+	}
+	return 0, fmt.Errorf("%s: still contended after %d attempts: %w", what, maxAttempts, registry.ErrUnavailable)
+}
+
+// Leases implements registry.Store. Expires is etcd's remaining TTL from
+// now, which etcd counts in whole seconds, rounded down.
+func (s *Store) Leases(ctx context.Context) ([]registry.Lease, error) {
+	cctx, cancel := s.call(ctx)
+	defer cancel()
+	g, err := s.cli.Get(cctx, s.nodePrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, s.fail(ctx, err, "list node leases under "+s.nodePrefix)
+	}
+	out := make([]registry.Lease, 0, len(g.Kvs))
+	for _, kv := range g.Kvs {
+		node := strings.TrimPrefix(string(kv.Key), s.nodePrefix)
+		rec, err := decodeNode(kv)
+		if err != nil {
+			return nil, err
+		}
+		r, err := s.cli.TimeToLive(cctx, rec.Lease)
+		if err != nil {
+			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				continue
+			}
+			return nil, s.fail(ctx, err, fmt.Sprintf("read lease of node %q", node))
+		}
+		if r.TTL < 0 { // gone; its record goes with it
+			continue
+		}
+		out = append(out, registry.Lease{Node: node, TTL: rec.TTL, Expires: time.Now().Add(time.Duration(r.TTL) * time.Second)})
+	}
+	return out, nil
+}
+
+var _ registry.Store = (*Store)(nil)
