@@ -2,18 +2,26 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/signpost-dns/signpost/internal/agent"
 	"github.com/signpost-dns/signpost/internal/apiclient"
 	"github.com/signpost-dns/signpost/internal/backend"
 	"github.com/signpost-dns/signpost/internal/backend/serverbackend"
+	"github.com/signpost-dns/signpost/internal/health"
 	"github.com/signpost-dns/signpost/internal/server"
 )
 
@@ -26,6 +34,8 @@ type agentOptions struct {
 	cfg     agent.Config
 	backend string
 	labels  stringList
+	check   string
+	metrics string
 	// sharedTTL is the server's --lease-ttl, which `up` shares with its agent.
 	sharedTTL *flag.Flag
 }
@@ -47,6 +57,14 @@ func agentFlags(fs *flag.FlagSet) *agentOptions {
 	fs.StringVar(&o.cfg.AddressMode, "address-mode", agent.ModeHost, `"host": the host's address and the published port; "container": the container's address on --network and the container port (per container: label signpost.address-mode)`)
 	fs.StringVar(&o.cfg.Network, "network", "", "network whose container address container mode registers (default: the container's only network; per container: label signpost.network)")
 	fs.Var(&o.labels, "only-label", "follow only containers with this label, KEY or KEY=VALUE (repeatable)")
+	fs.StringVar(&o.check, "check", string(health.DefaultKind), "default health check of a tcp port whose container names none (SERVICE_<port>_CHECK_HTTP=/path, _CHECK_TCP=true, _CHECK=none): tcp (a connect), http (GET /health, 2xx passes) or none")
+	fs.DurationVar(&o.cfg.Health.Interval, "check-interval", health.DefaultInterval, "default interval between checks (per port: SERVICE_<port>_CHECK_INTERVAL)")
+	fs.DurationVar(&o.cfg.Health.Timeout, "check-timeout", health.DefaultTimeout, "default timeout of one check, at most the interval (per port: SERVICE_<port>_CHECK_TIMEOUT)")
+	fs.IntVar(&o.cfg.Health.Failures, "check-failures", health.DefaultFailures, "failures in a row that make an instance critical (out of DNS)")
+	fs.IntVar(&o.cfg.Health.Passes, "check-passes", health.DefaultPasses, "passes in a row that bring a critical instance back")
+	fs.DurationVar(&o.cfg.Health.StartPeriod, "check-start-period", health.DefaultStartPeriod, "after a container starts, how long its check is retried every 250ms without counting failures")
+	fs.BoolVar(&o.cfg.StopUnhealthy, "stop-unhealthy", false, "stop a container when one of its instances goes critical (its check failed --check-failures times in a row, or its Docker HEALTHCHECK says unhealthy)")
+	fs.StringVar(&o.metrics, "metrics", "", "address to serve the agent's Prometheus metrics on, at /metrics (e.g. 127.0.0.1:9153; empty: off)")
 	return o
 }
 
@@ -58,6 +76,14 @@ func (o *agentOptions) config(log *slog.Logger) (agent.Config, error) {
 		if g, ok := o.sharedTTL.Value.(flag.Getter); ok {
 			cfg.LeaseTTL, _ = g.Get().(time.Duration)
 		}
+	}
+	k, err := health.ParseKind(o.check)
+	if err != nil {
+		return cfg, fmt.Errorf("--check: %w", err)
+	}
+	cfg.Health.Kind = k
+	if _, err := cfg.Health.WithDefaults(); err != nil {
+		return cfg, fmt.Errorf("--check-*: %w", err)
 	}
 	if o.backend != "server" {
 		return cfg, fmt.Errorf("--backend %q: want server", o.backend)
@@ -119,9 +145,45 @@ func runAgent(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Metrics, err = opts.serveMetrics(ctx, log); err != nil {
+		return err
+	}
 	a, err := agent.New(cfg, be)
 	if err != nil {
 		return err
 	}
 	return a.Run(ctx)
+}
+
+// serveMetrics serves the agent's metrics on --metrics until ctx ends, and
+// returns the registry to fill; nil when --metrics is empty. The listener
+// is bound before it returns, so that a taken port fails the command.
+func (o *agentOptions) serveMetrics(ctx context.Context, log *slog.Logger) (prometheus.Registerer, error) {
+	if o.metrics == "" {
+		return nil, nil
+	}
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(collectors.NewGoCollector()); err != nil {
+		return nil, fmt.Errorf("--metrics: %w", err)
+	}
+	l, err := net.Listen("tcp", o.metrics)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics %q: %w", o.metrics, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+	}()
+	go func() {
+		if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("agent metrics listener failed", "addr", o.metrics, "err", err)
+		}
+	}()
+	log.Info("serving agent metrics", "addr", "http://"+l.Addr().String()+"/metrics")
+	return reg, nil
 }

@@ -46,12 +46,17 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The agent's health metrics go on their own listener (--metrics): the
+	// server's /metrics serves the server's registry only.
+	if acfg.Metrics, err = opts.serveMetrics(ctx, log.With("component", "agent")); err != nil {
+		return err
+	}
 	ag, err := agent.New(acfg, be)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Run(ctx) }()
 	agErr := ag.Run(ctx)

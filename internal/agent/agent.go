@@ -26,9 +26,13 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/signpost-dns/signpost/internal/backend"
+	"github.com/signpost-dns/signpost/internal/health"
 	"github.com/signpost-dns/signpost/internal/registry"
 )
 
@@ -71,7 +75,17 @@ type Config struct {
 	// MaxBackoff caps the wait between attempts to reach Docker or the
 	// backend (default 10s).
 	MaxBackoff time.Duration
-	Log        *slog.Logger
+	// Health is the default check of a port and the thresholds; zero
+	// fields take health's defaults (a TCP connect every 2s, 1s timeout,
+	// critical after 3 failures in a row, passing again after 2 passes).
+	Health health.Config
+	// StopUnhealthy stops a container when one of its instances goes
+	// critical (its own check failed Health.Failures times in a row, or
+	// its Docker HEALTHCHECK says unhealthy).
+	StopUnhealthy bool
+	// Metrics, when set, gets the health metrics.
+	Metrics prometheus.Registerer
+	Log     *slog.Logger
 }
 
 // Agent follows one Docker engine and writes to one backend.
@@ -89,6 +103,17 @@ type Agent struct {
 	dirty  bool // a backend write failed: resync soon
 	resync chan struct{}
 	synced chan struct{} // closed after the first successful Sync
+	// dockerHealth is each container's HEALTHCHECK status as last
+	// inspected; owned by the loop like regs.
+	dockerHealth map[string]dockerHealthState
+
+	checks  *checks
+	metrics *health.Metrics
+
+	stopMu   sync.Mutex
+	runCtx   context.Context
+	stopping map[string]bool // containers being stopped for failing
+	stopWG   sync.WaitGroup
 }
 
 // New checks cfg and returns an agent writing to be. It does not touch
@@ -125,20 +150,37 @@ func New(cfg Config, be backend.Backend) (*Agent, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	hc, err := cfg.Health.WithDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	cfg.Health = hc
+	m, err := health.NewMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	d, err := newEngine(cfg.Docker)
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{
-		cfg:    cfg,
-		log:    cfg.Log.With("node", cfg.Node, "backend", be.Name()),
-		be:     be,
-		docker: d,
-		regs:   map[string][]registry.Instance{},
-		noted:  map[string]map[string]bool{},
-		resync: make(chan struct{}, 1),
-		synced: make(chan struct{}),
-	}, nil
+	a := &Agent{
+		cfg:          cfg,
+		log:          cfg.Log.With("node", cfg.Node, "backend", be.Name()),
+		be:           be,
+		docker:       d,
+		regs:         map[string][]registry.Instance{},
+		noted:        map[string]map[string]bool{},
+		resync:       make(chan struct{}, 1),
+		synced:       make(chan struct{}),
+		dockerHealth: map[string]dockerHealthState{},
+		metrics:      m,
+		stopping:     map[string]bool{},
+	}
+	a.checks = newChecks(hc, m, a.log)
+	a.checks.critical = func(cid, name string, in registry.Instance, tr health.Transition) {
+		a.stopUnhealthy(cid, name, fmt.Sprintf("instance %s (%s) failed its check %d times in a row: %s", in.ID, in.Service, tr.Failures, tr.Result.Output))
+	}
+	return a, nil
 }
 
 // Run follows Docker until ctx ends. It returns an error only when it
@@ -154,7 +196,20 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.hostIP = ip
 	}
 	a.log.Info("signpost agent starting", "docker", a.docker.Host(), "advertise_ip", a.hostIP.String(),
-		"address_mode", a.cfg.AddressMode, "lease_ttl", a.cfg.LeaseTTL, "resync", a.cfg.Resync, "deregister_on_exit", a.cfg.DeregisterOnExit)
+		"address_mode", a.cfg.AddressMode, "lease_ttl", a.cfg.LeaseTTL, "resync", a.cfg.Resync, "deregister_on_exit", a.cfg.DeregisterOnExit,
+		"check", a.cfg.Health.Default().String(), "check_failures", a.cfg.Health.Failures, "check_passes", a.cfg.Health.Passes,
+		"stop_unhealthy", a.cfg.StopUnhealthy)
+	a.checks.start(ctx)
+	a.stopMu.Lock()
+	a.runCtx = ctx
+	a.stopMu.Unlock()
+	defer func() {
+		a.checks.stop()
+		a.stopMu.Lock()
+		a.runCtx = nil // no stop starts after this
+		a.stopMu.Unlock()
+		a.stopWG.Wait() // before the Docker client closes
+	}()
 
 	hbDone := make(chan struct{})
 	go func() { defer close(hbDone); a.heartbeats(ctx) }()
@@ -263,6 +318,9 @@ func (a *Agent) follow(ctx context.Context) error {
 			return err
 		case <-tick.C:
 			why = "periodic"
+		case <-a.checks.kick:
+			a.applyHealth(ctx)
+			continue
 		case <-a.resync:
 			why = "backend asked"
 		case <-retryC:
@@ -314,6 +372,16 @@ func (a *Agent) fullSync(ctx context.Context, why string) error {
 			delete(a.noted, id)
 		}
 	}
+	keep := map[string]bool{}
+	for _, in := range all {
+		keep[in.ID] = true
+	}
+	a.checks.retain(keep)
+	for id := range a.dockerHealth {
+		if _, ok := regs[id]; !ok {
+			delete(a.dockerHealth, id)
+		}
+	}
 	start := time.Now()
 	if err := a.be.Sync(ctx, all); err != nil {
 		a.dirty = true
@@ -330,10 +398,16 @@ func (a *Agent) fullSync(ctx context.Context, why string) error {
 	return nil
 }
 
-// compute returns what a running container registers and logs the notes
-// about it that were not logged before.
+// compute returns what a running container registers, with each
+// instance's current health, starts the checks it needs, and logs the
+// notes about it that were not logged before.
 func (a *Agent) compute(ctx context.Context, c container) []registry.Instance {
-	insts, notes := a.instances(c)
+	insts, specs, notes := a.instances(c)
+	a.noteDockerHealth(ctx, c, insts)
+	for i := range insts {
+		a.checks.ensure(insts[i], specs[i], c.ID, c.Name)
+		insts[i].Health = a.effectiveHealth(insts[i], c.ID)
+	}
 	seen := a.noted[c.ID]
 	for _, n := range notes {
 		if seen[n.key] {
@@ -364,10 +438,15 @@ func (a *Agent) handle(ctx context.Context, ev event) {
 	case "destroy":
 		a.drop(ctx, ev.ID, ev.Action)
 		delete(a.noted, ev.ID)
+	default:
+		if strings.HasPrefix(ev.Action, "health_status") {
+			// The container's own HEALTHCHECK changed: re-inspect it, so
+			// that its instances carry the new status.
+			if _, ok := a.regs[ev.ID]; ok {
+				a.refresh(ctx, ev.ID, "health_status")
+			}
+		}
 	}
-	// Issue 4's agent-local health checks hook in here: "health_status"
-	// events and check results update the instances' Health and
-	// re-register them.
 }
 
 // terminating reports whether a kill signal ends the container (or may).
@@ -407,6 +486,7 @@ func (a *Agent) refresh(ctx context.Context, id, action string) {
 		if keep[in.ID] {
 			continue
 		}
+		a.checks.remove(in.ID)
 		if err := a.be.Deregister(ctx, in); err != nil {
 			a.writeFailed(ctx, err, "deregister", c.Name, in)
 			left = append(left, in)
@@ -416,13 +496,13 @@ func (a *Agent) refresh(ctx context.Context, id, action string) {
 	for _, in := range insts {
 		if err := a.be.Register(ctx, in); err != nil {
 			a.writeFailed(ctx, err, "register", c.Name, in)
-			if errors.Is(err, backend.ErrResync) {
+			if isResync(err) {
 				return // the full sync that follows registers everything
 			}
 			continue
 		}
 		done = append(done, in)
-		a.log.Debug("registered", "container", c.Name, "service", in.Service, "id", in.ID, "address", in.Address, "port", in.Port, "event", action)
+		a.log.Debug("registered", "container", c.Name, "service", in.Service, "id", in.ID, "address", in.Address, "port", in.Port, "health", in.Health.Status, "event", action)
 	}
 	if len(done) == 0 {
 		delete(a.regs, id)
@@ -437,6 +517,11 @@ func (a *Agent) refresh(ctx context.Context, id, action string) {
 // drop deregisters everything a container registered.
 func (a *Agent) drop(ctx context.Context, id, action string) {
 	old := a.regs[id]
+	for _, in := range old {
+		a.checks.remove(in.ID)
+	}
+	delete(a.dockerHealth, id)
+	a.stopped(id)
 	if len(old) == 0 {
 		return
 	}
@@ -466,6 +551,8 @@ func (a *Agent) writeFailed(ctx context.Context, err error, op, container string
 	a.dirty = true
 	a.log.Warn("backend write failed; will resync", "op", op, "container", container, "service", in.Service, "id", in.ID, "err", err)
 }
+
+func isResync(err error) bool { return errors.Is(err, backend.ErrResync) }
 
 func (a *Agent) requestResync() {
 	select {

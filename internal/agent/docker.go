@@ -37,6 +37,13 @@ type container struct {
 	Bindings map[conventions.ContainerPort][]binding
 	// Networks maps each network the container is on to its address there.
 	Networks map[string]netip.Addr
+	// DockerHealth is the status of the container's own HEALTHCHECK:
+	// "starting", "healthy", "unhealthy", or "" when it has none.
+	DockerHealth string
+	// DockerHealthOutput is the output of its last HEALTHCHECK run.
+	DockerHealthOutput string
+	// DockerHealthAt is when that run ended.
+	DockerHealthAt time.Time
 }
 
 // binding is one published host port.
@@ -68,6 +75,8 @@ type dockerAPI interface {
 	// Events streams container events from since (replaying what the
 	// engine still holds) until ctx ends or the stream fails.
 	Events(ctx context.Context, since time.Time, labels map[string]string) (<-chan event, <-chan error)
+	// Stop stops a container (SIGTERM, then SIGKILL after timeout).
+	Stop(ctx context.Context, id string, timeout time.Duration) error
 	// Host says which engine this is, for logs.
 	Host() string
 	Close() error
@@ -146,6 +155,13 @@ func (e *engine) Inspect(ctx context.Context, id string) (container, error) {
 	}
 	if r.State != nil {
 		c.Running, c.Paused = r.State.Running, r.State.Paused
+		if h := r.State.Health; h != nil && h.Status != "" && h.Status != "none" {
+			c.DockerHealth = string(h.Status)
+			if n := len(h.Log); n > 0 && h.Log[n-1] != nil {
+				c.DockerHealthOutput = strings.TrimSpace(h.Log[n-1].Output)
+				c.DockerHealthAt = h.Log[n-1].End
+			}
+		}
 	}
 	if r.Config != nil {
 		c.Env, c.Labels = r.Config.Env, r.Config.Labels
@@ -189,8 +205,17 @@ func (e *engine) Inspect(ctx context.Context, id string) (container, error) {
 	return c, nil
 }
 
-// followedActions are the container events the agent acts on.
-var followedActions = []string{"start", "restart", "unpause", "die", "stop", "kill", "pause", "destroy"}
+func (e *engine) Stop(ctx context.Context, id string, timeout time.Duration) error {
+	secs := int(timeout.Round(time.Second) / time.Second)
+	if _, err := e.c.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &secs}); err != nil {
+		return fmt.Errorf("stop container %s: %w", shortID(id), err)
+	}
+	return nil
+}
+
+// followedActions are the container events the agent acts on. The engine
+// matches "health_status" against "health_status: healthy" and the like.
+var followedActions = []string{"start", "restart", "unpause", "die", "stop", "kill", "pause", "destroy", "health_status"}
 
 func (e *engine) Events(ctx context.Context, since time.Time, labels map[string]string) (<-chan event, <-chan error) {
 	f := make(client.Filters).Add("type", string(events.ContainerEventType)).Add("event", followedActions...)

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/signpost-dns/signpost/internal/agent/conventions"
+	"github.com/signpost-dns/signpost/internal/health"
 	"github.com/signpost-dns/signpost/internal/registry"
 )
 
@@ -50,7 +51,7 @@ type note struct {
 
 // instances computes what one running container registers, and the notes
 // worth logging about it.
-func (a *Agent) instances(c container) ([]registry.Instance, []note) {
+func (a *Agent) instances(c container) ([]registry.Instance, []health.Spec, []note) {
 	var notes []note
 	res := conventions.Parse(conventions.Input{Container: c.Name, Env: c.Env, Labels: c.Labels, Ports: c.Ports})
 	for _, w := range res.Warnings {
@@ -58,7 +59,7 @@ func (a *Agent) instances(c container) ([]registry.Instance, []note) {
 			attrs: []any{"container", c.Name, "variable", w.Var, "value", w.Value, "reason", w.Reason}})
 	}
 	if res.Ignored || len(res.Ports) == 0 {
-		return nil, notes
+		return nil, nil, notes
 	}
 	mode := a.cfg.AddressMode
 	if v, ok := c.Labels[LabelAddressMode]; ok {
@@ -75,6 +76,7 @@ func (a *Agent) instances(c container) ([]registry.Instance, []note) {
 		network = v
 	}
 	var out []registry.Instance
+	var specs []health.Spec
 	for _, p := range res.Ports {
 		in := registry.Instance{
 			ID:       InstanceID(a.cfg.Node, c.ID, p.Port, p.Proto),
@@ -93,11 +95,11 @@ func (a *Agent) instances(c container) ([]registry.Instance, []note) {
 		case strings.HasPrefix(c.NetworkMode, "container:"):
 			notes = append(notes, note{key: "netmode", msg: "container shares another container's network; register the ports on that one",
 				attrs: []any{"container", c.Name, "network_mode", c.NetworkMode}})
-			return nil, notes
+			return nil, nil, notes
 		case c.NetworkMode == "none":
 			notes = append(notes, note{key: "netmode", msg: "container has no network; nothing to register",
 				attrs: []any{"container", c.Name}})
-			return nil, notes
+			return nil, nil, notes
 		case mode == ModeContainer:
 			ip, ok := pickNetwork(c.Networks, network)
 			if !ok {
@@ -108,7 +110,7 @@ func (a *Agent) instances(c container) ([]registry.Instance, []note) {
 				sort.Strings(names)
 				notes = append(notes, note{key: "network", msg: "container mode: no address on the chosen network; container skipped (set --network or the signpost.network label)",
 					attrs: []any{"container", c.Name, "network", network, "networks", strings.Join(names, ",")}})
-				return nil, notes
+				return nil, nil, notes
 			}
 			in.Address, in.Port = ip, p.Port
 		default:
@@ -129,9 +131,12 @@ func (a *Agent) instances(c container) ([]registry.Instance, []note) {
 				attrs: []any{"container", c.Name, "port", p.String(), "service", p.Service, "err", err}})
 			continue
 		}
+		spec, cnotes := a.checkSpec(c, p)
+		notes = append(notes, cnotes...)
 		out = append(out, in)
+		specs = append(specs, spec)
 	}
-	return out, notes
+	return out, specs, notes
 }
 
 // pickNetwork finds the container's address on the named network, or on

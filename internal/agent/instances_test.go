@@ -73,7 +73,7 @@ func TestInstancesAddresses(t *testing.T) {
 			a := &Agent{cfg: Config{Node: "n1", AddressMode: tc.mode, Network: tc.network}, hostIP: host}
 			c := base()
 			tc.edit(&c)
-			insts, notes := a.instances(c)
+			insts, _, notes := a.instances(c)
 			got := ""
 			if len(insts) == 1 {
 				got = netip.AddrPortFrom(insts[0].Address, insts[0].Port).String()

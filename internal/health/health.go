@@ -152,9 +152,9 @@ func (c Config) Default() Spec {
 	return Spec{Kind: c.Kind, Path: DefaultPath, Interval: c.Interval, Timeout: c.Timeout}
 }
 
-// bound cuts s to MaxOutput bytes on a rune boundary and removes control
+// Bound cuts s to MaxOutput bytes on a rune boundary and removes control
 // characters, which the registry refuses.
-func bound(s string) string {
+func Bound(s string) string {
 	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return ' '

@@ -61,7 +61,7 @@ func (p *Prober) Probe(ctx context.Context, spec Spec, addr netip.AddrPort) Resu
 		r = Result{OK: true, Output: "no check"}
 	}
 	r.At = time.Now()
-	r.Output = bound(r.Output)
+	r.Output = Bound(r.Output)
 	return r
 }
 
