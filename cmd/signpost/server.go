@@ -31,6 +31,10 @@ func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
 	maxUDP := fs.Int("max-udp-size", 1232, "largest UDP answer to EDNS0 clients; larger answers are truncated to go over TCP")
 	nsAddrs := fs.String("ns-address", "", "comma-separated addresses published for the zone's name server ns.<zone> (default: the DNS listen address, unless it is a wildcard)")
 	leaseTTL := fs.Duration("lease-ttl", 10*time.Second, "node lease TTL when an agent names none")
+	fs.StringVar(&cfg.StoreKind, "store", "embedded", "where registrations are kept: embedded (bbolt in --data-dir, one server) or etcd (shared by several servers)")
+	etcdEndpoints := fs.String("etcd-endpoints", envOr("SIGNPOST_ETCD_ENDPOINTS", "http://127.0.0.1:2379"), "comma-separated etcd client URLs, with --store etcd (env SIGNPOST_ETCD_ENDPOINTS)")
+	fs.StringVar(&cfg.Etcd.Prefix, "etcd-prefix", "/signpost/", "etcd key prefix of the registry, with --store etcd")
+	fs.DurationVar(&cfg.Etcd.Timeout, "etcd-timeout", 5*time.Second, "timeout of each etcd call; writes fail with 503 past it")
 	return func() (server.Config, error) {
 		cfg.DNS = dnsserver.Config{
 			Zone:       *zone,
@@ -53,6 +57,13 @@ func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
 			cfg.DNS.NSAddrs = append(cfg.DNS.NSAddrs, ip)
 		}
 		cfg.DefaultTTL = *leaseTTL
+		if cfg.StoreKind == "etcd" {
+			for _, e := range strings.Split(*etcdEndpoints, ",") {
+				if e = strings.TrimSpace(e); e != "" {
+					cfg.Etcd.Endpoints = append(cfg.Etcd.Endpoints, e)
+				}
+			}
+		}
 		return cfg, nil
 	}
 }

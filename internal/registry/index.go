@@ -24,6 +24,7 @@ type Index struct {
 	rev     int64
 	synced  bool
 	syncErr error
+	pingErr error // the store's own word that it is out of reach
 	wake    chan struct{} // closed and replaced on every change
 
 	expired atomic.Int64 // instances removed because their node's lease expired
@@ -116,11 +117,23 @@ func (ix *Index) setErr(err error) {
 }
 
 // Status reports whether the index has been filled once and the last error
-// in following the store (nil while it is current).
+// in following the store or reaching it (nil while it is current).
 func (ix *Index) Status() (synced bool, rev int64, err error) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	return ix.synced, ix.rev, ix.syncErr
+	err = ix.syncErr
+	if err == nil {
+		err = ix.pingErr
+	}
+	return ix.synced, ix.rev, err
+}
+
+// SetStoreErr records whether the store answered its last ping (nil: it
+// did). While it is set, Status reports the index as possibly stale.
+func (ix *Index) SetStoreErr(err error) {
+	ix.mu.Lock()
+	ix.pingErr = err
+	ix.mu.Unlock()
 }
 
 // replaceAll makes list the whole content of the index at rev, applying the

@@ -109,3 +109,10 @@ type Store interface {
 	// Close releases the store's resources.
 	Close() error
 }
+
+// Pinger is implemented by stores that live elsewhere (etcd): Ping says
+// whether the store answers now. A server pings it to report itself
+// degraded while the store is out of reach.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}

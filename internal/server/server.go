@@ -22,6 +22,7 @@ import (
 	"github.com/signpost-dns/signpost/internal/dnsserver"
 	"github.com/signpost-dns/signpost/internal/registry"
 	"github.com/signpost-dns/signpost/internal/store/embedded"
+	etcdstore "github.com/signpost-dns/signpost/internal/store/etcd"
 )
 
 // Config is everything `signpost server` takes.
@@ -40,8 +41,12 @@ type Config struct {
 	DNS dnsserver.Config
 	// DefaultTTL is the node lease TTL when an agent names none.
 	DefaultTTL time.Duration
-	// Store replaces the embedded store (the etcd store, say). The server
-	// closes it on exit.
+	// StoreKind is "embedded" (default: bbolt in DataDir) or "etcd".
+	StoreKind string
+	// Etcd configures the etcd store when StoreKind is "etcd".
+	Etcd etcdstore.Options
+	// Store, when set, is used as it is, whatever StoreKind says. The
+	// server closes it on exit.
 	Store registry.Store
 	Log   *slog.Logger
 }
@@ -116,12 +121,27 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 	}()
 	s.store = cfg.Store
-	if s.store == nil {
+	switch {
+	case s.store != nil:
+	case cfg.StoreKind == "" || cfg.StoreKind == "embedded":
 		st, err := embedded.Open(cfg.DataDir, embedded.Options{Log: cfg.Log})
 		if err != nil {
 			return nil, err
 		}
 		s.store = st
+	case cfg.StoreKind == "etcd":
+		if len(cfg.Etcd.Endpoints) == 0 {
+			return nil, errors.New("etcd store: no endpoints (--etcd-endpoints)")
+		}
+		ecfg := cfg.Etcd
+		ecfg.Log = cfg.Log
+		st, err := etcdstore.Open(ecfg)
+		if err != nil {
+			return nil, err
+		}
+		s.store = st
+	default:
+		return nil, fmt.Errorf("store %q: want embedded or etcd", cfg.StoreKind)
 	}
 	reg := prometheus.NewRegistry()
 	for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
@@ -180,6 +200,33 @@ func (s *Server) Index() *registry.Index { return s.index }
 // Store is the server's store.
 func (s *Server) Store() registry.Store { return s.store }
 
+// pingStore asks a remote store every two seconds whether it answers, so
+// that /healthz and /metrics say when answers may be stale.
+func (s *Server) pingStore(ctx context.Context, p registry.Pinger) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	var last error
+	for {
+		err := p.Ping(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		s.index.SetStoreErr(err)
+		switch {
+		case err != nil && last == nil:
+			s.log.Warn("store out of reach: answering from memory, refusing writes", "err", err)
+		case err == nil && last != nil:
+			s.log.Info("store reachable again")
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // Run serves until ctx is done, then shuts down and closes the store.
 func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -204,6 +251,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("registry loaded", "instances", s.index.Len(), "revision", s.index.Rev(), "took", time.Since(start).Round(time.Millisecond))
 	go func() { errc <- s.dns.Serve(ctx, s.dnsl) }()
+	if p, ok := s.store.(registry.Pinger); ok {
+		go s.pingStore(ctx, p)
+	}
 	hs := &http.Server{Handler: s.api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		// Long-lived watches end when the server does.
 		BaseContext: func(net.Listener) context.Context { return ctx }}
@@ -214,7 +264,11 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		errc <- err
 	}()
-	s.log.Info("signpost server running", "zone", s.dns.Zone(), "dns", s.DNSAddr(), "http", s.URL(), "data_dir", s.cfg.DataDir)
+	where := "data_dir=" + s.cfg.DataDir
+	if s.cfg.StoreKind == "etcd" {
+		where = "etcd=" + strings.Join(s.cfg.Etcd.Endpoints, ",")
+	}
+	s.log.Info("signpost server running", "zone", s.dns.Zone(), "dns", s.DNSAddr(), "http", s.URL(), "store", where)
 	var first error
 	select {
 	case <-ctx.Done():

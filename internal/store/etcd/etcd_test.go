@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/signpost-dns/signpost/internal/store/etcd/etcdtest"
 	"log/slog"
 	"net/netip"
 	"sync/atomic"
@@ -31,8 +32,8 @@ func newClient(t *testing.T, endpoints ...string) *clientv3.Client {
 
 func TestConformance(t *testing.T) {
 	// Short ticks so that etcd grants the suite's 1s leases.
-	members := startCluster(t, 1, 50*time.Millisecond, 500*time.Millisecond)
-	cli := newClient(t, members[0].clientURL())
+	members := etcdtest.StartCluster(t, 1, 50*time.Millisecond, 500*time.Millisecond)
+	cli := newClient(t, members[0].ClientURL())
 	var n atomic.Int64
 	open := func(t *testing.T) registry.Store {
 		// Each subtest gets its own prefix: an empty registry.
@@ -59,8 +60,8 @@ func testInst(id string, n int) registry.Instance {
 }
 
 func TestOpenDefaultsAndLayout(t *testing.T) {
-	members := startCluster(t, 1, 50*time.Millisecond, 500*time.Millisecond)
-	s, err := Open(Options{Endpoints: []string{members[0].clientURL()}, Log: quiet})
+	members := etcdtest.StartCluster(t, 1, 50*time.Millisecond, 500*time.Millisecond)
+	s, err := Open(Options{Endpoints: []string{members[0].ClientURL()}, Log: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +70,7 @@ func TestOpenDefaultsAndLayout(t *testing.T) {
 	if _, err := s.ReplaceNode(ctx, "host1", 2*time.Second, []registry.Instance{testInst("a", 1)}); err != nil {
 		t.Fatal(err)
 	}
-	cli := newClient(t, members[0].clientURL())
+	cli := newClient(t, members[0].ClientURL())
 	g, err := cli.Get(ctx, DefaultPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		t.Fatal(err)
@@ -152,8 +153,8 @@ func TestThreeMembers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a three-member etcd cluster")
 	}
-	members := startCluster(t, 3, 100*time.Millisecond, 1000*time.Millisecond)
-	eps := []string{members[0].clientURL(), members[1].clientURL(), members[2].clientURL()}
+	members := etcdtest.StartCluster(t, 3, 100*time.Millisecond, 1000*time.Millisecond)
+	eps := []string{members[0].ClientURL(), members[1].ClientURL(), members[2].ClientURL()}
 	s1, err := Open(Options{Endpoints: eps, Timeout: 3 * time.Second, Log: quiet})
 	if err != nil {
 		t.Fatal(err)
@@ -220,8 +221,8 @@ func TestThreeMembers(t *testing.T) {
 	if leader < 0 {
 		t.Fatal("no leader found")
 	}
-	t.Logf("stopping leader %s", members[leader].cfg.Name)
-	members[leader].stop()
+	t.Logf("stopping leader %s", members[leader].Name())
+	members[leader].Stop()
 
 	retryPut(t, s1, testInst("b", 2), 30*time.Second)
 	waitFor(t, "b in server 2's index with one member down", 30*time.Second, func() bool { return has("b") })
@@ -248,7 +249,7 @@ func TestThreeMembers(t *testing.T) {
 
 	// Stop a second member: no quorum, writes are refused.
 	second := (leader + 1) % 3
-	members[second].stop()
+	members[second].Stop()
 	start := time.Now()
 	pctx, pcancel := context.WithTimeout(ctx, 20*time.Second)
 	_, err = s1.Put(pctx, testInst("d", 4))
@@ -265,7 +266,7 @@ func TestThreeMembers(t *testing.T) {
 	}
 
 	// Quorum back: writes go through and the index catches up.
-	members[second].start(t)
+	members[second].Start(t)
 	retryPut(t, s1, testInst("d", 4), 60*time.Second)
 	waitFor(t, "d in server 2's index after quorum came back", 60*time.Second, func() bool { return has("d") })
 }

@@ -1,4 +1,7 @@
-package etcdstore
+// Package etcdtest starts real etcd members (the etcd server as a Go
+// module) on loopback ports inside a test, for the etcd store's tests and
+// for end-to-end tests of several signpost servers sharing one etcd.
+package etcdtest
 
 import (
 	"fmt"
@@ -12,23 +15,28 @@ import (
 	"go.uber.org/zap"
 )
 
-// member is one etcd server embedded in a test, on loopback only.
-type member struct {
+// Member is one etcd server embedded in a test, on loopback only.
+type Member struct {
 	cfg *embed.Config
 	e   *embed.Etcd
 }
 
-func (m *member) clientURL() string { return m.cfg.AdvertiseClientUrls[0].String() }
+// Name is the member's name.
+func (m *Member) Name() string { return m.cfg.Name }
 
-// stop stops the member; it can be started again with start.
-func (m *member) stop() {
+// ClientURL is the member's client URL.
+func (m *Member) ClientURL() string { return m.cfg.AdvertiseClientUrls[0].String() }
+
+// Stop stops the member; Start starts it again on the same data.
+func (m *Member) Stop() {
 	if m.e != nil {
 		m.e.Close()
 		m.e = nil
 	}
 }
 
-func (m *member) start(t *testing.T) {
+// Start starts a stopped member again.
+func (m *Member) Start(t testing.TB) {
 	t.Helper()
 	e, err := embed.StartEtcd(m.cfg)
 	if err != nil {
@@ -38,7 +46,7 @@ func (m *member) start(t *testing.T) {
 }
 
 // freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -48,7 +56,7 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func loopURL(t *testing.T) url.URL {
+func loopURL(t testing.TB) url.URL {
 	u, err := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort(t)))
 	if err != nil {
 		t.Fatal(err)
@@ -56,14 +64,14 @@ func loopURL(t *testing.T) url.URL {
 	return *u
 }
 
-// startCluster starts an n-member etcd cluster in the test and waits until
+// StartCluster starts an n-member etcd cluster in the test and waits until
 // it has a leader. tick and election are etcd's heartbeat interval and
 // election timeout; the shortest lease etcd grants is 1.5 elections' worth
 // of ticks... (3*election/tick/2 ticks), rounded up to a second.
-func startCluster(t *testing.T, n int, tick, election time.Duration) []*member {
+func StartCluster(t testing.TB, n int, tick, election time.Duration) []*Member {
 	t.Helper()
 	token := fmt.Sprintf("signpost-test-%d", time.Now().UnixNano())
-	members := make([]*member, n)
+	members := make([]*Member, n)
 	var initial []string
 	for i := range members {
 		cfg := embed.NewConfig()
@@ -77,7 +85,7 @@ func startCluster(t *testing.T, n int, tick, election time.Duration) []*member {
 		cfg.ElectionMs = uint(election / time.Millisecond)
 		cfg.UnsafeNoFsync = true
 		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-		members[i] = &member{cfg: cfg}
+		members[i] = &Member{cfg: cfg}
 		initial = append(initial, fmt.Sprintf("%s=%s", cfg.Name, peer.String()))
 	}
 	for _, m := range members {
@@ -98,7 +106,7 @@ func startCluster(t *testing.T, n int, tick, election time.Duration) []*member {
 	}
 	t.Cleanup(func() {
 		for _, m := range members {
-			m.stop()
+			m.Stop()
 		}
 	})
 	for _, m := range members {
@@ -109,4 +117,13 @@ func startCluster(t *testing.T, n int, tick, election time.Duration) []*member {
 		}
 	}
 	return members
+}
+
+// Endpoints returns the client URLs of members.
+func Endpoints(members []*Member) []string {
+	out := make([]string, len(members))
+	for i, m := range members {
+		out[i] = m.ClientURL()
+	}
+	return out
 }
