@@ -34,9 +34,13 @@ type Endpoint struct {
 	// Target is the host name the record points at, for messages.
 	Target string `json:"target"`
 	// Address is the target's address; invalid when the target does not
-	// resolve, which is a reason to remove the endpoint.
+	// resolve, which is a reason to remove the endpoint at once.
 	Address netip.Addr `json:"address"`
 	Port    uint16     `json:"port"`
+	// ResolveErr, with no Address, says the target could not be looked up
+	// for a passing reason (a resolver time-out): that counts as one failed
+	// check, not as a target that is gone.
+	ResolveErr error `json:"-"`
 }
 
 // Source is a registry the sweep reads and prunes.
@@ -221,6 +225,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (Result, error) {
 	for i, ep := range eps {
 		outs[i].ep = ep
 		if !ep.Address.IsValid() {
+			outs[i].err = ep.ResolveErr
 			continue
 		}
 		wg.Add(1)
@@ -241,7 +246,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (Result, error) {
 	for _, o := range outs {
 		seen[o.ep.Key] = true
 		switch {
-		case !o.ep.Address.IsValid():
+		case !o.ep.Address.IsValid() && o.err == nil:
 			res.Unresolved++
 			s.probes.WithLabelValues("unresolved").Inc()
 			remove = append(remove, outcome{o.ep, fmt.Errorf("target %s does not resolve", o.ep.Target)})
