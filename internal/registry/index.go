@@ -24,7 +24,7 @@ type Index struct {
 	rev     int64
 	synced  bool
 	syncErr error
-	pingErr error // the store's own word that it is out of reach
+	pingErr error         // the store's own word that it is out of reach
 	wake    chan struct{} // closed and replaced on every change
 
 	expired atomic.Int64 // instances removed because their node's lease expired
