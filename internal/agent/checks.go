@@ -101,11 +101,14 @@ func (cs *checks) ensure(in registry.Instance, spec health.Spec, containerID, na
 	}
 	log := cs.log.With("container", name, "service", in.Service, "instance", in.ID, "address", addr.String(), "check", spec.String())
 	chk := health.NewCheck(cs.cfg, spec, addr, cs.metrics, func(tr health.Transition) {
-		lvl := slog.LevelInfo
-		if tr.To == health.Critical {
-			lvl = slog.LevelWarn
+		switch {
+		case tr.From == tr.To:
+			log.Info("first health check failed; the instance stays pending (not served) until one passes", "output", tr.Result.Output)
+		case tr.To == health.Critical:
+			log.Warn("health transition", "from", tr.From, "to", tr.To, "output", tr.Result.Output, "failures_in_a_row", tr.Failures)
+		default:
+			log.Info("health transition", "from", tr.From, "to", tr.To, "output", tr.Result.Output, "failures_in_a_row", tr.Failures)
 		}
-		log.Log(context.Background(), lvl, "health transition", "from", tr.From, "to", tr.To, "output", tr.Result.Output, "failures_in_a_row", tr.Failures)
 		select {
 		case cs.kick <- struct{}{}:
 		default:
@@ -235,14 +238,17 @@ func dockerStatus(s string) string {
 }
 
 // applyHealth writes every instance whose health status changed since it
-// was last written. It runs on the loop's goroutine, which owns a.regs, so
+// was last written (and one whose check gave its first result). It runs on the loop's goroutine, which owns a.regs, so
 // that a check's result can never bring back an instance that was
 // deregistered meanwhile.
 func (a *Agent) applyHealth(ctx context.Context) {
 	for cid, insts := range a.regs {
 		for i, in := range insts {
 			h := a.effectiveHealth(in, cid)
-			if h.Status == in.Health.Status {
+			// A transition, or the first result of a check (so that the
+			// API says why a pending instance is pending).
+			first := in.Health.CheckedAt.IsZero() && !h.CheckedAt.IsZero()
+			if h.Status == in.Health.Status && !first {
 				continue
 			}
 			old := in.Health.Status

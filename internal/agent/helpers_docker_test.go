@@ -57,13 +57,18 @@ type stack struct {
 }
 
 // newStack starts a server; agents are added with addAgent.
-func newStack(t *testing.T) *stack {
+// opts edit the server's configuration (fail-open, say).
+func newStack(t *testing.T, opts ...func(*server.Config)) *stack {
 	t.Helper()
 	sess := dockertest.New(t)
 	dockertest.Image(t)
 	logs := &syncBuf{}
-	srv, err := server.New(server.Config{DNSAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: t.TempDir(),
-		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	scfg := server.Config{DNSAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: t.TempDir(),
+		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	for _, o := range opts {
+		o(&scfg)
+	}
+	srv, err := server.New(scfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,8 @@ import (
 	"time"
 )
 
-// Transition is a change of a check's status.
+// Transition is a change of a check's status (or, with From == To, the
+// first probe's result).
 type Transition struct {
 	From, To string
 	// Result is the probe that made the change.
@@ -31,7 +32,10 @@ type Check struct {
 
 // NewCheck returns a pending check of addr. cfg must have its defaults
 // filled (Config.WithDefaults); m may be nil; onChange is called from the
-// check's goroutine on every transition and must not block for long.
+// check's goroutine on every transition, and once after the first probe
+// even when it changed nothing (From == To: a failing start, so that the
+// agent can publish why the instance is pending). It must not block for
+// long.
 func NewCheck(cfg Config, spec Spec, addr netip.AddrPort, m *Metrics, onChange func(Transition)) *Check {
 	return &Check{cfg: cfg, spec: spec, addr: addr, metrics: m, onChange: onChange, tr: NewTracker(cfg, time.Now())}
 }
@@ -55,6 +59,7 @@ func (c *Check) State() (string, Result) {
 func (c *Check) Run(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
+	first := true
 	for {
 		select {
 		case <-ctx.Done():
@@ -72,10 +77,11 @@ func (c *Check) Run(ctx context.Context) {
 		c.mu.Unlock()
 		if changed {
 			c.metrics.transition(from, to)
-			if c.onChange != nil {
-				c.onChange(Transition{From: from, To: to, Result: r, Failures: fails})
-			}
 		}
+		if (changed || first) && c.onChange != nil {
+			c.onChange(Transition{From: from, To: to, Result: r, Failures: fails})
+		}
+		first = false
 		next := c.spec.Interval
 		if starting {
 			next = min(QuickRetry, next)

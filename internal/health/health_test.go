@@ -73,6 +73,8 @@ func TestProbe(t *testing.T) {
 		{"http redirect not followed", spec(HTTP, "/health"), redirect, false, "HTTP 302 Found (redirect to /elsewhere, not followed)"},
 		{"tcp open", spec(TCP, ""), ok, true, "ok"},
 		{"tcp closed", spec(TCP, ""), closed, false, "connection refused"},
+		{"tcp accept then close (a proxy with nothing behind)", spec(TCP, ""), closer(t), false, "closed by the peer at once"},
+		{"tcp greeting", spec(TCP, ""), greeter(t), true, "ok"},
 		{"none", spec(None, ""), closed, true, "no check"},
 	}
 	var p Prober
@@ -387,4 +389,38 @@ func counter(t *testing.T, reg *prometheus.Registry, name string, labels ...stri
 		}
 	}
 	return 0
+}
+
+// closer accepts connections and closes them at once, as Docker's userland
+// proxy does when nothing listens in the container.
+func closer(t *testing.T) netip.AddrPort {
+	return listen(t, func(c net.Conn) { c.Close() })
+}
+
+// greeter speaks first, as SMTP or MySQL servers do.
+func greeter(t *testing.T) netip.AddrPort {
+	return listen(t, func(c net.Conn) {
+		c.Write([]byte("220 hello\r\n"))
+		time.Sleep(200 * time.Millisecond) // hold the connection past the settle time
+		c.Close()
+	})
+}
+
+func listen(t *testing.T, handle func(net.Conn)) netip.AddrPort {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go handle(c)
+		}
+	}()
+	return netip.MustParseAddrPort(l.Addr().String())
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 )
@@ -101,13 +102,30 @@ func (p *Prober) http(ctx context.Context, spec Spec, addr netip.AddrPort) Resul
 	return Result{Output: out}
 }
 
+// tcpSettle is how long a TCP check waits after connecting to see whether
+// the peer closes at once. Docker's userland proxy (published ports on
+// loopback) and rootless port drivers accept every connection and close it
+// when nothing listens in the container; a plain connect would pass.
+const tcpSettle = 50 * time.Millisecond
+
 func tcp(ctx context.Context, addr netip.AddrPort) Result {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", addr.String())
 	if err != nil {
 		return Result{Output: fmt.Sprintf("tcp connect %s: %s", addr, describe(ctx, err))}
 	}
-	c.Close()
+	defer c.Close()
+	settle := time.Now().Add(tcpSettle)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(settle) {
+		settle = dl
+	}
+	c.SetReadDeadline(settle)
+	var b [1]byte
+	if _, err := c.Read(b[:]); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		// Closed or reset at once: a proxy with nothing behind it.
+		return Result{Output: fmt.Sprintf("tcp connect %s: connected, then closed by the peer at once (%v): nothing listening behind a proxy?", addr, err)}
+	}
+	// Silence (the peer waits for the client) or a greeting: both listen.
 	return Result{OK: true, Output: "tcp connect " + addr.String() + ": ok"}
 }
 

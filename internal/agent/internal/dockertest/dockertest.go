@@ -76,10 +76,56 @@ func Try(args ...string) (string, error) {
 	return strings.TrimSpace(stdout.String()), nil
 }
 
+// HealthImageName is the test server's image with a Docker HEALTHCHECK
+// that runs "/web -healthcheck" every half second (one failure makes the
+// container unhealthy).
+const HealthImageName = "signpost-test-web-hc:latest"
+
 var (
 	imageOnce sync.Once
 	imageErr  error
+
+	healthOnce sync.Once
+	healthErr  error
 )
+
+// HealthImage returns the HEALTHCHECK image, building it (from Image)
+// when it is absent or stale.
+func HealthImage(t testing.TB) string {
+	t.Helper()
+	base := Image(t)
+	healthOnce.Do(func() { healthErr = buildHealthImage(base) })
+	if healthErr != nil {
+		t.Fatal(healthErr)
+	}
+	return HealthImageName
+}
+
+func buildHealthImage(base string) error {
+	id, err := Try("image", "inspect", "--format", "{{.Id}}", base)
+	if err != nil {
+		return err
+	}
+	hc := `HEALTHCHECK --interval=500ms --timeout=2s --retries=1 CMD ["/web", "-healthcheck"]`
+	sum := sha256.Sum256([]byte(id + hc))
+	src := hex.EncodeToString(sum[:8])
+	if got, err := Try("image", "inspect", "--format", `{{index .Config.Labels "signpost.test.src"}}`, HealthImageName); err == nil && got == src {
+		return nil
+	}
+	dir, err := os.MkdirTemp("", "signpost-test-hc-image")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	df := fmt.Sprintf("FROM %s\nLABEL %s=1 signpost.test.src=%s\n%s\n", base, Label, src, hc)
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
+		return err
+	}
+	if _, err := Try("build", "-q", "-t", HealthImageName, dir); err != nil {
+		return fmt.Errorf("build the HEALTHCHECK test image: %w", err)
+	}
+	return nil
+}
 
 // Image returns the test server's image, building it when it is absent or
 // was built from another version of the source.
@@ -155,6 +201,15 @@ func (s *Session) Labels() []string {
 func (s *Session) Run(args ...string) string {
 	s.t.Helper()
 	img := Image(s.t)
+	full := append([]string{"run", "-d"}, s.Labels()...)
+	full = append(full, args...)
+	full = append(full, img)
+	return Docker(s.t, full...)
+}
+
+// RunImage is Run with another image (HealthImage, say).
+func (s *Session) RunImage(img string, args ...string) string {
+	s.t.Helper()
 	full := append([]string{"run", "-d"}, s.Labels()...)
 	full = append(full, args...)
 	full = append(full, img)
