@@ -39,7 +39,8 @@ type Config struct {
 	DefaultTTL time.Duration
 	// MaxTTL caps node lease TTLs.
 	MaxTTL time.Duration
-	// Gatherer and Registerer back /metrics (default: a new registry).
+	// Registry gets the API's metrics and backs /metrics (default: a new
+	// registry).
 	Registry *prometheus.Registry
 	Log      *slog.Logger
 }
@@ -219,6 +220,25 @@ func (a *API) settle(r *http.Request, rev int64) {
 	}
 }
 
+// committed finishes a write: on error it answers with the error's status;
+// otherwise it waits until the index shows rev, counts the write, and
+// answers with rev.
+func (a *API) committed(w http.ResponseWriter, r *http.Request, op string, rev int64, err error, in *registry.Instance) {
+	if err != nil {
+		a.failErr(w, err)
+		return
+	}
+	a.settle(r, rev)
+	a.writes.WithLabelValues(op).Inc()
+	resp := apiclient.WriteResponse{Index: rev}
+	if in != nil {
+		if out, ok := a.cfg.Index.Get(in.ID); ok {
+			resp.Instance = &out
+		}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
 func (a *API) putInstance(w http.ResponseWriter, r *http.Request) {
 	var in registry.Instance
 	if err := decode(r, &in); err != nil {
@@ -239,25 +259,12 @@ func (a *API) putInstance(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rev, err := a.cfg.Store.Put(r.Context(), in)
-	if err != nil {
-		a.failErr(w, err)
-		return
-	}
-	a.settle(r, rev)
-	a.writes.WithLabelValues("put").Inc()
-	out, _ := a.cfg.Index.Get(in.ID)
-	writeJSON(w, http.StatusOK, apiclient.WriteResponse{Index: rev, Instance: &out})
+	a.committed(w, r, "put", rev, err, &in)
 }
 
 func (a *API) deleteInstance(w http.ResponseWriter, r *http.Request) {
 	rev, err := a.cfg.Store.Delete(r.Context(), strings.ToLower(r.PathValue("id")))
-	if err != nil {
-		a.failErr(w, err)
-		return
-	}
-	a.settle(r, rev)
-	a.writes.WithLabelValues("delete").Inc()
-	writeJSON(w, http.StatusOK, apiclient.WriteResponse{Index: rev})
+	a.committed(w, r, "delete", rev, err, nil)
 }
 
 func (a *API) replaceNode(w http.ResponseWriter, r *http.Request) {
@@ -295,13 +302,7 @@ func (a *API) replaceNode(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	rev, err := a.cfg.Store.ReplaceNode(r.Context(), node, ttl, req.Instances)
-	if err != nil {
-		a.failErr(w, err)
-		return
-	}
-	a.settle(r, rev)
-	a.writes.WithLabelValues("replace_node").Inc()
-	writeJSON(w, http.StatusOK, apiclient.WriteResponse{Index: rev})
+	a.committed(w, r, "replace_node", rev, err, nil)
 }
 
 func (a *API) heartbeat(w http.ResponseWriter, r *http.Request) {
@@ -314,13 +315,7 @@ func (a *API) heartbeat(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) releaseNode(w http.ResponseWriter, r *http.Request) {
 	rev, err := a.cfg.Store.ReleaseNode(r.Context(), r.PathValue("node"))
-	if err != nil {
-		a.failErr(w, err)
-		return
-	}
-	a.settle(r, rev)
-	a.writes.WithLabelValues("release_node").Inc()
-	writeJSON(w, http.StatusOK, apiclient.WriteResponse{Index: rev})
+	a.committed(w, r, "release_node", rev, err, nil)
 }
 
 func (a *API) listNodes(w http.ResponseWriter, r *http.Request) {

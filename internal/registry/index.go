@@ -272,34 +272,27 @@ func (ix *Index) WaitRev(ctx context.Context, rev int64) error {
 // WaitService blocks until service changed after rev, or ctx is done, and
 // returns the service's current change revision. A blocking query.
 func (ix *Index) WaitService(ctx context.Context, service string, rev int64) int64 {
-	for {
-		ix.mu.RLock()
-		cur, wake := ix.svcRev[service], ix.wake
-		ix.mu.RUnlock()
-		if cur > rev {
-			return cur
-		}
-		select {
-		case <-ctx.Done():
-			return cur
-		case <-wake:
-		}
-	}
+	return ix.waitPast(ctx, rev, func() int64 { return ix.svcRev[service] })
 }
 
 // WaitAny blocks until the index moves past rev, or ctx is done, and returns
 // the current revision.
 func (ix *Index) WaitAny(ctx context.Context, rev int64) int64 {
+	return ix.waitPast(ctx, rev, func() int64 { return ix.rev })
+}
+
+// waitPast waits until cur (read under the lock) exceeds rev.
+func (ix *Index) waitPast(ctx context.Context, rev int64, cur func() int64) int64 {
 	for {
 		ix.mu.RLock()
-		cur, wake := ix.rev, ix.wake
+		c, wake := cur(), ix.wake
 		ix.mu.RUnlock()
-		if cur > rev {
-			return cur
+		if c > rev {
+			return c
 		}
 		select {
 		case <-ctx.Done():
-			return cur
+			return c
 		case <-wake:
 		}
 	}
