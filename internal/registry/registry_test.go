@@ -1,0 +1,153 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseServiceName(t *testing.T) {
+	cases := []struct{ in, name, proto, err string }{
+		{"calc", "calc", "", ""},
+		{"Calc", "calc", "", ""},
+		{"_calc._tcp", "calc", "tcp", ""},
+		{"_calc._udp.", "calc", "udp", ""},
+		{"_calc._sctp", "", "", "_name._tcp"},
+		{"_calc", "", "", "_name._tcp"},
+		{"Calc Service!", "", "", `"Calc Service!"`},
+		{"-calc", "", "", "hyphen"},
+		{"", "", "", "empty"},
+		{strings.Repeat("a", 64), "", "", "longer than 63"},
+	}
+	for _, c := range cases {
+		name, proto, err := ParseServiceName(c.in)
+		if c.err != "" {
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != "service" || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("ParseServiceName(%q) error %v, want a service FieldError with %q", c.in, err, c.err)
+			}
+			continue
+		}
+		if err != nil || name != c.name || proto != c.proto {
+			t.Errorf("ParseServiceName(%q) = %q, %q, %v", c.in, name, proto, err)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	ok := func() Instance {
+		return Instance{ID: "calc-1", Service: "calc", Address: netip.MustParseAddr("10.0.0.1"), Port: 8081}
+	}
+	cases := []struct {
+		name  string
+		mut   func(*Instance)
+		field string
+	}{
+		{"valid", func(*Instance) {}, ""},
+		{"v6", func(in *Instance) { in.Address = netip.MustParseAddr("fd00::1") }, ""},
+		{"v4-mapped v6 is unmapped", func(in *Instance) { in.Address = netip.MustParseAddr("::ffff:10.0.0.1") }, ""},
+		{"udp name", func(in *Instance) { in.Service = "_dns._udp" }, ""},
+		{"no id", func(in *Instance) { in.ID = "" }, "id"},
+		{"id with dot", func(in *Instance) { in.ID = "a.b" }, "id"},
+		{"no address", func(in *Instance) { in.Address = netip.Addr{} }, "address"},
+		{"multicast", func(in *Instance) { in.Address = netip.MustParseAddr("224.0.0.1") }, "address"},
+		{"zoned v6", func(in *Instance) { in.Address = netip.MustParseAddr("fe80::1%eth0") }, "address"},
+		{"port 0", func(in *Instance) { in.Port = 0 }, "port"},
+		{"protocol", func(in *Instance) { in.Protocol = "sctp" }, "protocol"},
+		{"protocol clash", func(in *Instance) { in.Service, in.Protocol = "_calc._udp", "tcp" }, "protocol"},
+		{"control char in tag", func(in *Instance) { in.Tags = []string{"a\nb"} }, "tags"},
+		{"empty tag", func(in *Instance) { in.Tags = []string{""} }, "tags"},
+		{"too many tags", func(in *Instance) {
+			in.Tags = make([]string, 33)
+			for i := range in.Tags {
+				in.Tags[i] = "t"
+			}
+		}, "tags"},
+		{"meta key with space", func(in *Instance) { in.Meta = map[string]string{"a b": "c"} }, "meta key"},
+		{"meta value too long", func(in *Instance) { in.Meta = map[string]string{"k": strings.Repeat("v", 256)} }, "meta.k"},
+		{"meta too big in all", func(in *Instance) {
+			in.Meta = map[string]string{}
+			for i := 0; i < 20; i++ {
+				in.Meta[strings.Repeat("k", 10)+string(rune('a'+i))] = strings.Repeat("v", 250)
+			}
+		}, "meta"},
+		{"bad health", func(in *Instance) { in.Health.Status = "ok" }, "health.status"},
+		{"long output", func(in *Instance) { in.Health.Output = strings.Repeat("x", 2000) }, "health.output"},
+	}
+	for _, c := range cases {
+		in := ok()
+		c.mut(&in)
+		in.Normalize()
+		err := in.Validate()
+		if c.field == "" {
+			if err != nil {
+				t.Errorf("%s: %v", c.name, err)
+			}
+			continue
+		}
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != c.field {
+			t.Errorf("%s: error %v, want field %q", c.name, err, c.field)
+		}
+	}
+	in := ok()
+	in.Normalize()
+	if in.Protocol != TCP || in.Weight != 1 || in.Health.Status != HealthPassing {
+		t.Errorf("defaults: %+v", in)
+	}
+}
+
+// fakeStore lists what it holds and then fails the watch at once, like a
+// store whose history was compacted, so the index must list again.
+type fakeStore struct {
+	Store
+	lists [][]Instance
+	n     int
+}
+
+func (f *fakeStore) List(context.Context) ([]Instance, int64, error) {
+	l := f.lists[min(f.n, len(f.lists)-1)]
+	f.n++
+	return l, int64(10 * f.n), nil
+}
+
+func (f *fakeStore) Watch(ctx context.Context, rev int64) (<-chan WatchResponse, error) {
+	return nil, ErrCompacted
+}
+
+// TestIndexRelistAppliesTheDifference: after a lost watch the index lists
+// again and its hooks hear about exactly the services that changed; an
+// instance that vanished meanwhile is gone.
+func TestIndexRelistAppliesTheDifference(t *testing.T) {
+	a := Instance{ID: "a-1", Service: "a", Address: netip.MustParseAddr("10.0.0.1"), Port: 1}
+	b := Instance{ID: "b-1", Service: "b", Address: netip.MustParseAddr("10.0.0.2"), Port: 1}
+	b2 := b
+	b2.Port = 2
+	c := Instance{ID: "c-1", Service: "c", Address: netip.MustParseAddr("10.0.0.3"), Port: 1}
+	st := &fakeStore{lists: [][]Instance{{a, b}, {a, b2, c}}}
+	ix := NewIndex(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	changed := make(chan []string, 10)
+	ix.OnChange(func(s []string) { changed <- s })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go ix.Run(ctx, st)
+	first := <-changed
+	second := <-changed
+	if strings.Join(first, ",") != "a,b" || strings.Join(second, ",") != "b,c" {
+		t.Fatalf("hooks heard %v then %v, want [a b] then [b c]", first, second)
+	}
+	got, _ := ix.Instances("b")
+	if len(got) != 1 || got[0].Port != 2 {
+		t.Fatalf("b after relist: %+v", got)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	if err := ix.WaitRev(wctx, 20); err != nil {
+		t.Fatal(err)
+	}
+}
