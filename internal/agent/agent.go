@@ -16,6 +16,50 @@
 // until the node's lease runs out (Config.LeaseTTL), so a restarted agent
 // takes them over without DNS ever going empty. Config.DeregisterOnExit
 // removes them at once instead, as the original agent did.
+//
+// # Health checks
+//
+// Every registered tcp port gets a check (package health), probing the
+// address the agent registered (host IP and host port, or container IP and
+// port in container mode): by default a TCP connect every 2s
+// (Config.Health.Kind; --check), or what the container asks for with
+// SERVICE_<port>_CHECK_HTTP=/path (GET, 2xx passes, redirects not
+// followed, no proxy), SERVICE_<port>_CHECK_TCP=true or
+// SERVICE_<port>_CHECK=none, and _CHECK_INTERVAL / _CHECK_TIMEOUT. A bad
+// value is logged once, naming the container and the variable, and the
+// default is used. udp ports get no check.
+//
+// The default is tcp, not http: the original design probed /health on
+// every record, but a service without /health would then never be served.
+// A connect check is true of any TCP service and still keeps a container
+// out of DNS until it listens, and takes it out when it stops listening.
+// (It reads for 50ms after connecting, so that Docker's userland proxy,
+// which accepts and then closes when nothing listens behind it, does not
+// pass.) Choose http fleet-wide (--check=http) only when every service
+// serves /health.
+//
+// An instance with a check is registered pending and served only after
+// its first pass; the first probe runs at once and is retried every 250ms
+// during the start period (10s), so registration stays fast. After that,
+// Failures (3) failures in a row make it critical, Passes (2) passes make
+// it passing again: a flapping instance does not bounce. A container's own
+// Docker HEALTHCHECK counts too: "unhealthy" makes its instances critical
+// whatever signpost's check says, and "starting" holds them back only when
+// they have no check of their own.
+//
+// Health travels to the backend with the instance: the agent writes it
+// (Register) on each transition and after a check's first result, not on
+// every probe. Health.CheckedAt is the time of the probe that caused the
+// write; the periodic full resync (Config.Resync, 60s) carries the latest
+// probe time, so CheckedAt is never older than that while the agent runs.
+// Writes go through the agent's single loop, so that a late result can
+// never bring back an instance that was deregistered meanwhile.
+//
+// With Config.StopUnhealthy (--stop-unhealthy) the agent stops (docker
+// stop, 10s grace) a container when one of its instances goes critical, as
+// the original design's Lambda stopped the task, and logs why. Docker's
+// restart policy does not restart a container stopped this way; an
+// orchestrator replaces it.
 package agent
 
 import (
