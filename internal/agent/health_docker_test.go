@@ -159,7 +159,12 @@ func TestHealthPendingUntilFirstPass(t *testing.T) {
 		"-e", "SERVICE_8081_CHECK_HTTP=health", "-e", "SERVICE_8081_CHECK_INTERVAL=abc")
 	hp := hostPort(t, id, "8081/tcp")
 	iid := agent.InstanceID("host-a", id, 8081, "tcp")
-	s.waitHealth("late", iid, registry.HealthPending, "HTTP 503")
+	// The API says why it is pending: the first check's output (a reset
+	// while the server starts, or the 503).
+	waitFor(t, "the pending instance should show its first check's output", func() (bool, string) {
+		h, ok := s.instanceHealth("late", iid)
+		return ok && h.Status == registry.HealthPending && h.Output != "" && !h.CheckedAt.IsZero(), fmt.Sprintf("%+v", h)
+	})
 	s.waitLog("bad health-check setting", "container="+name, "variable=SERVICE_8081_CHECK_HTTP")
 	s.waitLog("bad health-check setting", "container="+name, "variable=SERVICE_8081_CHECK_INTERVAL")
 	if recs, _, err := lookup(s.srv.DNSAddr(), "late"); err != nil || len(recs) != 0 {

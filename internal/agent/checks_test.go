@@ -1,0 +1,117 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/signpost-dns/signpost/internal/agent/conventions"
+	"github.com/signpost-dns/signpost/internal/health"
+	"github.com/signpost-dns/signpost/internal/registry"
+)
+
+// TestEffectiveHealth checks how an instance's own check and its
+// container's Docker HEALTHCHECK combine.
+func TestEffectiveHealth(t *testing.T) {
+	hc, _ := health.Config{Interval: time.Second, Timeout: 500 * time.Millisecond, StartPeriod: time.Nanosecond}.WithDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &Agent{dockerHealth: map[string]dockerHealthState{}, checks: newChecks(hc, nil, slog.New(slog.DiscardHandler))}
+	a.checks.start(ctx)
+	defer func() { cancel(); a.checks.stop() }()
+
+	// A passing own check: TCP against a listener that holds each
+	// connection past the check's settle time.
+	hold, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	go func() {
+		for {
+			c, err := hold.Accept()
+			if err != nil {
+				return
+			}
+			go func() { time.Sleep(200 * time.Millisecond); c.Close() }() // hold the connection, not a wait
+		}
+	}()
+	hp := netip.MustParseAddrPort(hold.Addr().String())
+	passing := registry.Instance{ID: "passing", Address: hp.Addr(), Port: hp.Port()}
+	a.checks.ensure(passing, health.Spec{Kind: health.TCP, Interval: time.Second, Timeout: 500 * time.Millisecond}, "c-own", "own")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if h, _ := a.checks.state("passing"); h.Status == registry.HealthPassing {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the TCP check never passed")
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval of a condition wait
+	}
+	// A pending own check: one that is never run (no context).
+	pending := registry.Instance{ID: "pending", Address: hp.Addr(), Port: 1}
+	a.checks.byID["pending"] = &runningCheck{chk: health.NewCheck(hc, health.Spec{Kind: health.TCP}, netip.AddrPortFrom(hp.Addr(), 1), nil, nil), cancel: func() {}}
+	nocheck := registry.Instance{ID: "none"}
+
+	cases := []struct {
+		name   string
+		in     registry.Instance
+		docker string
+		want   string
+		out    string
+	}{
+		{"no check, no HEALTHCHECK", nocheck, "", registry.HealthPassing, ""},
+		{"no check, HEALTHCHECK starting", nocheck, dockerStarting, registry.HealthPending, "starting"},
+		{"no check, HEALTHCHECK healthy", nocheck, dockerHealthy, registry.HealthPassing, ""},
+		{"no check, HEALTHCHECK unhealthy", nocheck, dockerUnhealthy, registry.HealthCritical, "docker HEALTHCHECK unhealthy: boom"},
+		{"own pending, HEALTHCHECK healthy", pending, dockerHealthy, registry.HealthPending, ""},
+		{"own passing, HEALTHCHECK starting", passing, dockerStarting, registry.HealthPassing, "ok"},
+		{"own passing, HEALTHCHECK unhealthy", passing, dockerUnhealthy, registry.HealthCritical, "boom"},
+		{"own pending, HEALTHCHECK unhealthy", pending, dockerUnhealthy, registry.HealthCritical, "boom"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a.dockerHealth["cid"] = dockerHealthState{status: c.docker, output: "boom\n"}
+			h := a.effectiveHealth(c.in, "cid")
+			if h.Status != c.want || !strings.Contains(h.Output, c.out) {
+				t.Errorf("health %+v, want %s with output containing %q", h, c.want, c.out)
+			}
+		})
+	}
+}
+
+// TestCheckSpecNotes: bad check settings become notes naming the
+// container and variable; udp ports get no check.
+func TestCheckSpecNotes(t *testing.T) {
+	hc, _ := health.Config{}.WithDefaults()
+	a := &Agent{cfg: Config{Health: hc}}
+	c := container{Name: "web-1"}
+	p := conventions.Port{ContainerPort: conventions.ContainerPort{Port: 8081, Proto: "tcp"},
+		Check: map[string]conventions.Setting{"interval": {Var: "SERVICE_8081_CHECK_INTERVAL", Value: "0"}, "http": {Var: "SERVICE_8081_CHECK_HTTP", Value: "/ready"}}}
+	spec, notes := a.checkSpec(c, p)
+	if spec.Kind != health.HTTP || spec.Path != "/ready" || spec.Interval != health.DefaultInterval {
+		t.Errorf("spec %+v", spec)
+	}
+	if len(notes) != 1 || !strings.Contains(strings.Join(strings.Fields(strings.TrimSpace(fmtAttrs(notes[0].attrs))), " "), "web-1 variable SERVICE_8081_CHECK_INTERVAL") {
+		t.Errorf("notes %+v, want one naming web-1 and SERVICE_8081_CHECK_INTERVAL", notes)
+	}
+	p.ContainerPort.Proto = "udp"
+	p.Check = nil
+	if spec, _ := a.checkSpec(c, p); spec.Kind != health.None {
+		t.Errorf("udp port check %s, want none", spec.Kind)
+	}
+}
+
+func fmtAttrs(attrs []any) string {
+	var b strings.Builder
+	for _, a := range attrs {
+		if s, ok := a.(string); ok {
+			b.WriteString(s + " ")
+		}
+	}
+	return b.String()
+}
