@@ -86,6 +86,22 @@ up() {
       -e SERVICE_8081_NAME=_calc._tcp -e CALC_USERNAME=demo -e CALC_PASSWORD="$pw" -e INSTANCE_ID=demo-host \
       "$PREFIX/calc:latest" >/dev/null
   done
+  # The agent serves an instance once its health check passes (it is
+  # pending until then): start the portal when both of each are served, so
+  # that its first lookups find them all.
+  say "waiting for the time and calc instances to pass their health checks"
+  local svc n wait_until
+  for svc in time calc; do
+    wait_until=$((SECONDS + 60))
+    until n="$(curl -fsS --max-time 2 "http://127.0.0.1:$API_PORT/v1/services/$svc" 2>/dev/null | grep -o '"status": *"passing"' | wc -l)" && ((n >= 2)); do
+      if ((SECONDS > wait_until)); then
+        echo "demo: $svc has ${n:-0} passing instances after 60s, want 2" >&2
+        docker logs --tail 30 "$PREFIX-signpost" >&2 || true
+        exit 1
+      fi
+      sleep 0.2
+    done
+  done
   docker rm -f "$PREFIX-portal" >/dev/null 2>&1 || true
   docker run -d --name "$PREFIX-portal" --label "$LABEL" --network "$NET" -p "127.0.0.1:$PORTAL_PORT:8080" \
     -e SERVICE_8080_NAME=portal -e SIGNPOST_DNS="$sip:53" -e INSTANCE_ID=demo-host \
