@@ -33,7 +33,7 @@
 // every record, but a service without /health would then never be served.
 // A connect check is true of any TCP service and still keeps a container
 // out of DNS until it listens, and takes it out when it stops listening.
-// (It reads for 50ms after connecting, so that Docker's userland proxy,
+// (It reads for 25ms after connecting, so that Docker's userland proxy,
 // which accepts and then closes when nothing listens behind it, does not
 // pass.) Choose http fleet-wide (--check=http) only when every service
 // serves /health.

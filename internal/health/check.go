@@ -54,12 +54,13 @@ func (c *Check) State() (string, Result) {
 	return c.tr.Status(), c.tr.Last()
 }
 
-// Run probes at once, then every QuickRetry while the check starts and
-// every spec.Interval after, until ctx ends.
+// Run probes at once, then after 50ms, 100ms, 200ms and every QuickRetry
+// while the check starts, and every spec.Interval after, until ctx ends.
 func (c *Check) Run(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	first := true
+	quick := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -84,7 +85,11 @@ func (c *Check) Run(ctx context.Context) {
 		first = false
 		next := c.spec.Interval
 		if starting {
-			next = min(QuickRetry, next)
+			// 50ms, 100ms, 200ms, then every QuickRetry: a container
+			// that listens a moment after its start event is served
+			// within tens of milliseconds of listening.
+			next = min(QuickRetry, 50*time.Millisecond<<min(quick, 3), next)
+			quick++
 		}
 		t.Reset(next)
 	}

@@ -8,7 +8,8 @@
 //
 //   - A check starts pending: the instance is registered but not served.
 //     The first probe runs at once; while pending and failing it is retried
-//     every QuickRetry until StartPeriod has passed, so that a container
+//     after 50ms, 100ms, 200ms, then every QuickRetry until StartPeriod has
+//     passed, so that a container
 //     that takes a moment to listen is served a few hundred milliseconds
 //     after it does. The first pass makes it passing.
 //   - Failures during StartPeriod do not count. After it, Failures failures

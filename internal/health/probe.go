@@ -106,7 +106,7 @@ func (p *Prober) http(ctx context.Context, spec Spec, addr netip.AddrPort) Resul
 // the peer closes at once. Docker's userland proxy (published ports on
 // loopback) and rootless port drivers accept every connection and close it
 // when nothing listens in the container; a plain connect would pass.
-const tcpSettle = 50 * time.Millisecond
+const tcpSettle = 25 * time.Millisecond
 
 func tcp(ctx context.Context, addr netip.AddrPort) Result {
 	var d net.Dialer
