@@ -34,6 +34,17 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Containers the agent stopped because they went critical (--stop-unhealthy), by result.",
 		}, []string{"result"}),
 	}
+	// Every usual series exists from the start, at zero.
+	for _, k := range []Kind{HTTP, TCP} {
+		for _, r := range []string{"pass", "fail"} {
+			m.checks.WithLabelValues(string(k), r)
+		}
+	}
+	for _, ft := range [][2]string{{Pending, Passing}, {Pending, Critical}, {Passing, Critical}, {Critical, Passing}} {
+		m.transitions.WithLabelValues(ft[0], ft[1])
+	}
+	m.stops.WithLabelValues("ok")
+	m.stops.WithLabelValues("error")
 	if reg == nil {
 		return m, nil
 	}
