@@ -1,49 +1,37 @@
 package main
 
 import (
-	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/signpost-dns/signpost/examples/internal/service"
+	"github.com/signpost-dns/signpost/examples/internal/servicetest"
 )
 
 func testServer(t *testing.T) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(newHandler(config{
-		ContainerID: "c0ffee", InstanceID: "host-1",
-		Username: "admin", Password: "s3cret",
+		Settings: service.Settings{
+			ContainerID: "c0ffee", InstanceID: "host-1",
+			Username: "admin", Password: "s3cret",
+		},
 		Logger: slog.New(slog.DiscardHandler),
 	}))
 	t.Cleanup(srv.Close)
 	return srv
 }
 
+// get asks srv for path, as admin:s3cret if auth.
 func get(t *testing.T, srv *httptest.Server, path string, auth bool) (int, map[string]any, http.Header) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, srv.URL+path, nil)
-	if err != nil {
-		t.Fatal(err)
+	if !auth {
+		return servicetest.Get(t, srv.Client(), srv.URL+path, "", "")
 	}
-	if auth {
-		req.SetBasicAuth("admin", "s3cret")
-	}
-	resp, err := srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var body map[string]any
-	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
-		if err := json.Unmarshal(raw, &body); err != nil {
-			t.Fatalf("GET %s: body %q is not JSON: %v", path, raw, err)
-		}
-	}
-	return resp.StatusCode, body, resp.Header
+	return servicetest.Get(t, srv.Client(), srv.URL+path, "admin", "s3cret")
 }
 
 func TestCalcHandler(t *testing.T) {
@@ -99,15 +87,8 @@ func TestCalcAuth(t *testing.T) {
 	if code, _, _ := get(t, srv, "/", false); code != http.StatusUnauthorized {
 		t.Errorf("GET / without auth: %d, want 401", code)
 	}
-	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/calc/1", nil)
-	req.SetBasicAuth("admin", "wrong")
-	resp, err := srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
-		t.Errorf("wrong password: %d, want 401", resp.StatusCode)
+	if code, _, _ := servicetest.Get(t, srv.Client(), srv.URL+"/calc/1", "admin", "wrong"); code != http.StatusUnauthorized {
+		t.Errorf("wrong password: %d, want 401", code)
 	}
 	if code, _, _ := get(t, srv, "/calc/1", true); code != http.StatusOK {
 		t.Errorf("with auth: %d, want 200", code)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/signpost-dns/signpost/discovery"
+	"github.com/signpost-dns/signpost/examples/internal/service"
 )
 
 //go:embed static/index.html
@@ -56,9 +57,7 @@ func newHandler(cfg config) http.Handler {
 		w.Header().Set("Cache-Control", "no-cache")
 		http.ServeFileFS(w, r, static, "static/index.html")
 	})
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "OK"})
-	})
+	mux.HandleFunc("GET /health", service.Health)
 	mux.HandleFunc("GET /time/{format...}", func(w http.ResponseWriter, r *http.Request) {
 		proxy(w, r, cfg, cfg.Time, "/time/", r.PathValue("format"))
 	})
@@ -76,7 +75,7 @@ func proxy(w http.ResponseWriter, r *http.Request, cfg config, b backend, prefix
 	target := "http://" + b.Service + prefix + url.PathEscape(arg)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error(), Service: b.Service})
+		service.WriteJSON(w, http.StatusBadRequest, errorBody{Error: err.Error(), Service: b.Service})
 		return
 	}
 	if b.Username != "" || b.Password != "" {
@@ -86,18 +85,18 @@ func proxy(w http.ResponseWriter, r *http.Request, cfg config, b backend, prefix
 	if err != nil {
 		msg := describe(b.Service, err)
 		cfg.Logger.WarnContext(ctx, "service call failed", "service", b.Service, "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: msg, Service: b.Service})
+		service.WriteJSON(w, http.StatusServiceUnavailable, errorBody{Error: msg, Service: b.Service})
 		return
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBackendBody))
 	if err != nil {
-		writeJSON(w, http.StatusBadGateway, errorBody{Error: fmt.Sprintf("service %q: reading its answer: %v", b.Service, err), Service: b.Service})
+		service.WriteJSON(w, http.StatusBadGateway, errorBody{Error: fmt.Sprintf("service %q: reading its answer: %v", b.Service, err), Service: b.Service})
 		return
 	}
 	if resp.StatusCode == http.StatusUnauthorized {
 		cfg.Logger.ErrorContext(ctx, "service rejected the portal's credentials", "service", b.Service)
-		writeJSON(w, http.StatusBadGateway, errorBody{
+		service.WriteJSON(w, http.StatusBadGateway, errorBody{
 			Error:   fmt.Sprintf("service %q rejected the portal's credentials: check the portal's username and password for it", b.Service),
 			Service: b.Service,
 		})

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/signpost-dns/signpost/discovery"
 	"github.com/signpost-dns/signpost/discovery/discoverytest"
+	"github.com/signpost-dns/signpost/examples/internal/service"
+	"github.com/signpost-dns/signpost/examples/internal/servicetest"
 )
 
 const zone = "servicediscovery.internal"
@@ -54,10 +55,10 @@ func fakeCalc(t *testing.T, containerID string) uint16 {
 	t.Helper()
 	return fakeBackend(t, "cu", "cp", func(w http.ResponseWriter, r *http.Request) {
 		if f := r.PathValue("arg"); f != "(2+6)*3" {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "at position 1: fake calc knows only (2+6)*3, got " + f})
+			service.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "at position 1: fake calc knows only (2+6)*3, got " + f})
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"value": 24, "containerid": containerID, "instanceid": "host-1"})
+		service.WriteJSON(w, http.StatusOK, map[string]any{"value": 24, "containerid": containerID, "instanceid": "host-1"})
 	})
 }
 
@@ -65,7 +66,7 @@ func fakeCalc(t *testing.T, containerID string) uint16 {
 func fakeTime(t *testing.T, containerID string) uint16 {
 	t.Helper()
 	return fakeBackend(t, "tu", "tp", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{
+		service.WriteJSON(w, http.StatusOK, map[string]any{
 			"value": time.Now().Format(r.PathValue("arg")), "containerid": containerID, "instanceid": "host-1",
 		})
 	})
@@ -76,7 +77,7 @@ func fakeBackend(t *testing.T, user, pass string, h http.HandlerFunc) uint16 {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{kind}/{arg...}", func(w http.ResponseWriter, r *http.Request) {
 		if u, p, ok := r.BasicAuth(); !ok || u != user || p != pass {
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "authentication required"})
+			service.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "authentication required"})
 			return
 		}
 		h(w, r)
@@ -98,17 +99,8 @@ func deadPort(t *testing.T) uint16 {
 
 func (rg *rig) get(t *testing.T, path string) (int, map[string]any) {
 	t.Helper()
-	resp, err := http.Get(rg.portal.URL + path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var body map[string]any
-	if err := json.Unmarshal(raw, &body); err != nil {
-		t.Fatalf("GET %s: %d, body %q is not JSON", path, resp.StatusCode, raw)
-	}
-	return resp.StatusCode, body
+	code, body, _ := servicetest.Get(t, http.DefaultClient, rg.portal.URL+path, "", "")
+	return code, body
 }
 
 func TestPortalProxies(t *testing.T) {

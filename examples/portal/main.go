@@ -8,33 +8,30 @@
 package main
 
 import (
-	"context"
 	"flag"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/signpost-dns/signpost/discovery"
+	"github.com/signpost-dns/signpost/examples/internal/service"
 )
 
+// writeTimeout leaves the portal time to wait for a service (5 s) and
+// answer.
+const writeTimeout = 15 * time.Second
+
 func main() {
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	if err := run(logger); err != nil {
-		logger.Error("portal stopped", "err", err)
-		os.Exit(1)
-	}
+	os.Exit(service.Run("portal", run))
 }
 
 func run(logger *slog.Logger) error {
-	listen := flag.String("listen", envOr("LISTEN_ADDR", ":8080"), "address to listen on (env LISTEN_ADDR)")
-	dnsServer := flag.String("dns", envOr("SIGNPOST_DNS", "127.0.0.1:8053"), "DNS server host:port to find services with (env SIGNPOST_DNS)")
-	zone := flag.String("zone", envOr("SIGNPOST_ZONE", "servicediscovery.internal"), "DNS zone of the services (env SIGNPOST_ZONE)")
-	timeService := flag.String("time-service", envOr("TIME_SERVICE", "time"), "service name of the time service (env TIME_SERVICE)")
-	calcService := flag.String("calc-service", envOr("CALC_SERVICE", "calc"), "service name of the calculator (env CALC_SERVICE)")
+	listen := service.ListenFlag(":8080")
+	dnsServer := service.StringFlag("dns", "SIGNPOST_DNS", "127.0.0.1:8053", "DNS server host:port to find services with")
+	zone := service.StringFlag("zone", "SIGNPOST_ZONE", "servicediscovery.internal", "DNS zone of the services")
+	timeService := service.StringFlag("time-service", "TIME_SERVICE", "time", "service name of the time service")
+	calcService := service.StringFlag("calc-service", "CALC_SERVICE", "calc", "service name of the calculator")
 	flag.Parse()
 
 	resolver := &discovery.Resolver{Server: *dnsServer, Zone: *zone, Logger: logger}
@@ -51,34 +48,5 @@ func run(logger *slog.Logger) error {
 	})
 	logger.Info("finding services through DNS", "server", *dnsServer, "zone", *zone,
 		"time", *timeService, "calc", *calcService)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return serve(ctx, logger, *listen, h)
-}
-
-// serve runs an HTTP server on addr until ctx is done, then shuts it down.
-func serve(ctx context.Context, logger *slog.Logger, addr string, h http.Handler) error {
-	srv := &http.Server{
-		Addr: addr, Handler: h,
-		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-		WriteTimeout: 15 * time.Second, IdleTimeout: time.Minute,
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	logger.Info("listening", "addr", addr)
-	select {
-	case err := <-errc:
-		return fmt.Errorf("listen on %s: %w", addr, err)
-	case <-ctx.Done():
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return srv.Shutdown(shutdownCtx)
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
+	return service.ServeUntilSignal(logger, *listen, h, writeTimeout)
 }

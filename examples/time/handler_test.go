@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/signpost-dns/signpost/examples/internal/service"
+	"github.com/signpost-dns/signpost/examples/internal/servicetest"
 )
 
 var fixedNow = time.Date(2024, time.March, 5, 10, 4, 9, 0, time.UTC)
@@ -17,8 +18,10 @@ var fixedNow = time.Date(2024, time.March, 5, 10, 4, 9, 0, time.UTC)
 func testServer(t *testing.T) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(newHandler(config{
-		ContainerID: "c0ffee", InstanceID: "host-1",
-		Username: "admin", Password: "s3cret",
+		Settings: service.Settings{
+			ContainerID: "c0ffee", InstanceID: "host-1",
+			Username: "admin", Password: "s3cret",
+		},
 		Now:    func() time.Time { return fixedNow },
 		Logger: slog.New(slog.DiscardHandler),
 	}))
@@ -28,24 +31,7 @@ func testServer(t *testing.T) *httptest.Server {
 
 func get(t *testing.T, srv *httptest.Server, path, user, pass string) (int, map[string]any, http.Header) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, srv.URL+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if user != "" {
-		req.SetBasicAuth(user, pass)
-	}
-	resp, err := srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var body map[string]any
-	if err := json.Unmarshal(raw, &body); err != nil {
-		t.Fatalf("GET %s: body %q is not JSON: %v", path, raw, err)
-	}
-	return resp.StatusCode, body, resp.Header
+	return servicetest.Get(t, srv.Client(), srv.URL+path, user, pass)
 }
 
 func TestTimeFormats(t *testing.T) {
