@@ -21,8 +21,9 @@ type Index struct {
 	byID    map[string]*Instance
 	bySvc   map[string]map[string]*Instance
 	svcRev  map[string]int64 // revision of each service's last change
-	rev     int64
-	synced  bool
+	rev     int64 // revision of the data in the maps
+	visible int64 // revision whose change hooks have run (DNS shows it)
+	synced  bool  // filled once, hooks run
 	syncErr error
 	pingErr error         // the store's own word that it is out of reach
 	wake    chan struct{} // closed and replaced on every change
@@ -183,6 +184,7 @@ func (ix *Index) advance(rev int64) {
 		return
 	}
 	ix.rev = rev
+	ix.visible = rev // nothing for hooks to do
 	close(ix.wake)
 	ix.wake = make(chan struct{})
 }
@@ -225,7 +227,6 @@ func (ix *Index) applyLocked(evs []Event, rev int64, full bool) {
 	for s := range changed {
 		ix.svcRev[s] = ix.rev
 	}
-	ix.synced = true
 	ix.mu.Unlock()
 
 	if len(changed) > 0 {
@@ -238,7 +239,12 @@ func (ix *Index) applyLocked(evs []Event, rev int64, full bool) {
 			h(services)
 		}
 	}
+	// Only now, with the hooks run, is the change visible to WaitRev and
+	// WaitSynced: a write is acknowledged once DNS answers with it, and a
+	// server answers nothing before its zone is built.
 	ix.mu.Lock()
+	ix.visible = ix.rev
+	ix.synced = true
 	close(ix.wake)
 	ix.wake = make(chan struct{})
 	ix.mu.Unlock()
@@ -256,7 +262,7 @@ func (ix *Index) Rev() int64 {
 func (ix *Index) WaitRev(ctx context.Context, rev int64) error {
 	for {
 		ix.mu.RLock()
-		cur, wake := ix.rev, ix.wake
+		cur, wake := ix.visible, ix.wake
 		ix.mu.RUnlock()
 		if cur >= rev {
 			return nil

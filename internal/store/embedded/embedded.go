@@ -165,16 +165,32 @@ func (s *Store) Close() error {
 
 func (s *Store) submit(ctx context.Context, o *op) (int64, error) {
 	o.done = make(chan struct{})
+	closed := fmt.Errorf("embedded store closed: %w", registry.ErrUnavailable)
+	select {
+	case <-s.closing:
+		return 0, closed
+	default:
+	}
 	select {
 	case s.ops <- o:
 	case <-s.closing:
-		return 0, fmt.Errorf("embedded store closed: %w", registry.ErrUnavailable)
+		return 0, closed
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
 	// Once submitted the write goes through whatever ctx does, so the
-	// caller learns its fate.
-	<-o.done
+	// caller learns its fate. If the writer stopped without taking it (a
+	// Close raced with the send), it was not written: the writer closes
+	// an op's done before its own.
+	select {
+	case <-o.done:
+	case <-s.done:
+		select {
+		case <-o.done:
+		default:
+			return 0, closed
+		}
+	}
 	return o.rev, o.err
 }
 
