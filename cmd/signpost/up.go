@@ -48,10 +48,13 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// The agent's health metrics go on their own listener (--metrics): the
-	// server's /metrics serves the server's registry only.
+	// One process, one /metrics: the agent's health metrics join the
+	// server's (a --metrics listener, if asked for, serves them too).
 	if acfg.Metrics, err = opts.serveMetrics(ctx, log.With("component", "agent")); err != nil {
 		return err
+	}
+	if acfg.Metrics == nil {
+		acfg.Metrics = srv.Registry()
 	}
 	ag, err := agent.New(acfg, be)
 	if err != nil {

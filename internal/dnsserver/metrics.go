@@ -46,6 +46,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			rname := "other"
 			if ri < len(countedRcodes) {
 				rname = dns.RcodeToString[countedRcodes[ri]]
+				if countedRcodes[ri] == rcodeBadVers {
+					rname = "BADVERS" // 16 is also TSIG's BADSIG, miekg's name for it
+				}
 			}
 			m.queries[ti][ri] = vec.WithLabelValues(tname, rname)
 		}

@@ -60,6 +60,7 @@ type Server struct {
 	api   *api.API
 	log   *slog.Logger
 
+	reg  *prometheus.Registry
 	dnsl dnsserver.Listeners
 	http net.Listener
 }
@@ -149,6 +150,7 @@ func New(cfg Config) (_ *Server, err error) {
 			return nil, fmt.Errorf("register process metrics: %w", err)
 		}
 	}
+	s.reg = reg
 	s.index = registry.NewIndex(cfg.Log)
 	dcfg := cfg.DNS
 	dcfg.Log = cfg.Log
@@ -196,6 +198,10 @@ func (s *Server) URL() string { return "http://" + s.HTTPAddr() }
 
 // Index is the server's registry index.
 func (s *Server) Index() *registry.Index { return s.index }
+
+// Registry is the Prometheus registry behind /metrics, for components that
+// run in the same process (the agent of `signpost up`).
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
 // Store is the server's store.
 func (s *Server) Store() registry.Store { return s.store }
