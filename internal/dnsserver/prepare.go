@@ -1,7 +1,6 @@
 package dnsserver
 
 import (
-	"bytes"
 	"encoding/binary"
 	"math"
 	"math/rand/v2"
@@ -131,24 +130,60 @@ func packVariant(qname string, qtype uint16, ans, ns, extra []dns.RR) (variant, 
 	m.Question = []dns.Question{{Name: qname, Qtype: qtype, Qclass: dns.ClassINET}}
 	m.Answer = ans
 	m.Ns = ns
-	full, err := m.Pack()
-	if err != nil || len(full) > dns.MaxMsgSize {
+	m.Extra = extra
+	msg, err := m.Pack()
+	if err != nil || len(msg) > dns.MaxMsgSize {
+		if len(extra) == 0 {
+			return variant{}, false
+		}
+		// Too large with the glue: serve it without.
+		return packVariant(qname, qtype, ans, ns, nil)
+	}
+	// Everything before the Additional section is a whole answer without
+	// it (pointers only point backwards): find where it starts.
+	off, ok := skipRRs(msg, len(ans)+len(ns))
+	if !ok {
 		return variant{}, false
 	}
-	if len(extra) == 0 {
-		return variant{msg: full, addOff: len(full)}, true
+	return variant{msg: msg, addOff: off}, true
+}
+
+// skipRRs returns the offset just past the question and the next n
+// records of a packed message.
+func skipRRs(msg []byte, n int) (int, bool) {
+	off, ok := skipName(msg, headerLen)
+	if !ok || off+4 > len(msg) {
+		return 0, false
 	}
-	m.Extra = extra
-	withExtra, err := m.Pack()
-	if err != nil || len(withExtra) > dns.MaxMsgSize {
-		return variant{msg: full, addOff: len(full)}, true
+	off += 4
+	for i := 0; i < n; i++ {
+		if off, ok = skipName(msg, off); !ok || off+10 > len(msg) {
+			return 0, false
+		}
+		off += 10 + int(binary.BigEndian.Uint16(msg[off+8:]))
+		if off > len(msg) {
+			return 0, false
+		}
 	}
-	// The message without Additional must be a prefix of the one with it
-	// (but for ARCOUNT) so that dropping Additional is a slice.
-	if len(withExtra) < len(full) || !bytes.Equal(withExtra[12:len(full)], full[12:]) {
-		return variant{msg: full, addOff: len(full)}, true
+	return off, true
+}
+
+// skipName returns the offset just past the (possibly compressed) name at
+// off.
+func skipName(msg []byte, off int) (int, bool) {
+	for off < len(msg) {
+		l := int(msg[off])
+		switch {
+		case l == 0:
+			return off + 1, true
+		case l&0xc0 == 0xc0:
+			return off + 2, off+2 <= len(msg)
+		case l&0xc0 != 0:
+			return 0, false
+		}
+		off += 1 + l
 	}
-	return variant{msg: withExtra, addOff: len(full)}, true
+	return 0, false
 }
 
 // packRRTail packs rr and returns the bytes after its owner name: type,

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"strings"
@@ -35,6 +36,9 @@ type Config struct {
 	DataDir string
 	// TokenFile, when set, holds the bearer token every write needs.
 	TokenFile string
+	// PprofAddr, when set, serves Go's net/http/pprof profiles there (a
+	// loopback address: profiles show internals).
+	PprofAddr string
 	// UDPSockets is how many UDP sockets DNS reads (0: one per core).
 	UDPSockets int
 	// DNS is the DNS server's configuration.
@@ -60,9 +64,10 @@ type Server struct {
 	api   *api.API
 	log   *slog.Logger
 
-	reg  *prometheus.Registry
-	dnsl dnsserver.Listeners
-	http net.Listener
+	reg   *prometheus.Registry
+	dnsl  dnsserver.Listeners
+	http  net.Listener
+	pprof net.Listener
 }
 
 // ReadToken reads a bearer token from path: the first line, trimmed.
@@ -174,6 +179,14 @@ func New(cfg Config) (_ *Server, err error) {
 	if s.http, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("listen on HTTP address %q: %w", cfg.HTTPAddr, err)
 	}
+	if cfg.PprofAddr != "" {
+		if !isLoopback(cfg.PprofAddr) {
+			return nil, fmt.Errorf("pprof address %q: profiles show internals; listen on loopback", cfg.PprofAddr)
+		}
+		if s.pprof, err = net.Listen("tcp", cfg.PprofAddr); err != nil {
+			return nil, fmt.Errorf("listen on pprof address %q: %w", cfg.PprofAddr, err)
+		}
+	}
 	return s, nil
 }
 
@@ -181,6 +194,9 @@ func (s *Server) closeAll() {
 	_ = s.dnsl.Close()
 	if s.http != nil {
 		_ = s.http.Close()
+	}
+	if s.pprof != nil {
+		_ = s.pprof.Close()
 	}
 	if s.store != nil {
 		_ = s.store.Close()
@@ -260,6 +276,14 @@ func (s *Server) Run(ctx context.Context) error {
 	if p, ok := s.store.(registry.Pinger); ok {
 		go s.pingStore(ctx, p)
 	}
+	if s.pprof != nil {
+		go func() {
+			ps := &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
+			go func() { <-ctx.Done(); _ = ps.Close() }()
+			s.log.Info("serving pprof", "addr", "http://"+s.pprof.Addr().String()+"/debug/pprof/")
+			_ = ps.Serve(s.pprof)
+		}()
+	}
 	hs := &http.Server{Handler: s.api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		// Long-lived watches end when the server does.
 		BaseContext: func(net.Listener) context.Context { return ctx }}
@@ -289,4 +313,14 @@ func (s *Server) Run(ctx context.Context) error {
 		first = err
 	}
 	return first
+}
+
+func pprofMux() *http.ServeMux {
+	m := http.NewServeMux()
+	m.HandleFunc("/debug/pprof/", pprof.Index)
+	m.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	m.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	m.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	m.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return m
 }
