@@ -13,6 +13,7 @@ import (
 	"net/http/pprof"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -272,6 +273,10 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Warn("still loading the registry from the store", "waited", time.Since(start).Round(time.Second), "err", err)
 	}
 	s.log.Info("registry loaded", "instances", s.index.Len(), "revision", s.index.Rev(), "took", time.Since(start).Round(time.Millisecond))
+	// Loading a large registry leaves a lot of garbage (the decoded list,
+	// the events applied from it): give it back to the OS now rather than
+	// carry it as resident memory.
+	debug.FreeOSMemory()
 	go func() { errc <- s.dns.Serve(ctx, s.dnsl) }()
 	if p, ok := s.store.(registry.Pinger); ok {
 		go s.pingStore(ctx, p)
