@@ -47,6 +47,9 @@ type Config struct {
 	MaxUDPSize int
 	// TCPIdleTimeout closes idle TCP connections (default 10s).
 	TCPIdleTimeout time.Duration
+	// UDPBatch is how many datagrams one system call reads or writes
+	// (recvmmsg/sendmmsg; default 32, 1 turns batching off).
+	UDPBatch int
 	// MaxTCPConns caps open TCP connections; past it new ones are closed
 	// at once (default 1000).
 	MaxTCPConns int
@@ -108,6 +111,9 @@ func New(cfg Config, ix *registry.Index) (*Server, error) {
 	}
 	if cfg.TCPIdleTimeout <= 0 {
 		cfg.TCPIdleTimeout = 10 * time.Second
+	}
+	if cfg.UDPBatch <= 0 {
+		cfg.UDPBatch = defaultUDPBatch
 	}
 	if cfg.MaxTCPConns <= 0 {
 		cfg.MaxTCPConns = 1000

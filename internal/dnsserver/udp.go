@@ -8,8 +8,8 @@ import (
 	"golang.org/x/net/ipv6"
 )
 
-// udpBatch is how many datagrams one recvmmsg/sendmmsg call moves.
-const udpBatch = 32
+// defaultUDPBatch is how many datagrams one recvmmsg/sendmmsg call moves.
+const defaultUDPBatch = 32
 
 // maxUDPQuery is the largest query read over UDP; anything longer arrives
 // cut and is answered FORMERR.
@@ -24,7 +24,7 @@ type batchConn interface {
 }
 
 // serveUDP answers on one UDP socket until it is closed, moving up to
-// udpBatch datagrams per system call each way.
+// Config.UDPBatch datagrams per system call each way.
 func (s *Server) serveUDP(uc *net.UDPConn) {
 	var bc batchConn
 	if a, ok := uc.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
@@ -32,9 +32,10 @@ func (s *Server) serveUDP(uc *net.UDPConn) {
 	} else {
 		bc = ipv6.NewPacketConn(uc)
 	}
-	rms := make([]ipv4.Message, udpBatch)
-	wms := make([]ipv4.Message, udpBatch)
-	outs := make([][]byte, udpBatch)
+	batch := s.cfg.UDPBatch
+	rms := make([]ipv4.Message, batch)
+	wms := make([]ipv4.Message, batch)
+	outs := make([][]byte, batch)
 	for i := range rms {
 		rms[i].Buffers = [][]byte{make([]byte, maxUDPQuery)}
 		wms[i].Buffers = [][]byte{nil}
