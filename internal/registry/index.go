@@ -21,9 +21,9 @@ type Index struct {
 	byID    map[string]*Instance
 	bySvc   map[string]map[string]*Instance
 	svcRev  map[string]int64 // revision of each service's last change
-	rev     int64 // revision of the data in the maps
-	visible int64 // revision whose change hooks have run (DNS shows it)
-	synced  bool  // filled once, hooks run
+	rev     int64            // revision of the data in the maps
+	visible int64            // revision whose change hooks have run (DNS shows it)
+	synced  bool             // filled once, hooks run
 	syncErr error
 	pingErr error         // the store's own word that it is out of reach
 	wake    chan struct{} // closed and replaced on every change
