@@ -7,15 +7,22 @@
 #   examples/demo/demo.sh down   remove everything `up` created, and nothing else
 #   examples/demo/demo.sh images only build the images (for compose.yaml)
 #
-# Everything it creates carries the label signpost.demo=1. No image is
-# pulled: the images are FROM scratch around static Go binaries.
+# Everything it creates carries the label signpost.demo=<prefix>
+# (DEMO_PREFIX, signpost-demo by default), and `down` removes exactly what
+# carries it: demos of other prefixes, and everything else, are left alone.
+# No image is pulled: the images are FROM scratch around static Go binaries.
+#
+# Settings (environment): DEMO_PREFIX, DEMO_NETWORK (default: the prefix),
+# DEMO_STATE (token and password; default $TMPDIR/<prefix>), DEMO_DNS_PORT
+# (8053), DEMO_API_PORT (8090), DEMO_PORTAL_PORT (8080): host ports, on
+# 127.0.0.1.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-LABEL="signpost.demo=1"
-NET="${DEMO_NETWORK:-signpost-demo}"
 PREFIX="${DEMO_PREFIX:-signpost-demo}"
-STATE="${DEMO_STATE:-${TMPDIR:-/tmp}/signpost-demo}"
+LABEL="signpost.demo=$PREFIX"
+NET="${DEMO_NETWORK:-$PREFIX}"
+STATE="${DEMO_STATE:-${TMPDIR:-/tmp}/$PREFIX}"
 DNS_PORT="${DEMO_DNS_PORT:-8053}"
 API_PORT="${DEMO_API_PORT:-8090}"
 PORTAL_PORT="${DEMO_PORTAL_PORT:-8080}"
@@ -26,7 +33,10 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 build_image() { # name package
   local name="$1" pkg="$2" ctx
   ctx="$(mktemp -d)"
-  (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$ctx/app" "$pkg")
+  if ! (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$ctx/app" "$pkg"); then
+    rm -rf "$ctx"
+    return 1
+  fi
   printf 'FROM scratch\nCOPY app /app\nENTRYPOINT ["/app"]\n' > "$ctx/Dockerfile"
   # The legacy builder warns about itself on stderr; show it only on failure.
   if ! docker build -q --label "$LABEL" -t "$PREFIX/$name:latest" "$ctx" >"$ctx/build.log" 2>&1; then
