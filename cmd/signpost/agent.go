@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/signpost-dns/signpost/internal/agent"
 	"github.com/signpost-dns/signpost/internal/apiclient"
 	"github.com/signpost-dns/signpost/internal/backend"
+	route53backend "github.com/signpost-dns/signpost/internal/backend/route53"
 	"github.com/signpost-dns/signpost/internal/backend/serverbackend"
 	"github.com/signpost-dns/signpost/internal/health"
 	"github.com/signpost-dns/signpost/internal/server"
@@ -38,6 +40,17 @@ type agentOptions struct {
 	metrics string
 	// sharedTTL is the server's --lease-ttl, which `up` shares with its agent.
 	sharedTTL *flag.Flag
+	// route53 builds the Route 53 backend's configuration; nil when the
+	// command has no Route 53 flags (`up` runs the server backend only).
+	route53  func(*slog.Logger) route53backend.Config
+	hostname string
+}
+
+// addRoute53Flags adds the flags of --backend route53 (`signpost agent`
+// only: `up` has its own server, and its --zone is that server's).
+func (o *agentOptions) addRoute53Flags(fs *flag.FlagSet) {
+	o.route53 = route53Flags(fs)
+	fs.StringVar(&o.hostname, "hostname", "", "route53: this host's name: the SRV target, the SetIdentifier prefix of every record it owns, and (first label) its A record (default: --node)")
 }
 
 // agentFlags registers the agent's own flags (not --server and
@@ -45,7 +58,7 @@ type agentOptions struct {
 func agentFlags(fs *flag.FlagSet) *agentOptions {
 	o := &agentOptions{}
 	host, _ := os.Hostname()
-	fs.StringVar(&o.backend, "backend", "server", "where registrations go: server (the signpost server API)")
+	fs.StringVar(&o.backend, "backend", "server", "where registrations go: server (the signpost server API), or route53 (a Route 53 hosted zone; signpost agent only, not up)")
 	fs.StringVar(&o.cfg.Docker, "docker", os.Getenv("DOCKER_HOST"), "Docker engine address (default: DOCKER_HOST, else unix:///var/run/docker.sock)")
 	fs.StringVar(&o.cfg.Node, "node", host, "this host's node name in the registry")
 	fs.StringVar(&o.cfg.AdvertiseIP, "advertise-ip", "", `address registered for published ports: an IP, "ec2" for the EC2 metadata service's local-ipv4, or empty to detect it from the default-route interface`)
@@ -85,8 +98,13 @@ func (o *agentOptions) config(log *slog.Logger) (agent.Config, error) {
 	if _, err := cfg.Health.WithDefaults(); err != nil {
 		return cfg, fmt.Errorf("--check-*: %w", err)
 	}
-	if o.backend != "server" {
-		return cfg, fmt.Errorf("--backend %q: want server", o.backend)
+	switch {
+	case o.backend == "server":
+	case o.backend == "route53" && o.route53 != nil:
+	case o.route53 != nil:
+		return cfg, fmt.Errorf("--backend %q: want server or route53", o.backend)
+	default:
+		return cfg, fmt.Errorf("--backend %q: want server (route53 is `signpost agent --backend route53`)", o.backend)
 	}
 	if cfg.Node == "" {
 		return cfg, fmt.Errorf("--node: empty, and the hostname is unknown")
@@ -125,6 +143,7 @@ func serverBackend(url, token, node string, ttl time.Duration) (backend.Backend,
 func runAgent(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("agent", "[flags]")
 	opts := agentFlags(fs)
+	opts.addRoute53Flags(fs)
 	srv := fs.String("server", envOr("SIGNPOST_SERVER", "http://127.0.0.1:8080"), "signpost server API URL (env SIGNPOST_SERVER)")
 	tokenFile := fs.String("token-file", os.Getenv("SIGNPOST_TOKEN_FILE"), "file holding the API bearer token (env SIGNPOST_TOKEN_FILE)")
 	log, err := parseLogged(fs, args)
@@ -135,15 +154,35 @@ func runAgent(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	token := ""
-	if *tokenFile != "" {
-		if token, err = server.ReadToken(*tokenFile); err != nil {
+	var be backend.Backend
+	var r53 *route53backend.Backend
+	switch opts.backend {
+	case "route53":
+		if r53, err = opts.route53Backend(ctx, cfg, log); err != nil {
+			return err
+		}
+		be = r53
+	default:
+		token := ""
+		if *tokenFile != "" {
+			if token, err = server.ReadToken(*tokenFile); err != nil {
+				return err
+			}
+		}
+		if be, err = serverBackend(*srv, token, cfg.Node, cfg.LeaseTTL); err != nil {
 			return err
 		}
 	}
-	be, err := serverBackend(*srv, token, cfg.Node, cfg.LeaseTTL)
-	if err != nil {
-		return err
+	if r53 != nil {
+		// Write what is queued before exiting; the records stay (Route 53
+		// has no leases) unless --deregister-on-exit removed them.
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if cerr := r53.Close(cctx); cerr != nil {
+				log.Error("route53: changes queued at exit were not all written; the next agent's resync repairs them", "zone", r53.Zone().Name(), "err", cerr)
+			}
+		}()
 	}
 	if cfg.Metrics, err = opts.serveMetrics(ctx, log); err != nil {
 		return err
@@ -153,6 +192,26 @@ func runAgent(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	return a.Run(ctx)
+}
+
+// route53Backend builds the Route 53 backend of `agent --backend route53`:
+// the hostname defaults to the node name, the host record's address to
+// --advertise-ip when that is an IP (otherwise the address the agent
+// detects, from the first instance registered).
+func (o *agentOptions) route53Backend(ctx context.Context, cfg agent.Config, log *slog.Logger) (*route53backend.Backend, error) {
+	rcfg := o.route53(log.With("backend", "route53"))
+	rcfg.Hostname = o.hostname
+	if rcfg.Hostname == "" {
+		rcfg.Hostname = cfg.Node
+	}
+	if ip, err := netip.ParseAddr(strings.TrimSpace(cfg.AdvertiseIP)); err == nil {
+		rcfg.HostAddress = ip
+	}
+	b, err := route53backend.New(ctx, rcfg)
+	if err != nil {
+		return nil, fmt.Errorf("--backend route53 (zone %q, zone id %q, host %q): %w", rcfg.Zone, rcfg.ZoneID, rcfg.Hostname, err)
+	}
+	return b, nil
 }
 
 // serveMetrics serves the agent's metrics on --metrics until ctx ends, and

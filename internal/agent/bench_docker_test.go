@@ -2,9 +2,7 @@ package agent_test
 
 import (
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,13 +20,7 @@ import (
 //
 //	SIGNPOST_BENCH=1 go test -run TestBenchEventToDNS -v ./internal/agent/
 func TestBenchEventToDNS(t *testing.T) {
-	if os.Getenv("SIGNPOST_BENCH") != "1" {
-		t.Skip("set SIGNPOST_BENCH=1 to run the agent's Docker-event-to-DNS benchmark")
-	}
-	n := 50
-	if v, err := strconv.Atoi(os.Getenv("SIGNPOST_BENCH_N")); err == nil && v > 0 {
-		n = v
-	}
+	n := benchSize(t, "agent's Docker-event-to-DNS benchmark", "SIGNPOST_BENCH_N", 50)
 	s := newStack(t)
 	s.addAgent(s.agentConfig("bench"))
 	// has reports whether the SRV answer holds the container's instance.

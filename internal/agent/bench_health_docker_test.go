@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -34,13 +33,7 @@ import (
 //
 //	SIGNPOST_BENCH=1 SIGNPOST_BENCH_WRITE=1 go test -count=1 -run TestBenchHealthToDNS -v -timeout 20m ./internal/agent/
 func TestBenchHealthToDNS(t *testing.T) {
-	if os.Getenv("SIGNPOST_BENCH") != "1" {
-		t.Skip("set SIGNPOST_BENCH=1 to run the health-to-DNS benchmark")
-	}
-	n := 20
-	if v, err := strconv.Atoi(os.Getenv("SIGNPOST_BENCH_N")); err == nil && v > 0 {
-		n = v
-	}
+	n := benchSize(t, "health-to-DNS benchmark", "SIGNPOST_BENCH_N", 20)
 	s := newStack(t) // fail-open off: a lone critical instance leaves DNS
 	cfg := s.agentConfig("bench-health")
 	cfg.Health = health.Config{} // the defaults

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -116,15 +117,48 @@ func (s *stack) addAgent(cfg agent.Config) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	runUntilCleanup(s.t, a, cfg.Node)
+}
+
+// runUntilCleanup runs an agent until the test ends, and fails the test
+// if Run returns an error.
+func runUntilCleanup(t testing.TB, a *agent.Agent, node string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	s.t.Cleanup(func() {
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
-			s.t.Errorf("agent %s: %v", cfg.Node, err)
+			t.Errorf("agent %s: %v", node, err)
 		}
 	})
+}
+
+// wantRunning fails the test unless Docker runs exactly the test's
+// containers ids: what the test assumed of Docker held.
+func wantRunning(t testing.TB, sess *dockertest.Session, ids ...string) {
+	t.Helper()
+	running := sess.Running()
+	slices.Sort(running)
+	want := slices.Clone(ids)
+	slices.Sort(want)
+	if !slices.Equal(running, want) {
+		t.Fatalf("docker runs %v, the test expected %v", running, want)
+	}
+}
+
+// benchSize skips the test unless SIGNPOST_BENCH=1 (what names the
+// benchmark in the message), and returns the positive integer in the
+// environment variable env, or def.
+func benchSize(t testing.TB, what, env string, def int) int {
+	t.Helper()
+	if os.Getenv("SIGNPOST_BENCH") != "1" {
+		t.Skip("set SIGNPOST_BENCH=1 to run the " + what)
+	}
+	if v, err := strconv.Atoi(os.Getenv(env)); err == nil && v > 0 {
+		return v
+	}
+	return def
 }
 
 // srv is one SRV record of an answer, with its glue.

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/signpost-dns/signpost/internal/agent/conventions"
+	"github.com/signpost-dns/signpost/internal/backend"
 	"github.com/signpost-dns/signpost/internal/health"
 	"github.com/signpost-dns/signpost/internal/registry"
 )
@@ -76,6 +78,7 @@ func (a *Agent) instances(c container) ([]registry.Instance, []health.Spec, []no
 		network = v
 	}
 	var out []registry.Instance
+	var given []string
 	var specs []health.Spec
 	for _, p := range res.Ports {
 		in := registry.Instance{
@@ -134,7 +137,27 @@ func (a *Agent) instances(c container) ([]registry.Instance, []health.Spec, []no
 		spec, cnotes := a.checkSpec(c, p)
 		notes = append(notes, cnotes...)
 		out = append(out, in)
+		given = append(given, p.GivenName)
 		specs = append(specs, spec)
+	}
+	// The internal metadata a backend needs to keep a container-level
+	// layout (Route 53's: the record set named as the container wrote the
+	// name, the SetIdentifier from the container id and its port count).
+	// Set after validation so that it never costs the container one of its
+	// own metadata keys; the server backend strips it.
+	for i := range out {
+		m := make(map[string]string, len(out[i].Meta)+3)
+		for k, v := range out[i].Meta {
+			if !backend.IsInternalMeta(k) { // the prefix is reserved
+				m[k] = v
+			}
+		}
+		if given[i] != "" {
+			m[backend.MetaSRVName] = given[i]
+		}
+		m[backend.MetaContainerID] = c.ID
+		m[backend.MetaContainerPorts] = strconv.Itoa(len(out))
+		out[i].Meta = m
 	}
 	return out, specs, notes
 }

@@ -7,10 +7,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/signpost-dns/signpost/internal/agent/conventions"
+	"github.com/signpost-dns/signpost/internal/backend"
 	"github.com/signpost-dns/signpost/internal/registry"
 )
 
@@ -145,5 +147,41 @@ func TestTerminating(t *testing.T) {
 		if got := terminating(sig); got != want {
 			t.Errorf("terminating(%q) = %v, want %v", sig, got, want)
 		}
+	}
+}
+
+// TestInstancesInternalMeta checks the metadata a container-level backend
+// layout needs: the name as written, the full container id and the count
+// of ports the container registers (not the ports it merely exposes), and
+// that a container cannot set those keys itself.
+func TestInstancesInternalMeta(t *testing.T) {
+	host := netip.MustParseAddr("10.0.0.7")
+	p := func(n uint16) conventions.ContainerPort { return conventions.ContainerPort{Port: n, Proto: "tcp"} }
+	const cid = "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
+	c := container{ID: cid, Name: "calc-1", Running: true, NetworkMode: "bridge",
+		Env: []string{"SERVICE_8081_NAME=_calc._tcp", "SERVICE_8082_NAME=admin", "SERVICE_8083_NAME=unpublished",
+			"SERVICE_VERSION=1.2", "SERVICE_SIGNPOST.CONTAINER-ID=forged"},
+		Ports: []conventions.ContainerPort{p(8081), p(8082), p(8083)},
+		Bindings: map[conventions.ContainerPort][]binding{
+			p(8081): {{netip.MustParseAddr("0.0.0.0"), 32768}},
+			p(8082): {{netip.MustParseAddr("0.0.0.0"), 32769}},
+		}}
+	a := &Agent{cfg: Config{Node: "n1", AddressMode: ModeHost}, hostIP: host}
+	insts, _, _ := a.instances(c)
+	if len(insts) != 2 {
+		t.Fatalf("%d instances, want 2 (8083 is not published)", len(insts))
+	}
+	want := map[string]map[string]string{
+		"calc":  {"version": "1.2", backend.MetaSRVName: "_calc._tcp", backend.MetaContainerID: cid, backend.MetaContainerPorts: "2"},
+		"admin": {"version": "1.2", backend.MetaSRVName: "admin", backend.MetaContainerID: cid, backend.MetaContainerPorts: "2"},
+	}
+	for _, in := range insts {
+		if !reflect.DeepEqual(in.Meta, want[in.Service]) {
+			t.Errorf("instance %s (%s) metadata %v, want %v", in.ID, in.Service, in.Meta, want[in.Service])
+		}
+	}
+	insts[0].Meta["x"] = "y"
+	if _, shared := insts[1].Meta["x"]; shared {
+		t.Error("two instances share one metadata map")
 	}
 }

@@ -107,11 +107,5 @@ func TestAgentSIGKILLThenRestart(t *testing.T) {
 	if d := time.Since(restarted); d > 30*time.Second {
 		t.Errorf("DNS matched Docker %s after the restart; the lease (60s) did it, not the resync", d)
 	}
-	running := s.sess.Running()
-	slices.Sort(running)
-	wantRunning := []string{c, d}
-	slices.Sort(wantRunning)
-	if !slices.Equal(running, wantRunning) {
-		t.Fatalf("docker runs %v, the test expected %v", running, wantRunning)
-	}
+	wantRunning(t, s.sess, c, d)
 }

@@ -7,6 +7,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/signpost-dns/signpost/internal/registry"
 )
@@ -35,4 +36,51 @@ type Backend interface {
 	// Release removes every registration of this node (a graceful stop
 	// that was asked to clean up).
 	Release(ctx context.Context) error
+}
+
+// Metadata keys the agent sets on every instance for backends that must
+// reproduce a container-level record layout (the Route 53 backend). They
+// are internal: every key with MetaPrefix is reserved for them, and the
+// signpost server backend strips them before writing, so they never reach
+// the server's TXT records or API metadata.
+const (
+	// MetaPrefix begins every internal metadata key.
+	MetaPrefix = "signpost."
+	// MetaSRVName is the service name exactly as the container gave it:
+	// the value of SERVICE_<port>_NAME ("calc" or "_calc._tcp"), or the
+	// name SERVICE_NAME gives the port.
+	MetaSRVName = MetaPrefix + "srv-name"
+	// MetaContainerID is the container's full id.
+	MetaContainerID = MetaPrefix + "container-id"
+	// MetaContainerPorts is how many service ports (instances) the
+	// container registers, in decimal.
+	MetaContainerPorts = MetaPrefix + "container-ports"
+)
+
+// IsInternalMeta reports whether a metadata key is one of the reserved,
+// internal keys (it begins with MetaPrefix).
+func IsInternalMeta(key string) bool { return strings.HasPrefix(key, MetaPrefix) }
+
+// PublicMeta returns meta without the internal keys. It returns meta
+// itself when there are none, and nil when nothing is left.
+func PublicMeta(meta map[string]string) map[string]string {
+	n := 0
+	for k := range meta {
+		if IsInternalMeta(k) {
+			n++
+		}
+	}
+	if n == 0 {
+		return meta
+	}
+	if n == len(meta) {
+		return nil
+	}
+	out := make(map[string]string, len(meta)-n)
+	for k, v := range meta {
+		if !IsInternalMeta(k) {
+			out[k] = v
+		}
+	}
+	return out
 }

@@ -66,11 +66,17 @@ type Setting struct {
 type Port struct {
 	ContainerPort
 	// Service is the bare service name ("calc").
-	Service  string
-	Tags     []string
-	Weight   uint16
-	Priority uint16
-	Meta     map[string]string
+	Service string
+	// GivenName is the name as the container wrote it, trimmed:
+	// SERVICE_<port>_NAME's value ("calc" or "_calc._tcp"), or
+	// SERVICE_NAME's, with "-<port>" after the name when that covers
+	// several ports ("_shop-8081._tcp"). The Route 53 layout names its SRV
+	// record set after it.
+	GivenName string
+	Tags      []string
+	Weight    uint16
+	Priority  uint16
+	Meta      map[string]string
 	// Check holds the port's health-check settings, keyed by what follows
 	// CHECK in the variable, lower-cased: "" (SERVICE_<port>_CHECK),
 	// "http", "tcp", "interval", "timeout" and any other CHECK_* key.
@@ -274,7 +280,7 @@ func Parse(in Input) Result {
 		if ig, ok := ps.vals["ignore"]; ok && truthy(ig.Value) {
 			continue
 		}
-		var name, proto string
+		var name, proto, given string
 		nameSt, own := ps.vals["name"]
 		switch {
 		case own:
@@ -283,7 +289,7 @@ func Parse(in Input) Result {
 				warn(nameSt, "invalid service name for port %s: %v", p, err)
 				continue
 			}
-			name, proto = n, pr
+			name, proto, given = n, pr, strings.TrimSpace(nameSt.Value)
 		case hasGlobalName:
 			n, pr, err := registry.ParseServiceName(gname.Value)
 			if err != nil {
@@ -292,12 +298,16 @@ func Parse(in Input) Result {
 				}
 				continue
 			}
-			name, proto = n, pr
+			name, proto, given = n, pr, strings.TrimSpace(gname.Value)
 			if nPorts > 1 {
 				name = fmt.Sprintf("%s-%d", name, p.Port)
 				if err := registry.CheckLabel(name); err != nil {
 					warn(gname, "service name for port %s, %q: %v", p, name, err)
 					continue
+				}
+				given = name
+				if proto != "" {
+					given = "_" + name + "._" + proto
 				}
 			}
 		default:
@@ -311,7 +321,7 @@ func Parse(in Input) Result {
 			}
 			continue
 		}
-		out := Port{ContainerPort: p, Service: name, Weight: 1}
+		out := Port{ContainerPort: p, Service: name, GivenName: given, Weight: 1}
 		bad := false
 		get := func(key string) (Setting, bool) {
 			if st, ok := ps.vals[key]; ok {

@@ -159,6 +159,9 @@ func TestParse(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.in.Container = "web-1"
 			got := Parse(tc.in)
+			for i := range got.Ports { // checked by TestGivenName
+				got.Ports[i].GivenName = ""
+			}
 			if got.Ignored != tc.want.ignored {
 				t.Errorf("Ignored = %v, want %v", got.Ignored, tc.want.ignored)
 			}
@@ -187,5 +190,36 @@ func TestParseNeverReadsOtherVariables(t *testing.T) {
 	}
 	if res.Ports[0].Meta != nil {
 		t.Errorf("metadata %v: only SERVICE_* variables may be read", res.Ports[0].Meta)
+	}
+}
+
+// TestGivenName checks the name as the container wrote it, which the
+// Route 53 layout names its record sets after.
+func TestGivenName(t *testing.T) {
+	cases := []struct {
+		name string
+		in   Input
+		want map[string]string // port -> given name
+	}{
+		{"plain", Input{Env: []string{"SERVICE_8081_NAME=calc"}, Ports: []ContainerPort{tcp(8081)}}, map[string]string{"8081/tcp": "calc"}},
+		{"SRV form", Input{Env: []string{"SERVICE_8081_NAME=_calc._tcp"}, Ports: []ContainerPort{tcp(8081)}}, map[string]string{"8081/tcp": "_calc._tcp"}},
+		{"trimmed", Input{Env: []string{"SERVICE_8081_NAME= calc "}, Ports: []ContainerPort{tcp(8081)}}, map[string]string{"8081/tcp": "calc"}},
+		{"udp SRV form", Input{Env: []string{"SERVICE_53_NAME=_dns._udp"}, Ports: []ContainerPort{udp(53), tcp(53)}}, map[string]string{"53/udp": "_dns._udp"}},
+		{"SERVICE_NAME, one port", Input{Env: []string{"SERVICE_NAME=_web._tcp"}, Ports: []ContainerPort{tcp(80)}}, map[string]string{"80/tcp": "_web._tcp"}},
+		{"SERVICE_NAME, several ports", Input{Env: []string{"SERVICE_NAME=web", "SERVICE_9090_NAME=_metrics._tcp"}, Ports: []ContainerPort{tcp(80), tcp(443), tcp(9090)}},
+			map[string]string{"80/tcp": "web-80", "443/tcp": "web-443", "9090/tcp": "_metrics._tcp"}},
+		{"SERVICE_NAME SRV form, several ports", Input{Env: []string{"SERVICE_NAME=_web._tcp"}, Ports: []ContainerPort{tcp(80), tcp(443)}},
+			map[string]string{"80/tcp": "_web-80._tcp", "443/tcp": "_web-443._tcp"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := map[string]string{}
+			for _, p := range Parse(tc.in).Ports {
+				got[p.String()] = p.GivenName
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("given names %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

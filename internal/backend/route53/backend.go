@@ -131,7 +131,7 @@ func (b *Backend) Zone() *Zone { return b.zone }
 
 // Sync makes insts the whole set of this host's SRV records, and writes
 // the host record: this host's stale record sets are deleted and missing
-// ones created, in as few requests as the limits allow (one, up to 1,000
+// ones created (instances whose health is not passing count as absent), in as few requests as the limits allow (one, up to 1,000
 // records), and nothing another host owns is touched. Instances that
 // cannot be written are logged and skipped. It waits for Route 53.
 func (b *Backend) Sync(ctx context.Context, insts []registry.Instance) error {
@@ -141,6 +141,9 @@ func (b *Backend) Sync(ctx context.Context, insts []registry.Instance) error {
 	want := map[string]*types.ResourceRecordSet{}
 	for i := range insts {
 		in := &insts[i]
+		if !serving(in) {
+			continue // pending or critical: not in the zone
+		}
 		rs, err := b.lay.srv(in)
 		if err != nil {
 			b.log.Warn("route53: instance skipped", "id", in.ID, "service", in.Service, "err", err)
@@ -206,7 +209,9 @@ func (b *Backend) Sync(ctx context.Context, insts []registry.Instance) error {
 }
 
 // Register queues inst's SRV record (and the host record, the first time)
-// and returns; the write follows within the coalescing window. An instance
+// and returns; the write follows within the coalescing window. An
+// instance whose health is pending or critical is removed instead: only
+// passing instances are in the zone. An instance
 // that cannot be written is an error naming it; a failed earlier write is
 // backend.ErrResync, wrapped.
 func (b *Backend) Register(ctx context.Context, inst registry.Instance) error {
@@ -233,7 +238,7 @@ func (b *Backend) queue(ctx context.Context, op string, inst *registry.Instance,
 	if b.failure != nil {
 		return fmt.Errorf("route53: %s %s: %w: %w", op, inst.ID, backend.ErrResync, b.failure)
 	}
-	if !put {
+	if !put || !serving(inst) {
 		b.pending[keyOf(&rs)] = nil
 		b.kick()
 		return nil
@@ -254,6 +259,13 @@ func (b *Backend) queue(ctx context.Context, op string, inst *registry.Instance,
 	}
 	b.kick()
 	return nil
+}
+
+// serving reports whether inst belongs in the zone: its health is passing
+// (or unset). Route 53 has no health of its own here, so a pending or
+// critical instance is simply absent, and comes back when it passes.
+func serving(inst *registry.Instance) bool {
+	return inst.Health.Status == "" || inst.Health.Status == registry.HealthPassing
 }
 
 // Heartbeat reports a failed write as backend.ErrResync (wrapped);

@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/route53/types"
 
+	"github.com/signpost-dns/signpost/internal/backend"
 	"github.com/signpost-dns/signpost/internal/registry"
 )
 
@@ -18,14 +19,14 @@ const (
 	// MetaSRVName is the service name exactly as the container gave it in
 	// SERVICE_<port>_NAME: "calc" or "_calc._tcp". The SRV record set is
 	// named <value>.<zone>. Default: "_<service>._<protocol>".
-	MetaSRVName = "signpost.srv-name"
+	MetaSRVName = backend.MetaSRVName
 	// MetaContainerID is the container's full id; the SetIdentifier is
 	// <hostname>:<container id>. Default: the instance's ID.
-	MetaContainerID = "signpost.container-id"
+	MetaContainerID = backend.MetaContainerID
 	// MetaContainerPorts is how many service ports the container
 	// registers; above 1 the SetIdentifier gets ":<port>" (the registered
 	// port) so that the container's records stay apart.
-	MetaContainerPorts = "signpost.container-ports"
+	MetaContainerPorts = backend.MetaContainerPorts
 )
 
 // Fixed parts of the original layout.

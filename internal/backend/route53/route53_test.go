@@ -637,3 +637,45 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestOnlyPassingInstancesInZone checks that an instance whose health is
+// pending or critical is not written (by Register or by Sync), and that a
+// transition to passing brings it in and one to critical takes it out.
+func TestOnlyPassingInstancesInZone(t *testing.T) {
+	s, zone, b, ctx := synced(t, nil)
+	const name = "_calc._tcp.servicediscovery.internal."
+	withHealth := func(id string, port uint16, status string) registry.Instance {
+		in := inst(id, "calc", port, map[string]string{route53backend.MetaContainerID: id})
+		in.Health.Status = status
+		return in
+	}
+	flush := func() {
+		t.Helper()
+		if err := b.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Sync(ctx, []registry.Instance{withHealth("p", 1, registry.HealthPassing), withHealth("q", 2, registry.HealthPending), withHealth("r", 3, registry.HealthCritical)}); err != nil {
+		t.Fatal(err)
+	}
+	if find(s, zone, name, "SRV", host+":p") == nil || find(s, zone, name, "SRV", host+":q") != nil || find(s, zone, name, "SRV", host+":r") != nil {
+		t.Fatalf("after Sync: want only the passing instance p in the zone: %+v", s.Records(zone))
+	}
+	if err := b.Register(ctx, withHealth("q", 2, registry.HealthPassing)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Register(ctx, withHealth("p", 1, registry.HealthCritical)); err != nil {
+		t.Fatal(err)
+	}
+	flush()
+	if find(s, zone, name, "SRV", host+":p") != nil || find(s, zone, name, "SRV", host+":q") == nil {
+		t.Fatalf("after p went critical and q passing: %+v", s.Records(zone))
+	}
+	if err := b.Register(ctx, withHealth("s", 4, registry.HealthPending)); err != nil {
+		t.Fatal(err)
+	}
+	flush()
+	if find(s, zone, name, "SRV", host+":s") != nil {
+		t.Fatal("a pending instance was written")
+	}
+}

@@ -1,6 +1,12 @@
 // Package serverbackend is the agent's backend for the signpost server: it
 // writes a node's registrations through the server's HTTP API and keeps the
 // node's lease alive with heartbeats.
+//
+// The agent's internal metadata (keys beginning with backend.MetaPrefix,
+// "signpost.": the container id, the service name as written, the port
+// count, which only the Route 53 layout needs) is stripped before writing,
+// so it never shows in the server's TXT records or API. Containers cannot
+// publish metadata under that prefix either: it is reserved.
 package serverbackend
 
 import (
@@ -41,8 +47,21 @@ func New(client *apiclient.Client, node string, ttl time.Duration) (*Backend, er
 // Name implements backend.Backend.
 func (b *Backend) Name() string { return "server" }
 
+// public returns inst without the internal metadata keys.
+func public(inst registry.Instance) registry.Instance {
+	inst.Meta = backend.PublicMeta(inst.Meta)
+	return inst
+}
+
 // Sync replaces the node's whole set in one call and renews its lease.
 func (b *Backend) Sync(ctx context.Context, insts []registry.Instance) error {
+	if len(insts) > 0 {
+		out := make([]registry.Instance, len(insts))
+		for i := range insts {
+			out[i] = public(insts[i])
+		}
+		insts = out
+	}
 	if _, err := b.client.ReplaceNode(ctx, b.node, b.ttl, insts); err != nil {
 		return fmt.Errorf("sync node %q (%d instances): %w", b.node, len(insts), err)
 	}
@@ -58,6 +77,7 @@ func noLease(err error) bool {
 // Register creates or updates one instance. When the node's lease is gone
 // it returns backend.ErrResync, wrapped.
 func (b *Backend) Register(ctx context.Context, inst registry.Instance) error {
+	inst = public(inst)
 	inst.Node = b.node
 	if _, err := b.client.Register(ctx, inst); err != nil {
 		if noLease(err) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,5 +113,58 @@ func TestBackend(t *testing.T) {
 	}
 	if err := b.Heartbeat(ctx); !errors.Is(err, backend.ErrResync) {
 		t.Fatalf("Heartbeat after expiry: %v, want ErrResync", err)
+	}
+}
+
+// TestInternalMetaStripped checks that the agent's internal "signpost."
+// metadata (for the Route 53 layout) never reaches the server, by Sync or
+// by Register, while the container's own metadata does.
+func TestInternalMetaStripped(t *testing.T) {
+	c := startServer(t)
+	ctx := context.Background()
+	b, err := serverbackend.New(c, "host1", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withMeta := func(id string, port uint16, meta map[string]string) registry.Instance {
+		in := inst(id, port)
+		in.Meta = meta
+		return in
+	}
+	internal := map[string]string{
+		backend.MetaSRVName:        "_calc._tcp",
+		backend.MetaContainerID:    "3f4e2a1b9c8d",
+		backend.MetaContainerPorts: "1",
+	}
+	mixed := map[string]string{"version": "1.2"}
+	for k, v := range internal {
+		mixed[k] = v
+	}
+	if err := b.Sync(ctx, []registry.Instance{withMeta("a", 1, mixed), withMeta("b", 2, internal)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Register(ctx, withMeta("c", 3, mixed)); err != nil {
+		t.Fatal(err)
+	}
+	list, _, err := c.Instances(ctx, "host1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"a": "version=1.2", "b": "", "c": "version=1.2"}
+	if len(list) != len(want) {
+		t.Fatalf("instances: %+v", list)
+	}
+	for _, in := range list {
+		var got []string
+		for k, v := range in.Meta {
+			got = append(got, k+"="+v)
+		}
+		if strings.Join(got, ",") != want[in.ID] {
+			t.Errorf("instance %s has metadata %v on the server; want only %q (internal signpost.* keys stripped)", in.ID, in.Meta, want[in.ID])
+		}
+	}
+	// The caller's maps are not changed.
+	if len(mixed) != 4 || len(internal) != 3 {
+		t.Errorf("the backend changed the caller's metadata: %v, %v", mixed, internal)
 	}
 }
