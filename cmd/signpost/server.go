@@ -31,7 +31,7 @@ func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
 	failOpen := fs.Bool("fail-open", true, "when every instance of a service is failing its check, answer with all of them rather than none")
 	maxUDP := fs.Int("max-udp-size", 1232, "largest UDP answer to EDNS0 clients; larger answers are truncated to go over TCP")
 	nsAddrs := fs.String("ns-address", "", "comma-separated addresses published for the zone's name server ns.<zone> (default: the DNS listen address, unless it is a wildcard)")
-	fs.IntVar(&cfg.UDPSockets, "udp-sockets", 0, "UDP sockets answering DNS, spread by SO_REUSEPORT (default: one per core)")
+	fs.IntVar(&cfg.UDPSockets, "udp-sockets", 0, "UDP sockets answering DNS, spread by SO_REUSEPORT (default: one per two cores)")
 	udpBatch := fs.Int("udp-batch", 32, "datagrams read or written per system call (recvmmsg/sendmmsg); 1 turns batching off")
 	leaseTTL := fs.Duration("lease-ttl", 10*time.Second, "node lease TTL when an agent names none")
 	fs.StringVar(&cfg.StoreKind, "store", "embedded", "where registrations are kept: embedded (bbolt in --data-dir, one server) or etcd (shared by several servers)")

@@ -142,11 +142,15 @@ func (a *API) fail(w http.ResponseWriter, status int, msg, field string) {
 	writeJSON(w, status, apiclient.ErrorResponse{Error: msg, Field: field})
 }
 
+// writeJSON answers with v: indented for people reading lists, compact for
+// the answers to writes, which machines read at a high rate.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
+	if _, write := v.(apiclient.WriteResponse); !write {
+		enc.SetIndent("", "  ")
+	}
 	_ = enc.Encode(v)
 }
 

@@ -120,10 +120,11 @@ func TestProbeDefaultPath(t *testing.T) {
 	}
 }
 
-func cfg(failures, passes int) Config {
+func cfg(t testing.TB, failures, passes int) Config {
+	t.Helper()
 	c, err := Config{Failures: failures, Passes: passes, StartPeriod: time.Nanosecond}.WithDefaults()
 	if err != nil {
-		panic(err)
+		t.Fatalf("config with %d failures, %d passes: %v", failures, passes, err)
 	}
 	return c
 }
@@ -160,7 +161,7 @@ func TestTrackerThresholds(t *testing.T) {
 	letter := map[string]string{Pending: "P", Passing: "+", Critical: "-"}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			tr := NewTracker(cfg(c.failures, c.passes), time.Now())
+			tr := NewTracker(cfg(t, c.failures, c.passes), time.Now())
 			var got strings.Builder
 			for _, s := range run(tr, c.seq) {
 				got.WriteString(letter[s])
@@ -174,7 +175,7 @@ func TestTrackerThresholds(t *testing.T) {
 
 func TestTrackerStartPeriod(t *testing.T) {
 	start := time.Now()
-	c := cfg(3, 2)
+	c := cfg(t, 3, 2)
 	c.StartPeriod = 10 * time.Second
 	tr := NewTracker(c, start)
 	for i := 0; i < 20; i++ {

@@ -40,7 +40,7 @@ type Config struct {
 	// PprofAddr, when set, serves Go's net/http/pprof profiles there (a
 	// loopback address: profiles show internals).
 	PprofAddr string
-	// UDPSockets is how many UDP sockets DNS reads (0: one per core).
+	// UDPSockets is how many UDP sockets DNS reads (0: one per two cores).
 	UDPSockets int
 	// DNS is the DNS server's configuration.
 	DNS dnsserver.Config

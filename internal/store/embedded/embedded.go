@@ -44,7 +44,7 @@ type Options struct {
 	// MaxBatch caps how many writes share one commit (default 512).
 	MaxBatch int
 	// CommitInterval is the least time between two commits (default
-	// 2ms). Writes that arrive meanwhile share the next commit and its
+	// 5ms). Writes that arrive meanwhile share the next commit and its
 	// fsync, which is most of a write's cost: a steady stream of writes
 	// costs a fraction of the CPU, for at most this much more latency.
 	CommitInterval time.Duration
@@ -105,7 +105,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		opts.MaxBatch = 512
 	}
 	if opts.CommitInterval == 0 {
-		opts.CommitInterval = 2 * time.Millisecond
+		opts.CommitInterval = 5 * time.Millisecond
 	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data dir %q: %w", dir, err)
