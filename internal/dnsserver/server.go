@@ -148,6 +148,9 @@ func New(cfg Config, ix *registry.Index) (*Server, error) {
 	return s, nil
 }
 
+// TTL returns the TTL of positive answers, in seconds.
+func (s *Server) TTL() uint32 { return s.cfg.TTL }
+
 // Zone returns the zone the server answers for, as a fully qualified name.
 func (s *Server) Zone() string { return s.cfg.Zone }
 

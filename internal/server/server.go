@@ -50,6 +50,9 @@ type Config struct {
 	StoreKind string
 	// Etcd configures the etcd store when StoreKind is "etcd".
 	Etcd etcdstore.Options
+	// SkyDNS, with the etcd store, also keeps every serving instance in
+	// the SkyDNS layout under /skydns/, for CoreDNS's etcd plugin.
+	SkyDNS bool
 	// Store, when set, is used as it is, whatever StoreKind says. The
 	// server closes it on exit.
 	Store registry.Store
@@ -149,6 +152,9 @@ func New(cfg Config) (_ *Server, err error) {
 		s.store = st
 	default:
 		return nil, fmt.Errorf("store %q: want embedded or etcd", cfg.StoreKind)
+	}
+	if _, isEtcd := s.store.(*etcdstore.Store); cfg.SkyDNS && !isEtcd {
+		return nil, errors.New("the SkyDNS mirror (--skydns) needs the etcd store (--store etcd)")
 	}
 	reg := prometheus.NewRegistry()
 	for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
@@ -280,6 +286,9 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { errc <- s.dns.Serve(ctx, s.dnsl) }()
 	if p, ok := s.store.(registry.Pinger); ok {
 		go s.pingStore(ctx, p)
+	}
+	if st, ok := s.store.(*etcdstore.Store); ok && s.cfg.SkyDNS {
+		go func() { _ = st.MirrorSkyDNS(ctx, s.dns.Zone(), s.dns.TTL()) }()
 	}
 	if s.pprof != nil {
 		go func() {
