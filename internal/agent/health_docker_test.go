@@ -16,6 +16,7 @@ import (
 	"github.com/signpost-dns/signpost/internal/agent"
 	"github.com/signpost-dns/signpost/internal/agent/internal/dockertest"
 	"github.com/signpost-dns/signpost/internal/health"
+	"github.com/signpost-dns/signpost/internal/metricstest"
 	"github.com/signpost-dns/signpost/internal/registry"
 	"github.com/signpost-dns/signpost/internal/server"
 )
@@ -135,10 +136,10 @@ func TestHealthFailLeavesDNSAndComesBack(t *testing.T) {
 	s.waitHealth("flip", agent.InstanceID("host-a", b, 8081, "tcp"), registry.HealthCritical, "HTTP 503")
 	s.waitSRV("flip", sortedPorts(pa, pb)...)
 
-	if got := gatherCounter(t, reg, "signpost_health_transitions_total", "from", "passing", "to", "critical"); got < 3 {
+	if got := metricstest.Counter(t, reg, "signpost_health_transitions_total", "from", "passing", "to", "critical"); got < 3 {
 		t.Errorf("signpost_health_transitions_total{from=passing,to=critical} = %v, want at least 3", got)
 	}
-	if got := gatherCounter(t, reg, "signpost_health_checks_total", "kind", "http", "result", "fail"); got < 9 {
+	if got := metricstest.Counter(t, reg, "signpost_health_checks_total", "kind", "http", "result", "fail"); got < 9 {
 		t.Errorf("signpost_health_checks_total{kind=http,result=fail} = %v, want at least 9", got)
 	}
 }
@@ -260,32 +261,4 @@ func TestAgentSIGKILLLeaseExpiry(t *testing.T) {
 	if st := dockertest.Docker(t, "inspect", "--format", "{{.State.Status}}", id); st != "running" {
 		t.Errorf("the container is %s; only its agent died", st)
 	}
-}
-
-// gatherCounter reads one counter of reg by name and label pairs.
-func gatherCounter(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for i := 0; i < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue metric
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
 }

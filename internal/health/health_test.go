@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/signpost-dns/signpost/internal/metricstest"
 )
 
 // serve starts an HTTP server on 127.0.0.1 and returns its address.
@@ -319,10 +321,10 @@ func TestCheckRun(t *testing.T) {
 	}
 	failing.Store(false)
 	next(Passing)
-	if got := counter(t, reg, "signpost_health_transitions_total", "from", Passing, "to", Critical); got != 1 {
+	if got := metricstest.Counter(t, reg, "signpost_health_transitions_total", "from", Passing, "to", Critical); got != 1 {
 		t.Errorf("passing->critical counted %v times, want 1", got)
 	}
-	if got := counter(t, reg, "signpost_health_checks_total", "kind", "http", "result", "fail"); got < 3 {
+	if got := metricstest.Counter(t, reg, "signpost_health_checks_total", "kind", "http", "result", "fail"); got < 3 {
 		t.Errorf("failed checks counted %v, want at least 3", got)
 	}
 }
@@ -362,34 +364,6 @@ func TestCheckQuickStart(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("never passed; the 30s interval was used instead of quick retries")
 	}
-}
-
-// counter reads one counter of reg by name and label pairs.
-func counter(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for i := 0; i < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue metric
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
 }
 
 // closer accepts connections and closes them at once, as Docker's userland
