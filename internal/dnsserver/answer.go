@@ -97,22 +97,8 @@ func parse(req []byte, q *query) (rcode int, drop bool) {
 	for i := 0; i < ar; i++ {
 		// Owner name: a root label for OPT; skip any other name.
 		root := off < len(req) && req[off] == 0
-		for {
-			if off >= len(req) {
-				return rcodeFormErr, false
-			}
-			l := int(req[off])
-			if l == 0 {
-				off++
-				break
-			}
-			if l&0xc0 == 0xc0 {
-				off += 2
-				break
-			}
-			off += 1 + l
-		}
-		if off+10 > len(req) {
+		var ok bool
+		if off, ok = skipName(req, off); !ok || off+10 > len(req) {
 			return rcodeFormErr, false
 		}
 		t := binary.BigEndian.Uint16(req[off:])
