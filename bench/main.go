@@ -77,7 +77,7 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.churnRate, "churn-rate", 1000, "registrations a second during the churn test")
 	fs.IntVar(&o.regCount, "registrations", 10000, "PUT /v1/instances calls in the registrations-a-second test")
 	fs.StringVar(&o.out, "out", "", "BENCHMARKS.md to update (default: the module root's)")
-	write := fs.String("write", "auto", "update BENCHMARKS.md: true, false, or auto (full runs only)")
+	write := fs.String("write", "auto", "update BENCHMARKS.md: true, false, or auto (full runs of every phase only)")
 	fs.BoolVar(&o.coredns, "coredns", true, "include CoreDNS (built with go install from the module proxy when missing; smoke mode only uses an already built one)")
 	fs.BoolVar(&o.others, "others", true, "run the other benchmarks documented in BENCHMARKS.md and the Go benchmarks of other packages")
 	fs.BoolVar(&o.keepTemp, "keep", false, "keep the temp dir (configs, logs, zone file)")
@@ -115,7 +115,8 @@ func parseOptions(args []string) (options, error) {
 	}
 	switch *write {
 	case "auto":
-		o.write = !o.smoke
+		// A partial run would replace the whole section with its part.
+		o.write = !o.smoke && len(o.phases) == 4
 	case "true":
 		o.write = true
 	case "false":
