@@ -16,11 +16,10 @@ import (
 
 // microResult is one line of `go test -bench` output.
 type microResult struct {
-	name     string
-	nsPerOp  string
-	bPerOp   string
-	allocs   string
-	zeroWant bool
+	name    string
+	nsPerOp string
+	bPerOp  string
+	allocs  string
 }
 
 var reBenchLine = regexp.MustCompile(`^(Benchmark\S+)\s+\d+\s+([0-9.]+) ns/op(?:.*?\s([0-9.]+) B/op\s+([0-9]+) allocs/op)?`)

@@ -22,7 +22,6 @@ import (
 type r53Figures struct {
 	changes, requests, failed int
 	peak1s                    int
-	records                   int
 }
 
 func r53Measure(emu *r53emu.Server) r53Figures {

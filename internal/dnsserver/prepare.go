@@ -206,5 +206,3 @@ func nameLen(b []byte) int {
 	}
 	return i + 1
 }
-
-func putUint16(b []byte, v uint16) { binary.BigEndian.PutUint16(b, v) }

@@ -28,9 +28,6 @@ const (
 	listPage = 300
 )
 
-// cloudMapPrincipal owns the hosted zones of Cloud Map namespaces.
-const cloudMapPrincipal = "servicediscovery.amazonaws.com"
-
 // Zone is one Route 53 hosted zone, reached through a rate-limited,
 // retrying client. The agent's Backend writes through it; the checker
 // (signpost check --backend route53) uses ListSRV and DeleteRecordSet.

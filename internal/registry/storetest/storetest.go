@@ -763,9 +763,9 @@ func testWatchOrder(t *testing.T, c *config, s registry.Store) {
 	w := watch(t, c, s, rev0)
 	steps(10)
 	put("marker", 99)
-	evs := w.waitEvents(len(want))
+	w.waitEvents(len(want))
 	w.waitReached(last)
-	evs, _, _ = w.snapshot()
+	evs, _, _ := w.snapshot()
 	got := evStrings(evs)
 	if !slices.Equal(got, want) {
 		t.Fatalf("watch from %d delivered\n  %v\nwant\n  %v", rev0, got, want)
@@ -812,7 +812,7 @@ func testWatchConcurrent(t *testing.T, c *config, s registry.Store) {
 				id := fmt.Sprintf("g%d-%d", g, i)
 				rev, err := s.Put(context.Background(), inst(id, "calc", "", g*each+i))
 				if err != nil {
-					errs <- fmt.Errorf("Put %q: %w", id, err)
+					errs <- fmt.Errorf("put %q: %w", id, err)
 					return
 				}
 				mu.Lock()
@@ -870,9 +870,9 @@ func testIdenticalPut(t *testing.T, c *config, s registry.Store) {
 		t.Errorf("a Put that moved only the check time was not kept: CheckedAt = %v, want %v", got.Health.CheckedAt, checked.Health.CheckedAt)
 	}
 	rm := mustPut(t, c, s, inst("marker", "calc", "", 2))
-	evs := w.waitEvents(1)
+	w.waitEvents(1)
 	w.waitReached(rm)
-	evs, _, _ = w.snapshot()
+	evs, _, _ := w.snapshot()
 	if len(evs) != 1 || evs[0].Instance.ID != "marker" {
 		t.Errorf("after identical Puts the watch delivered %v, want only the marker's put", evStrings(evs))
 	}
