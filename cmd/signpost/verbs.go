@@ -22,7 +22,7 @@ import (
 )
 
 func init() {
-	commands["services"] = command{"list the registered services", runServices}
+	commands["services"] = command{"list the registered services, or one service's instances with their health", runServices}
 	commands["lookup"] = command{"resolve a service by DNS SRV and print its instances", runLookup}
 	commands["register"] = command{"register an instance by hand (a database on a VM, say)", runRegister}
 	commands["deregister"] = command{"remove an instance registered by hand", runDeregister}
@@ -45,14 +45,21 @@ func clientFlags(fs *flag.FlagSet) func() (*apiclient.Client, error) {
 }
 
 func runServices(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlagSet("services", "[flags]")
+	fs := newFlagSet("services", "[flags] [SERVICE]")
 	mkClient := clientFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if fs.NArg() > 1 {
+		fs.Usage()
+		return errUsage
+	}
 	c, err := mkClient()
 	if err != nil {
 		return err
+	}
+	if fs.NArg() == 1 {
+		return printInstances(ctx, c, fs.Arg(0), stdout)
 	}
 	list, err := c.Services(ctx)
 	if err != nil {
@@ -126,6 +133,31 @@ func runLookup(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintln(tw, "PRIORITY\tWEIGHT\tPORT\tTARGET\tADDRESS\tTTL")
 	for _, s := range srvs {
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%d\n", s.Priority, s.Weight, s.Port, s.Target, strings.Join(addrs[s.Target], ","), s.Hdr.Ttl)
+	}
+	return tw.Flush()
+}
+
+// printInstances prints one service's instances with their health.
+func printInstances(ctx context.Context, c *apiclient.Client, name string, stdout io.Writer) error {
+	svc, err := c.Service(ctx, name, 0, 0)
+	if err != nil {
+		return err
+	}
+	if len(svc.Instances) == 0 {
+		return fmt.Errorf("service %q: no instances registered", name)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tADDRESS\tPORT\tPROTO\tNODE\tHEALTH\tCHECKED\tOUTPUT")
+	for _, in := range svc.Instances {
+		checked := "-"
+		if !in.Health.CheckedAt.IsZero() {
+			checked = in.Health.CheckedAt.Local().Format(time.TimeOnly)
+		}
+		node := in.Node
+		if node == "" {
+			node = "(by hand)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", in.ID, in.Address, in.Port, in.Protocol, node, in.Health.Status, checked, in.Health.Output)
 	}
 	return tw.Flush()
 }
