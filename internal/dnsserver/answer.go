@@ -131,8 +131,8 @@ func (q *query) label(i int) []byte {
 }
 
 // respond writes the answer to req into out and returns it; nil means drop.
-// limit is the largest response the transport takes for a client that
-// does not say (512 for UDP, 65535 for TCP). It allocates nothing when the
+// Over UDP an answer is fitted to 512 bytes, or to the client's EDNS0 size
+// up to MaxUDPSize; over TCP to 65535. It allocates nothing when the
 // answer is already prepared.
 func (s *Server) respond(req, out []byte, tcp bool) []byte {
 	var q query
@@ -197,7 +197,7 @@ func (q *query) boundary(off int) bool {
 	return false
 }
 
-// flags sets the response header flags: QR, AA when authoritative, RD and
+// setFlags sets the response header flags: QR, AA when authoritative, RD and
 // CD copied from the request, and the rcode (low four bits).
 func setFlags(out, req []byte, aa bool, rcode int) {
 	b2 := byte(0x80) | req[2]&0x01 // QR, RD
