@@ -257,11 +257,7 @@ func (a *API) putInstance(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, http.StatusBadRequest, fmt.Sprintf("instance id %q in the body differs from %q in the path", in.ID, id), "id")
 		return
 	}
-	in.Normalize()
-	if err := in.Validate(); err != nil {
-		a.failErr(w, err)
-		return
-	}
+	in.Normalize() // the store validates; the ID is read back lower-cased
 	rev, err := a.cfg.Store.Put(r.Context(), in)
 	a.committed(w, r, "put", rev, err, &in)
 }

@@ -5,6 +5,23 @@ import (
 	"time"
 )
 
+// Prepare returns a normalized copy of in, or the *FieldError that makes it
+// unfit to store. Stores call it on every instance they are given.
+func Prepare(in Instance) (Instance, error) {
+	in = in.Clone()
+	in.Normalize()
+	if err := in.Validate(); err != nil {
+		return in, err
+	}
+	return in, nil
+}
+
+// Unchanged reports whether writing in over old would change nothing at
+// all, not even the time of the last check.
+func Unchanged(old, in *Instance) bool {
+	return SameRegistration(old, in) && old.Health.CheckedAt.Equal(in.Health.CheckedAt)
+}
+
 // PrepareNodeSet checks the arguments of Store.ReplaceNode and returns the
 // instances normalized, each owned by node, by ID. Stores call it first, so
 // that all of them refuse the same input with the same *FieldError.
@@ -17,10 +34,9 @@ func PrepareNodeSet(node string, ttl time.Duration, insts []Instance) (map[strin
 	}
 	want := make(map[string]Instance, len(insts))
 	for _, raw := range insts {
-		in := raw.Clone()
-		in.Node = node
-		in.Normalize()
-		if err := in.Validate(); err != nil {
+		raw.Node = node
+		in, err := Prepare(raw)
+		if err != nil {
 			return nil, fmt.Errorf("instance %q: %w", raw.ID, err)
 		}
 		if _, dup := want[in.ID]; dup {

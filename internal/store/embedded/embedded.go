@@ -485,18 +485,9 @@ func (s *Store) leaseLive(tx *bolt.Tx, node string) bool {
 	return !ok || time.Now().Before(l.deadline)
 }
 
-func prepare(in registry.Instance) (registry.Instance, error) {
-	in = in.Clone()
-	in.Normalize()
-	if err := in.Validate(); err != nil {
-		return in, err
-	}
-	return in, nil
-}
-
 // Put implements registry.Store.
 func (s *Store) Put(ctx context.Context, inst registry.Instance) (int64, error) {
-	in, err := prepare(inst)
+	in, err := registry.Prepare(inst)
 	if err != nil {
 		return 0, err
 	}
@@ -517,7 +508,7 @@ func (s *Store) Put(ctx context.Context, inst registry.Instance) (int64, error) 
 
 func (s *Store) putLocked(tx *bolt.Tx, next func() int64, in registry.Instance, old *registry.Instance) ([]registry.Event, error) {
 	if old != nil {
-		if registry.SameRegistration(old, &in) && old.Health.CheckedAt.Equal(in.Health.CheckedAt) {
+		if registry.Unchanged(old, &in) {
 			return nil, nil
 		}
 		in.RegisteredAt = old.RegisteredAt

@@ -211,20 +211,6 @@ func modRev(kv *mvccpb.KeyValue) int64 {
 	return kv.ModRevision
 }
 
-func prepare(in registry.Instance) (registry.Instance, error) {
-	in = in.Clone()
-	in.Normalize()
-	if err := in.Validate(); err != nil {
-		return in, err
-	}
-	return in, nil
-}
-
-// unchanged reports whether writing in over old would change nothing at all.
-func unchanged(old, in *registry.Instance) bool {
-	return registry.SameRegistration(old, in) && old.Health.CheckedAt.Equal(in.Health.CheckedAt)
-}
-
 func stamp(in *registry.Instance, old *registry.Instance) {
 	if old != nil {
 		in.RegisteredAt = old.RegisteredAt
@@ -255,7 +241,7 @@ func (s *Store) List(ctx context.Context) ([]registry.Instance, int64, error) {
 
 // Put implements registry.Store.
 func (s *Store) Put(ctx context.Context, inst registry.Instance) (int64, error) {
-	in, err := prepare(inst)
+	in, err := registry.Prepare(inst)
 	if err != nil {
 		return 0, err
 	}
@@ -302,7 +288,7 @@ func (s *Store) Put(ctx context.Context, inst registry.Instance) (int64, error) 
 			// Rewrite the node's key so that a concurrent ReplaceNode notices.
 			nodeOps = append(nodeOps, clientv3.OpPut(nkey, string(nodeKV.Value), clientv3.WithLease(rec.Lease)))
 		}
-		if old != nil && unchanged(old, &in) {
+		if old != nil && registry.Unchanged(old, &in) {
 			return oldKV.ModRevision, nil
 		}
 		stamp(&in, old)
@@ -464,7 +450,7 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 				if old.Node != node {
 					return 0, fmt.Errorf("%s: instance %q is owned by node %q: %w", what, id, old.Node, registry.ErrConflict)
 				}
-				if unchanged(old, &in) && clientv3.LeaseID(oldKV.Lease) == lease {
+				if registry.Unchanged(old, &in) && clientv3.LeaseID(oldKV.Lease) == lease {
 					continue
 				}
 			}
