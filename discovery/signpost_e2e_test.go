@@ -21,6 +21,7 @@ import (
 	"github.com/signpost-dns/signpost/internal/dnsserver"
 	"github.com/signpost-dns/signpost/internal/registry"
 	"github.com/signpost-dns/signpost/internal/server"
+	"github.com/signpost-dns/signpost/internal/signposttest"
 )
 
 const e2eZone = "servicediscovery.internal"
@@ -36,29 +37,7 @@ type signpost struct {
 func startSignpost(t *testing.T, ttl time.Duration) *signpost {
 	t.Helper()
 	secs := uint32(ttl / time.Second)
-	srv, err := server.New(server.Config{
-		DNSAddr:  "127.0.0.1:0",
-		HTTPAddr: "127.0.0.1:0",
-		DataDir:  t.TempDir(),
-		DNS:      dnsserver.Config{TTL: secs, NegTTL: secs},
-	})
-	if err != nil {
-		t.Fatalf("start signpost: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("signpost server: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("signpost server did not stop within 10s")
-		}
-	})
+	srv := signposttest.Start(t, server.Config{DNS: dnsserver.Config{TTL: secs, NegTTL: secs}}).Server
 	client, err := apiclient.New(srv.URL(), "")
 	if err != nil {
 		t.Fatal(err)

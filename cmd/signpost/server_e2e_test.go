@@ -5,9 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"sync"
 	"syscall"
@@ -18,34 +16,8 @@ import (
 
 	"github.com/signpost-dns/signpost/internal/apiclient"
 	"github.com/signpost-dns/signpost/internal/registry"
+	"github.com/signpost-dns/signpost/internal/signposttest"
 )
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// signpostBinary builds cmd/signpost once per test run.
-func signpostBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "signpost-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "signpost")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
 
 // serverProc is `signpost server` running as a child process.
 type serverProc struct {
@@ -58,7 +30,7 @@ var runningLine = regexp.MustCompile(`signpost server running.*dns=(\S+) http=(\
 
 func startServerProc(t *testing.T, args ...string) *serverProc {
 	t.Helper()
-	cmd := exec.Command(signpostBinary(t), append([]string{"server", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0"}, args...)...)
+	cmd := exec.Command(signposttest.Binary(t), append([]string{"server", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0"}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -5,36 +5,21 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/signpost-dns/signpost/internal/server"
+	"github.com/signpost-dns/signpost/internal/signposttest"
 )
 
 // TestVerbs drives register, services, lookup and deregister against a
 // real server, as a user at a shell would.
 func TestVerbs(t *testing.T) {
-	srv, err := server.New(server.Config{DNSAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	srv := signposttest.Start(t, server.Config{})
+	ctx := context.Background()
 	api := "--server=" + srv.URL()
 	call := func(cmd string, args ...string) (string, error) {
 		var out bytes.Buffer
 		err := commands[cmd].run(ctx, args, &out)
 		return out.String(), err
-	}
-	// The server answers once it has loaded its store.
-	for i := 0; ; i++ {
-		if _, err := call("services", api); err == nil {
-			break
-		} else if i > 300 {
-			t.Fatal(err)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 	out, err := call("register", api, "--service", "_db._tcp", "--address", "10.0.0.7", "--port", "5432", "--meta", "role=primary", "--weight", "5")
 	if err != nil || !strings.Contains(out, "registered db-") {

@@ -17,6 +17,7 @@ import (
 	"github.com/signpost-dns/signpost/internal/agent"
 	"github.com/signpost-dns/signpost/internal/agent/internal/dockertest"
 	"github.com/signpost-dns/signpost/internal/health"
+	"github.com/signpost-dns/signpost/internal/signposttest"
 )
 
 // TestBenchHealthToDNS measures, with the agent's default check settings
@@ -88,7 +89,7 @@ func TestBenchHealthToDNS(t *testing.T) {
 	})
 
 	// 2. agent SIGKILL -> out of DNS, with the default lease.
-	bin := signpostBinary(t)
+	bin := signposttest.Binary(t)
 	cmds := make([]*exec.Cmd, n)
 	for i := range cmds {
 		lbl := fmt.Sprintf("signpost.bench.k=%d", i)

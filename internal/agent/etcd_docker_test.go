@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"context"
 	"log/slog"
 	"os/exec"
 	"syscall"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/signpost-dns/signpost/internal/agent/internal/dockertest"
 	"github.com/signpost-dns/signpost/internal/server"
+	"github.com/signpost-dns/signpost/internal/signposttest"
 	"github.com/signpost-dns/signpost/internal/store/etcd/etcdtest"
 )
 
@@ -28,19 +28,11 @@ func TestAgentSIGKILLOnEtcd(t *testing.T) {
 		c.Etcd.Endpoints = etcdtest.Endpoints(members)
 	}
 	s1 := newStack(t, onEtcd)
-	cfg2 := server.Config{DNSAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Log: slog.New(slog.DiscardHandler)}
+	cfg2 := server.Config{Log: slog.New(slog.DiscardHandler)}
 	onEtcd(&cfg2)
-	srv2, err := server.New(cfg2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv2.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	s2 := &stack{t: t, srv: srv2, sess: s1.sess, log: s1.log}
+	s2 := &stack{t: t, srv: signposttest.Start(t, cfg2).Server, sess: s1.sess, log: s1.log}
 
-	cmd := exec.Command(signpostBinary(t), "agent", "--server", s1.srv.URL(), "--node", "host-etcd",
+	cmd := exec.Command(signposttest.Binary(t), "agent", "--server", s1.srv.URL(), "--node", "host-etcd",
 		"--advertise-ip", "127.0.0.1", "--only-label", dockertest.TestLabel+"="+s1.sess.ID, "--lease-ttl", "3s")
 	cmd.Stdout, cmd.Stderr = s1.log, s1.log
 	if err := cmd.Start(); err != nil {

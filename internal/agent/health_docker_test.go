@@ -19,6 +19,7 @@ import (
 	"github.com/signpost-dns/signpost/internal/metricstest"
 	"github.com/signpost-dns/signpost/internal/registry"
 	"github.com/signpost-dns/signpost/internal/server"
+	"github.com/signpost-dns/signpost/internal/signposttest"
 )
 
 // fastChecks are the test agents' thresholds: a check every 300ms,
@@ -235,7 +236,7 @@ func TestDockerHealthcheck(t *testing.T) {
 func TestAgentSIGKILLLeaseExpiry(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
-	bin := signpostBinary(t)
+	bin := signposttest.Binary(t)
 	const node = "host-dead"
 	cmd := exec.Command(bin, "agent", "--server", s.srv.URL(), "--node", node, "--advertise-ip", "127.0.0.1",
 		"--only-label", dockertest.TestLabel+"="+s.sess.ID, "--lease-ttl", "3s")

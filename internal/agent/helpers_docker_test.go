@@ -23,6 +23,7 @@ import (
 	"github.com/signpost-dns/signpost/internal/apiclient"
 	"github.com/signpost-dns/signpost/internal/backend/serverbackend"
 	"github.com/signpost-dns/signpost/internal/server"
+	"github.com/signpost-dns/signpost/internal/signposttest"
 )
 
 const zone = "servicediscovery.internal."
@@ -64,22 +65,11 @@ func newStack(t *testing.T, opts ...func(*server.Config)) *stack {
 	sess := dockertest.New(t)
 	dockertest.Image(t)
 	logs := &syncBuf{}
-	scfg := server.Config{DNSAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: t.TempDir(),
-		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	scfg := server.Config{Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	for _, o := range opts {
 		o(&scfg)
 	}
-	srv, err := server.New(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	srv := signposttest.Start(t, scfg).Server
 	c, err := apiclient.New(srv.URL(), "")
 	if err != nil {
 		t.Fatal(err)

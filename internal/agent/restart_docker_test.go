@@ -2,49 +2,17 @@ package agent_test
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/signpost-dns/signpost/internal/agent"
 	"github.com/signpost-dns/signpost/internal/agent/internal/dockertest"
+	"github.com/signpost-dns/signpost/internal/signposttest"
 )
-
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// signpostBinary builds cmd/signpost once per test run.
-func signpostBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "signpost-bin")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "signpost")
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, "go", "build", "-o", binPath, "github.com/signpost-dns/signpost/cmd/signpost").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build cmd/signpost: %w: %s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
 
 // TestAgentSIGKILLThenRestart kills the agent process with SIGKILL while
 // containers start and stop, restarts it, and checks that DNS then holds
@@ -52,7 +20,7 @@ func signpostBinary(t *testing.T) string {
 func TestAgentSIGKILLThenRestart(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
-	bin := signpostBinary(t)
+	bin := signposttest.Binary(t)
 	const node = "host-k"
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "agent", "--server", s.srv.URL(), "--node", node, "--advertise-ip", "127.0.0.1",

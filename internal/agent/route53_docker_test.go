@@ -25,6 +25,7 @@ import (
 	"github.com/signpost-dns/signpost/internal/agent/internal/dockertest"
 	route53backend "github.com/signpost-dns/signpost/internal/backend/route53"
 	"github.com/signpost-dns/signpost/internal/backend/route53/r53emu"
+	"github.com/signpost-dns/signpost/internal/signposttest"
 )
 
 const r53Zone = "servicediscovery.internal"
@@ -235,7 +236,7 @@ func TestRoute53RecordLayout(t *testing.T) {
 func TestRoute53SIGKILLThenRestart(t *testing.T) {
 	t.Parallel()
 	s := newR53Stack(t)
-	bin := signpostBinary(t)
+	bin := signposttest.Binary(t)
 	const host = "r53-k.servicediscovery.internal"
 	others := s.seedOtherHost()
 	env := []string{"AWS_ACCESS_KEY_ID=AKIDEMULATOR", "AWS_SECRET_ACCESS_KEY=secret",

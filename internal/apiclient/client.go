@@ -92,12 +92,6 @@ func New(base, token string) (*Client, error) {
 	return &Client{base: u, token: token, http: &http.Client{Timeout: 0}}, nil
 }
 
-// WithHTTPClient replaces the HTTP client (for TLS settings, say).
-func (c *Client) WithHTTPClient(h *http.Client) *Client {
-	c.http = h
-	return c
-}
-
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body, out any) (http.Header, error) {
 	u := *c.base
 	u.Path += path

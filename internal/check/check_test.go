@@ -10,11 +10,11 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/signpost-dns/signpost/internal/apiclient"
 	"github.com/signpost-dns/signpost/internal/check"
 	"github.com/signpost-dns/signpost/internal/registry"
 	"github.com/signpost-dns/signpost/internal/server"
-
-	"github.com/signpost-dns/signpost/internal/apiclient"
+	"github.com/signpost-dns/signpost/internal/signposttest"
 )
 
 func hostPort(t *testing.T, rawURL string) (netip.Addr, uint16) {
@@ -38,14 +38,8 @@ func closedPort(t *testing.T) uint16 {
 }
 
 func TestSweepAgainstServer(t *testing.T) {
-	srv, err := server.New(server.Config{DNSAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	srv := signposttest.Start(t, server.Config{})
+	ctx := context.Background()
 	c, _ := apiclient.New(srv.URL(), "")
 
 	healthy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -17,58 +17,38 @@ import (
 	"github.com/signpost-dns/signpost/internal/dnsserver"
 	"github.com/signpost-dns/signpost/internal/registry"
 	"github.com/signpost-dns/signpost/internal/server"
+	"github.com/signpost-dns/signpost/internal/signposttest"
 )
 
 const zone = "servicediscovery.internal."
 
-// testServer is a real signpost server on random loopback ports.
+// testServer is a real signpost server on random loopback ports, with an
+// API client.
 type testServer struct {
-	*server.Server
+	*signposttest.Server
 	client *apiclient.Client
-	cancel context.CancelFunc
-	done   chan error
 }
 
 func startServer(t *testing.T, mutate func(*server.Config)) *testServer {
 	t.Helper()
-	cfg := server.Config{
-		DNSAddr:  "127.0.0.1:0",
-		HTTPAddr: "127.0.0.1:0",
-		DataDir:  t.TempDir(),
-		DNS:      dnsserver.Config{FailOpen: true},
-	}
+	cfg := server.Config{DNS: dnsserver.Config{FailOpen: true}}
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	srv, err := server.New(cfg)
-	if err != nil {
-		t.Fatalf("start server: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ts := &testServer{Server: srv, cancel: cancel, done: make(chan error, 1)}
-	go func() { ts.done <- srv.Run(ctx) }()
-	t.Cleanup(ts.stop)
+	ts := &testServer{Server: signposttest.Start(t, cfg)}
 	tok := ""
 	if cfg.TokenFile != "" {
 		tok, _ = server.ReadToken(cfg.TokenFile)
 	}
-	ts.client, err = apiclient.New(srv.URL(), tok)
-	if err != nil {
+	var err error
+	if ts.client, err = apiclient.New(ts.URL(), tok); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "server healthy", func() bool {
-		synced, _, err := srv.Index().Status()
+		synced, _, err := ts.Index().Status()
 		return synced && err == nil
 	})
 	return ts
-}
-
-func (ts *testServer) stop() {
-	ts.cancel()
-	select {
-	case <-ts.done:
-	case <-time.After(10 * time.Second):
-	}
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -88,7 +88,7 @@ func TestTwoServersOnThreeEtcdMembers(t *testing.T) {
 	waitFor(t, "server 1 to answer it", func() bool { return srvCount(t, s1, calc) == 2 })
 
 	// Server 2 restarted: its answers are rebuilt from etcd.
-	s2.stop()
+	s2.Stop()
 	s2 = startOnEtcd(t, eps[1:])
 	if n := srvCount(t, s2, calc); n != 2 {
 		t.Fatalf("restarted server answers %d instances, want 2", n)

@@ -13,18 +13,12 @@ import (
 	"github.com/signpost-dns/signpost/internal/backend/serverbackend"
 	"github.com/signpost-dns/signpost/internal/registry"
 	"github.com/signpost-dns/signpost/internal/server"
+	"github.com/signpost-dns/signpost/internal/signposttest"
 )
 
 func startServer(t *testing.T) *apiclient.Client {
 	t.Helper()
-	srv, err := server.New(server.Config{DNSAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	srv := signposttest.Start(t, server.Config{})
 	c, err := apiclient.New(srv.URL(), "")
 	if err != nil {
 		t.Fatal(err)
