@@ -283,24 +283,13 @@ func (a *API) replaceNode(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = d
 	}
-	for i := range req.Instances {
-		in := &req.Instances[i]
+	for _, in := range req.Instances {
 		if in.Node != "" && in.Node != node {
 			a.fail(w, http.StatusBadRequest, fmt.Sprintf("instance %q names node %q, not %q", in.ID, in.Node, node), "node")
 			return
 		}
-		in.Node = node
-		in.Normalize()
-		if err := in.Validate(); err != nil {
-			var fe *registry.FieldError
-			if errors.As(err, &fe) {
-				a.fail(w, http.StatusBadRequest, fmt.Sprintf("instances[%d] (%q): %v", i, in.ID, err), fe.Field)
-				return
-			}
-			a.failErr(w, err)
-			return
-		}
 	}
+	// The store validates every instance (registry.PrepareNodeSet).
 	rev, err := a.cfg.Store.ReplaceNode(r.Context(), node, ttl, req.Instances)
 	a.committed(w, r, "replace_node", rev, err, nil)
 }
@@ -446,8 +435,6 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 	fl.Flush()
 	ix := a.cfg.Index
 	rev := index
-	keepalive := time.NewTicker(15 * time.Second)
-	defer keepalive.Stop()
 	for {
 		changed, cur := ix.ChangedSince(rev)
 		for _, svc := range changed {
@@ -465,23 +452,19 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 		}
 		fl.Flush()
 		rev = cur
-		ctx, cancel := context.WithCancel(r.Context())
-		done := make(chan struct{})
-		go func() {
-			select {
-			case <-keepalive.C:
-				cancel()
-			case <-done:
-			}
-		}()
-		ix.WaitAny(ctx, rev)
-		close(done)
+		// Wait for the next change; after 15 quiet seconds send a comment
+		// so that proxies keep the stream open.
+		ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
+		next := ix.WaitAny(ctx, rev)
 		cancel()
 		if r.Context().Err() != nil {
 			return
 		}
-		if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil {
-			return
+		if next <= rev {
+			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil {
+				return
+			}
+			fl.Flush()
 		}
 	}
 }

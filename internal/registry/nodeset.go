@@ -33,11 +33,11 @@ func PrepareNodeSet(node string, ttl time.Duration, insts []Instance) (map[strin
 		return nil, &FieldError{Field: "ttl", Value: ttl.String(), Reason: "must be positive"}
 	}
 	want := make(map[string]Instance, len(insts))
-	for _, raw := range insts {
+	for i, raw := range insts {
 		raw.Node = node
 		in, err := Prepare(raw)
 		if err != nil {
-			return nil, fmt.Errorf("instance %q: %w", raw.ID, err)
+			return nil, fmt.Errorf("instances[%d] (%q): %w", i, raw.ID, err)
 		}
 		if _, dup := want[in.ID]; dup {
 			return nil, &FieldError{Field: "id", Value: in.ID, Reason: "appears twice"}
