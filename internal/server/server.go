@@ -25,6 +25,7 @@ import (
 	"github.com/signpost-dns/signpost/internal/registry"
 	"github.com/signpost-dns/signpost/internal/store/embedded"
 	etcdstore "github.com/signpost-dns/signpost/internal/store/etcd"
+	"github.com/signpost-dns/signpost/internal/ui"
 )
 
 // Config is everything `signpost server` takes.
@@ -66,6 +67,7 @@ type Server struct {
 	index *registry.Index
 	dns   *dnsserver.Server
 	api   *api.API
+	mux   *http.ServeMux // the API, and the web UI under /ui/
 	log   *slog.Logger
 
 	reg   *prometheus.Registry
@@ -183,6 +185,11 @@ func New(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	s.mux = http.NewServeMux()
+	s.mux.Handle("/", s.api)
+	if err := ui.Register(s.mux, ui.Config{Zone: s.dns.Zone(), DNSAddr: s.DNSAddr(), TTL: time.Duration(s.dns.TTL()) * time.Second}); err != nil {
+		return nil, err
+	}
 	if s.http, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("listen on HTTP address %q: %w", cfg.HTTPAddr, err)
 	}
@@ -298,7 +305,7 @@ func (s *Server) Run(ctx context.Context) error {
 			_ = ps.Serve(s.pprof)
 		}()
 	}
-	hs := &http.Server{Handler: s.api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		// Long-lived watches end when the server does.
 		BaseContext: func(net.Listener) context.Context { return ctx }}
 	go func() {
@@ -312,7 +319,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.cfg.StoreKind == "etcd" {
 		where = "etcd=" + strings.Join(s.cfg.Etcd.Endpoints, ",")
 	}
-	s.log.Info("signpost server running", "zone", s.dns.Zone(), "dns", s.DNSAddr(), "http", s.URL(), "store", where)
+	s.log.Info("signpost server running", "zone", s.dns.Zone(), "dns", s.DNSAddr(), "http", s.URL(), "ui", s.URL()+ui.Prefix, "store", where)
 	var first error
 	select {
 	case <-ctx.Done():
