@@ -629,3 +629,64 @@ func keys[V any](m map[string]V) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestUIFoldsALargeRegistry loads a registry of 5,000 instances in 50
+// services: the page counts them all, draws the cards folded (no 5,000
+// rows), and a filter or a click opens what is asked for.
+func TestUIFoldsALargeRegistry(t *testing.T) {
+	chromium := findChromium(t)
+	srv := signposttest.Start(t, server.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl, err := apiclient.New(srv.URL(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const services, per = 50, 100
+	for n := range 5 { // five agents, ten services each
+		var set []registry.Instance
+		for s := n * services / 5; s < (n+1)*services/5; s++ {
+			for i := range per {
+				set = append(set, registry.Instance{
+					ID: fmt.Sprintf("svc%02d-%03d", s, i), Service: fmt.Sprintf("svc%02d", s),
+					Address: netip.AddrFrom4([4]byte{10, byte(s), byte(i / 250), byte(1 + i%250)}), Port: 8080,
+					Meta: map[string]string{"zone": fmt.Sprintf("z%d", i%3)},
+				})
+			}
+		}
+		if _, err := cl.ReplaceNode(ctx, fmt.Sprintf("host-%d", n), time.Minute, set); err != nil {
+			t.Fatalf("register host-%d: %v", n, err)
+		}
+	}
+	page := openBrowser(t, chromium)
+	problems := watchConsole(page)
+	start := time.Now()
+	navigate(t, page, srv.URL()+"/ui/")
+	waitFor(t, page, "every instance counted", 30*time.Second, `document.getElementById("n-instances").textContent === "5000"`)
+	waitFor(t, page, "every card drawn", 30*time.Second, `document.querySelectorAll(".svc").length === 50`)
+	t.Logf("5,000 instances in 50 services on the page %s after it was opened", time.Since(start).Round(10*time.Millisecond))
+	got := view(t, page)
+	if len(got.Rows) != 0 || len(got.Services) != 50 {
+		t.Errorf("5,000 instances: %d rows drawn in %d cards, want 50 folded cards", len(got.Rows), len(got.Services))
+	}
+	if n := len(got.Nodes); n != 5 {
+		t.Errorf("nodes: %d rows, want 5", n)
+	}
+	screenshot(t, page, "ui-large.png")
+
+	typeFilter(t, page, "svc07 z1")
+	waitFor(t, page, "svc07's z1 instances open", 10*time.Second, `document.querySelectorAll("tr.inst").length === 33`)
+	got = view(t, page)
+	if strings.Join(got.Services, ",") != "svc07" {
+		t.Errorf("filter 'svc07 z1': services %q, want svc07", got.Services)
+	}
+	typeFilter(t, page, "")
+	waitFor(t, page, "folded again", 10*time.Second, `document.querySelectorAll("tr.inst").length === 0`)
+	if err := chromedp.Do(page, chromedp.Click(chromedp.CSS(`.svc[data-service="svc03"] .fold`))); err != nil {
+		t.Fatalf("opening svc03: %v", err)
+	}
+	waitFor(t, page, "svc03 open", 10*time.Second, `document.querySelectorAll('.svc[data-service="svc03"] tr.inst').length === 100 && document.querySelectorAll("tr.inst").length === 100`)
+	for _, p := range problems() {
+		t.Errorf("browser console: %s", p)
+	}
+}

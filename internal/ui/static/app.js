@@ -9,6 +9,10 @@
 (() => {
   // MAX_ROWS bounds the instance rows drawn per service; the filter narrows.
   const MAX_ROWS = 200;
+  // EXPAND_UP_TO: when more instances than this are shown, cards start
+  // folded (counts and dig lines, no rows) and open one by one, so that a
+  // large registry does not become a page of 100,000 rows.
+  const EXPAND_UP_TO = 500;
   // STALL_MS: the server sends a keepalive after 15 idle seconds; a stream
   // silent for this long is taken as dead and reopened.
   const STALL_MS = 45000;
@@ -33,6 +37,8 @@
     cards: new Map(), // name -> card element
     dirty: new Set(), // services whose card must be drawn again
     everything: true, // draw every card again (filter change, resync)
+    expanded: true, // cards are open unless toggled (see EXPAND_UP_TO)
+    toggled: new Map(), // name -> open, where the user chose
   };
 
   // ---- small DOM helpers: text only ----
@@ -389,6 +395,13 @@
     }
     state.dirty.clear();
     state.everything = false;
+    const expand = shownInst <= EXPAND_UP_TO;
+    if (expand !== state.expanded) {
+      state.expanded = expand;
+      state.everything = true;
+      draw();
+      return;
+    }
 
     const empty = $("services-empty");
     if (names.length === 0) {
@@ -434,7 +447,26 @@
     card.dataset.service = name;
     card.dataset.health = counts.passing === insts.length ? "passing" : counts.passing === 0 ? "critical" : "degraded";
 
-    const head = el("header", "svc-head", el("h3", "svc-name", name));
+    const nameMatches = matches(name.toLowerCase());
+    const shown = nameMatches ? insts : insts.filter((i) => matches(instanceHay(i)));
+    card.hidden = shown.length === 0;
+    card.dataset.shown = String(shown.length);
+    const open = state.toggled.has(name) ? state.toggled.get(name) : state.expanded;
+    card.dataset.open = String(open);
+
+    const fold = el("button", "fold", open ? "▾" : "▸");
+    fold.type = "button";
+    fold.setAttribute("aria-expanded", String(open));
+    fold.setAttribute("aria-label", (open ? "hide " : "show ") + "the instances of " + name);
+    const toggle = () => {
+      state.toggled.set(name, !open);
+      state.dirty.add(name);
+      schedule();
+    };
+    fold.addEventListener("click", toggle);
+    const title = el("h3", "svc-name", name);
+    title.addEventListener("click", toggle);
+    const head = el("header", "svc-head", fold, title);
     for (const p of [...protos].sort()) head.append(el("span", "proto", p));
     const cs = el("div", "counts", el("span", "total", insts.length + (insts.length === 1 ? " instance" : " instances")));
     for (const s of STATUSES) {
@@ -455,16 +487,16 @@
     }
     card.append(bar);
 
+    if (!open) {
+      // Folded: the header and the bar; the dig lines and rows when opened.
+      fold.title = shown.length === insts.length ? "show the instances" : "show the " + shown.length + " matching instances";
+      return card;
+    }
     const dig = el("div", "dig");
     for (const p of [...protos].sort()) dig.append(digLine("_" + name + "._" + p + "." + zone(), "SRV"));
     if (v4) dig.append(digLine(name + "." + zone(), "A"));
     if (v6) dig.append(digLine(name + "." + zone(), "AAAA"));
     card.append(dig);
-
-    const nameMatches = matches(name.toLowerCase());
-    const shown = nameMatches ? insts : insts.filter((i) => matches(instanceHay(i)));
-    card.hidden = shown.length === 0;
-    card.dataset.shown = String(shown.length);
 
     const wrap = el("div", "table-wrap");
     const table = el("table", "instances");
