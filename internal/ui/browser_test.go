@@ -211,6 +211,18 @@ func TestUIInChromium(t *testing.T) {
 	waitFor(t, page, "db-1 and its service gone", 15*time.Second,
 		`!row("db-1") && !document.querySelector('.svc[data-service="db"]') && !document.querySelector('#nodes-body tr[data-node=""]')`)
 
+	// A node that stops heartbeating: listed with its live lease, then
+	// gone with its instances when the lease runs out.
+	if _, err := cl.ReplaceNode(ctx, "host-b", 3*time.Second, []registry.Instance{
+		{ID: "cache-1", Service: "cache", Address: netip.MustParseAddr("127.0.0.4"), Port: 6379, Node: "host-b"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, page, "host-b and its live lease", 15*time.Second,
+		`!!row("cache-1") && !!document.querySelector('#nodes-body tr[data-node="host-b"][data-lease="live"]')`)
+	waitFor(t, page, "host-b gone when its lease ran out", 20*time.Second,
+		`!row("cache-1") && !document.querySelector('#nodes-body tr[data-node="host-b"]')`)
+
 	// The connection drops: the page says so; what changes while it is
 	// down (a new instance, a removal) shows once it is back.
 	px.cut(true)
