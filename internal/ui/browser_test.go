@@ -198,8 +198,8 @@ func TestUIInChromium(t *testing.T) {
 	}
 	typeFilter(t, page, "host-a time")
 	got = view(t, page)
-	if strings.Join(keys(got.Rows), ",") != "time-1" {
-		t.Errorf("filter 'host-a time': rows %v, want time-1", keys(got.Rows))
+	if strings.Join(keys(got.Rows), ",") != "time-1" || strings.Join(keys(got.Nodes), ",") != "host-a" {
+		t.Errorf("filter 'host-a time': rows %v and nodes %v, want time-1 on host-a", keys(got.Rows), keys(got.Nodes))
 	}
 	screenshot(t, page, "ui-filtered.png")
 	typeFilter(t, page, "")

@@ -555,7 +555,7 @@
     tr.append(td("Tags", chips.childNodes.length ? chips : el("span", "none", "—")));
 
     const check = td("Check");
-    check.append(h.checked_at ? rel(h.checked_at, "ago") : el("span", "none", "not checked"));
+    check.append(h.checked_at ? rel(h.checked_at, "ago") : el("span", "none", "no check reported"));
     if (h.output) {
       const o = el("div", "output", h.output);
       o.title = h.output;
@@ -628,8 +628,8 @@
 
   function drawNodes() {
     const body = $("nodes-body");
-    const rows = nodeRows().filter((r) =>
-      matches((r.node || "by hand").toLowerCase()) || [...r.services].some((s) => matches(s)));
+    const rows = nodeRows().filter((r) => matches([r.node || "by hand", ...r.services,
+      ...STATUSES.filter((s) => r.counts[s])].join("\n").toLowerCase()));
     const trs = rows.map((r) => {
       const tr = el("tr");
       tr.dataset.node = r.node;
