@@ -87,9 +87,20 @@ func Register(mux *http.ServeMux, cfg Config) error {
 	}
 	mux.Handle(Prefix, h)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		secure(w.Header())
 		http.Redirect(w, r, Prefix, http.StatusFound)
 	})
 	return nil
+}
+
+// secure sets the headers of every UI response.
+func secure(hd http.Header) {
+	hd.Set("Content-Security-Policy", ContentSecurityPolicy)
+	hd.Set("X-Content-Type-Options", "nosniff")
+	hd.Set("Referrer-Policy", "no-referrer")
+	hd.Set("X-Frame-Options", "DENY")
+	hd.Set("Cross-Origin-Opener-Policy", "same-origin")
+	hd.Set("Cross-Origin-Resource-Policy", "same-origin")
 }
 
 func newHandler(cfg Config) (*handler, error) {
@@ -146,12 +157,7 @@ func (h *handler) add(name string, body []byte) {
 // a 405: the UI takes no writes.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd := w.Header()
-	hd.Set("Content-Security-Policy", ContentSecurityPolicy)
-	hd.Set("X-Content-Type-Options", "nosniff")
-	hd.Set("Referrer-Policy", "no-referrer")
-	hd.Set("X-Frame-Options", "DENY")
-	hd.Set("Cross-Origin-Opener-Policy", "same-origin")
-	hd.Set("Cross-Origin-Resource-Policy", "same-origin")
+	secure(hd)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		hd.Set("Allow", "GET, HEAD")
 		http.Error(w, "the UI is read-only: "+r.Method+" is not allowed", http.StatusMethodNotAllowed)

@@ -53,7 +53,7 @@ func TestServesThePageWithItsHeaders(t *testing.T) {
 		{"GET", "/ui/../../etc/passwd", 307, "", "", false}, // the mux redirects to the clean path, outside the UI
 		{"POST", "/ui/", 405, "text/plain", "read-only", true},
 		{"DELETE", "/ui/app.js", 405, "text/plain", "read-only", true},
-		{"GET", "/", 302, "", "", false},
+		{"GET", "/", 302, "", "", true},
 		{"GET", "/ui", 307, "", "", false}, // the mux adds the slash
 		{"GET", "/v1/services", 404, "application/json", `"api"`, false},
 		{"POST", "/", 404, "application/json", `"api"`, false},
