@@ -266,12 +266,19 @@ func TestUIInChromium(t *testing.T) {
 	navigate(t, page, tp.URL+"/ui/")
 	waitFor(t, page, "the token form", 15*time.Second, `!document.getElementById("token-form").hidden`)
 	screenshot(t, page, "ui-token.png")
-	if err := chromedp.Do(page,
-		chromedp.SendKeys(chromedp.CSS("#token-input"), "s3cret"),
-		chromedp.Click(chromedp.CSS("#token-form button")),
-	); err != nil {
-		t.Fatalf("entering the token: %v", err)
+	enter := func(tok string) {
+		t.Helper()
+		if err := chromedp.Do(page,
+			chromedp.SendKeys(chromedp.CSS("#token-input"), tok),
+			chromedp.Click(chromedp.CSS("#token-form button")),
+		); err != nil {
+			t.Fatalf("entering the token %q: %v", tok, err)
+		}
 	}
+	enter("wrong")
+	waitFor(t, page, "the wrong token refused", 15*time.Second,
+		`!document.getElementById("token-form").hidden && document.getElementById("banner").textContent.includes("refused the token")`)
+	enter("s3cret")
 	waitFor(t, page, "the registry, read with the token", 15*time.Second,
 		`!!row("web-1") && document.getElementById("conn").dataset.state === "live"`)
 	if n := tp.watches.Load(); n == 0 {

@@ -288,7 +288,10 @@
 
   function needToken(msg) {
     setConn("token", "token needed");
-    showBanner(msg + ".");
+    // The form says a token is needed; the banner says only that the one
+    // given was refused.
+    if (token()) showBanner(msg + ".");
+    else hideBanner();
     $("token-form").hidden = false;
     $("token-input").focus();
   }
