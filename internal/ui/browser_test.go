@@ -166,6 +166,14 @@ func TestUIInChromium(t *testing.T) {
 		t.Errorf("the page's dig lines %q lack %q", got.Dig, wantDig)
 	}
 	runDig(t, wantDig, fmt.Sprintf("%d calc-1.calc.servicediscovery.internal.", taddr.Port()))
+	// Its Copy button copies it, or (where the clipboard is refused)
+	// selects it for Ctrl+C.
+	if err := chromedp.Do(page, chromedp.Click(chromedp.CSS(`.svc[data-service="calc"] .dig-line button`))); err != nil {
+		t.Fatalf("clicking Copy: %v", err)
+	}
+	waitFor(t, page, "the dig line copied or selected", 10*time.Second, fmt.Sprintf(
+		`(() => { const b = document.querySelector('.svc[data-service="calc"] .dig-line button').textContent;
+		  return b === "Copied" || (b.startsWith("Selected") && getSelection().toString() === %q); })()`, wantDig))
 	screenshot(t, page, "ui-overview.png")
 
 	// calc-1's check starts failing: the page turns it critical, with the
