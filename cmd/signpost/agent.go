@@ -21,6 +21,7 @@ import (
 	"github.com/signpost-dns/signpost/internal/agent"
 	"github.com/signpost-dns/signpost/internal/apiclient"
 	"github.com/signpost-dns/signpost/internal/backend"
+	"github.com/signpost-dns/signpost/internal/buildinfo"
 	route53backend "github.com/signpost-dns/signpost/internal/backend/route53"
 	"github.com/signpost-dns/signpost/internal/backend/serverbackend"
 	"github.com/signpost-dns/signpost/internal/health"
@@ -144,8 +145,8 @@ func runAgent(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("agent", "[flags]")
 	opts := agentFlags(fs)
 	opts.addRoute53Flags(fs)
-	srv := fs.String("server", envOr("SIGNPOST_SERVER", "http://127.0.0.1:8080"), "signpost server API URL (env SIGNPOST_SERVER)")
-	tokenFile := fs.String("token-file", os.Getenv("SIGNPOST_TOKEN_FILE"), "file holding the API bearer token (env SIGNPOST_TOKEN_FILE)")
+	srv := fs.String("server", "http://127.0.0.1:8080", "signpost server API URL")
+	tokenFile := fs.String("token-file", "", "file holding the API bearer token")
 	log, err := parseLogged(fs, args)
 	if err != nil {
 		return err
@@ -223,6 +224,9 @@ func (o *agentOptions) serveMetrics(ctx context.Context, log *slog.Logger) (prom
 	}
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(collectors.NewGoCollector()); err != nil {
+		return nil, fmt.Errorf("--metrics: %w", err)
+	}
+	if err := buildinfo.Register(reg); err != nil {
 		return nil, fmt.Errorf("--metrics: %w", err)
 	}
 	l, err := net.Listen("tcp", o.metrics)

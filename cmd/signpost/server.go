@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/signpost-dns/signpost/internal/buildinfo"
 	"github.com/signpost-dns/signpost/internal/dnsserver"
 	"github.com/signpost-dns/signpost/internal/server"
 )
@@ -91,6 +92,9 @@ func runServer(ctx context.Context, args []string, stdout io.Writer) error {
 	cfg.Log = log
 	srv, err := server.New(cfg)
 	if err != nil {
+		return err
+	}
+	if err := buildinfo.Register(srv.Registry()); err != nil {
 		return err
 	}
 	return srv.Run(ctx)

@@ -127,6 +127,10 @@ type Config struct {
 	// critical (its own check failed Health.Failures times in a row, or
 	// its Docker HEALTHCHECK says unhealthy).
 	StopUnhealthy bool
+	// WithServer says the agent runs in one process with its server
+	// (signpost up), which stops with it: on exit the agent does not say
+	// that its records stay until the lease runs out; up says what stays.
+	WithServer bool
 	// Metrics, when set, gets the health metrics.
 	Metrics prometheus.Registerer
 	Log     *slog.Logger
@@ -286,7 +290,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		} else {
 			a.log.Info("removed this node's records on exit")
 		}
-	} else {
+	} else if !a.cfg.WithServer {
 		a.log.Info("agent stopped; this node's records stay until its lease runs out unless an agent takes them over", "lease_ttl", a.cfg.LeaseTTL)
 	}
 	return nil
@@ -432,6 +436,7 @@ func (a *Agent) fullSync(ctx context.Context, why string) error {
 		a.log.Warn("sync failed; retrying", "why", why, "instances", len(all), "err", err)
 		return err
 	}
+	a.logSyncChanges(regs, why)
 	a.regs, a.dirty = regs, false
 	select {
 	case <-a.synced:
@@ -534,7 +539,13 @@ func (a *Agent) refresh(ctx context.Context, id, action string) {
 		if err := a.be.Deregister(ctx, in); err != nil {
 			a.writeFailed(ctx, err, "deregister", c.Name, in)
 			left = append(left, in)
+			continue
 		}
+		a.logChange("instance deregistered", in, "event "+action)
+	}
+	had := map[string]bool{}
+	for _, in := range old {
+		had[in.ID] = true
 	}
 	done := left
 	for _, in := range insts {
@@ -546,16 +557,46 @@ func (a *Agent) refresh(ctx context.Context, id, action string) {
 			continue
 		}
 		done = append(done, in)
-		a.log.Debug("registered", "container", c.Name, "service", in.Service, "id", in.ID, "address", in.Address, "port", in.Port, "health", in.Health.Status, "event", action)
+		if !had[in.ID] {
+			a.logChange("instance registered", in, "event "+action)
+		} else {
+			a.log.Debug("registered", "container", c.Name, "service", in.Service, "id", in.ID, "address", in.Address, "port", in.Port, "health", in.Health.Status, "event", action)
+		}
 	}
 	if len(done) == 0 {
 		delete(a.regs, id)
 	} else {
 		a.regs[id] = done
 	}
-	if len(insts) > 0 {
-		a.log.Info("container registered", "container", c.Name, "instances", len(insts), "event", action)
+}
+
+// logSyncChanges logs what a full sync registered or removed compared
+// with what the agent held before it.
+func (a *Agent) logSyncChanges(regs map[string][]registry.Instance, why string) {
+	before := map[string]registry.Instance{}
+	for _, list := range a.regs {
+		for _, in := range list {
+			before[in.ID] = in
+		}
 	}
+	for _, list := range regs {
+		for _, in := range list {
+			if _, ok := before[in.ID]; !ok {
+				a.logChange("instance registered", in, "sync: "+why)
+			}
+			delete(before, in.ID)
+		}
+	}
+	for _, in := range before {
+		a.logChange("instance deregistered", in, "sync: "+why+": its container no longer runs or registers it")
+	}
+}
+
+// logChange logs one registration or deregistration at INFO: the
+// container, the service, the address:port and why.
+func (a *Agent) logChange(msg string, in registry.Instance, why string) {
+	a.log.Info(msg, "container", in.Container, "service", in.Service, "address", netip.AddrPortFrom(in.Address, in.Port).String(),
+		"id", in.ID, "health", in.Health.Status, "why", why)
 }
 
 // drop deregisters everything a container registered.
@@ -572,16 +613,17 @@ func (a *Agent) drop(ctx context.Context, id, action string) {
 	var left []registry.Instance
 	for _, in := range old {
 		if err := a.be.Deregister(ctx, in); err != nil {
-			a.writeFailed(ctx, err, "deregister", shortID(id), in)
+			a.writeFailed(ctx, err, "deregister", in.Container, in)
 			left = append(left, in)
+			continue
 		}
+		a.logChange("instance deregistered", in, "event "+action)
 	}
 	if len(left) == 0 {
 		delete(a.regs, id)
 	} else {
 		a.regs[id] = left
 	}
-	a.log.Info("container deregistered", "container", shortID(id), "instances", len(old)-len(left), "event", action)
 }
 
 // writeFailed logs a failed backend write and arranges the repair: a full

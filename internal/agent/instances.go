@@ -91,6 +91,9 @@ func (a *Agent) instances(c container) ([]registry.Instance, []health.Spec, []no
 			Meta:     p.Meta,
 			Node:     a.cfg.Node,
 		}
+		if in.Container = c.Name; len(in.Container) > registry.MaxNodeLen {
+			in.Container = in.Container[:registry.MaxNodeLen]
+		}
 		switch {
 		case c.NetworkMode == "host":
 			// The container shares the host's stack: its ports are the host's.

@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -258,13 +259,41 @@ func (a *API) putInstance(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	in.Normalize() // the store validates; the ID is read back lower-cased
+	_, existed := a.cfg.Index.Get(in.ID)
 	rev, err := a.cfg.Store.Put(r.Context(), in)
 	a.committed(w, r, "put", rev, err, &in)
+	if err == nil && !existed {
+		a.logChange("instance registered", in, "PUT /v1/instances")
+	}
 }
 
+// deleteInstance removes one instance. One that belongs to an agent's node
+// is refused (409) unless that node asks (?node=) or the caller forces it
+// (?force=true): its agent would register it again at its next sync.
 func (a *API) deleteInstance(w http.ResponseWriter, r *http.Request) {
-	rev, err := a.cfg.Store.Delete(r.Context(), strings.ToLower(r.PathValue("id")))
+	id := strings.ToLower(r.PathValue("id"))
+	q := r.URL.Query()
+	old, known := a.cfg.Index.Get(id)
+	force := q.Get("force") == "true"
+	if known && old.Node != "" && q.Get("node") != old.Node && !force {
+		a.fail(w, http.StatusConflict, fmt.Sprintf("instance %q belongs to node %q (container %q), whose agent registers it again at its next sync: stop the container or set SERVICE_IGNORE on it; to remove it anyway, force it (signpost deregister --force, or ?force=true)", id, old.Node, old.Container), "node")
+		return
+	}
+	rev, err := a.cfg.Store.Delete(r.Context(), id)
 	a.committed(w, r, "delete", rev, err, nil)
+	if err == nil && known {
+		why := "DELETE /v1/instances"
+		if force {
+			why += " (forced)"
+		}
+		a.logChange("instance deregistered", old, why)
+	}
+}
+
+// logChange logs one registration or deregistration, at INFO.
+func (a *API) logChange(msg string, in registry.Instance, why string) {
+	a.log.Info(msg, "id", in.ID, "service", in.Service, "address", netip.AddrPortFrom(in.Address, in.Port).String(),
+		"node", in.Node, "container", in.Container, "why", why)
 }
 
 func (a *API) replaceNode(w http.ResponseWriter, r *http.Request) {
@@ -289,9 +318,22 @@ func (a *API) replaceNode(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	var added []registry.Instance
+	for _, in := range req.Instances {
+		if _, ok := a.cfg.Index.Get(strings.ToLower(in.ID)); !ok {
+			added = append(added, in)
+		}
+	}
 	// The store validates every instance (registry.PrepareNodeSet).
 	rev, err := a.cfg.Store.ReplaceNode(r.Context(), node, ttl, req.Instances)
 	a.committed(w, r, "replace_node", rev, err, nil)
+	for _, in := range added {
+		if err == nil {
+			in.Normalize()
+			in.Node = node
+			a.logChange("instance registered", in, "PUT /v1/nodes (the node's sync)")
+		}
+	}
 }
 
 func (a *API) heartbeat(w http.ResponseWriter, r *http.Request) {

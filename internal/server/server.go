@@ -316,7 +316,9 @@ func (s *Server) Run(ctx context.Context) error {
 	var first error
 	select {
 	case <-ctx.Done():
+		s.log.Info("signpost server shutting down", "why", context.Cause(ctx))
 	case first = <-errc:
+		s.log.Error("signpost server shutting down: a listener failed", "err", first)
 	}
 	cancel()
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -326,6 +328,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.store.Close(); err != nil && first == nil {
 		first = err
 	}
+	s.log.Info("signpost server stopped", "instances", s.index.Len(), "revision", s.index.Rev())
 	return first
 }
 

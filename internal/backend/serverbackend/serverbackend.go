@@ -90,7 +90,7 @@ func (b *Backend) Register(ctx context.Context, inst registry.Instance) error {
 
 // Deregister removes one instance; one that is not there is not an error.
 func (b *Backend) Deregister(ctx context.Context, inst registry.Instance) error {
-	if _, err := b.client.Deregister(ctx, inst.ID); err != nil && !apiclient.IsStatus(err, http.StatusNotFound) {
+	if _, err := b.client.DeregisterNode(ctx, b.node, inst.ID); err != nil && !apiclient.IsStatus(err, http.StatusNotFound) {
 		return fmt.Errorf("deregister %s: %w", inst.ID, err)
 	}
 	return nil
