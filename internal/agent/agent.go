@@ -467,7 +467,11 @@ func (a *Agent) compute(ctx context.Context, c container) []registry.Instance {
 			a.noted[c.ID] = seen
 		}
 		seen[n.key] = true
-		a.log.Log(ctx, slog.LevelWarn, n.msg, n.attrs...)
+		lvl := slog.LevelWarn
+		if n.info {
+			lvl = slog.LevelInfo
+		}
+		a.log.Log(ctx, lvl, n.msg, n.attrs...)
 	}
 	return insts
 }
