@@ -40,6 +40,14 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 	}
+	// /healthz also says whether the agent does its job (Docker answers).
+	var ag *agent.Agent
+	scfg.HealthChecks = map[string]func() error{"agent": func() error {
+		if ag == nil {
+			return nil
+		}
+		return ag.Health()
+	}}
 	srv, err := server.New(scfg)
 	if err != nil {
 		return err
@@ -61,7 +69,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	if acfg.Metrics == nil {
 		acfg.Metrics = srv.Registry()
 	}
-	ag, err := agent.New(acfg, be)
+	ag, err = agent.New(acfg, be)
 	if err != nil {
 		return err
 	}

@@ -158,6 +158,10 @@ type Agent struct {
 	checks  *checks
 	metrics *health.Metrics
 
+	healthMu    sync.Mutex
+	dockerErr   error // Docker's last ping failed; nil when it answers
+	dockerSince time.Time
+
 	stopMu   sync.Mutex
 	runCtx   context.Context
 	stopping map[string]bool // containers being stopped for failing
@@ -260,7 +264,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 
 	hbDone := make(chan struct{})
-	go func() { defer close(hbDone); a.heartbeats(ctx) }()
+	hbCtx, hbCancel := context.WithCancel(ctx)
+	defer hbCancel()
+	go func() { defer close(hbDone); a.heartbeats(hbCtx) }()
 
 	bo := newBackoff(200*time.Millisecond, a.cfg.MaxBackoff)
 	for ctx.Err() == nil {
@@ -271,6 +277,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		err := a.follow(ctx)
 		if ctx.Err() != nil {
 			break
+		}
+		if errors.Is(err, backend.ErrAuth) {
+			// A missing or wrong token: no retry can fix it.
+			hbCancel()
+			<-hbDone
+			return fmt.Errorf("agent: %w", err)
 		}
 		if time.Since(started) > time.Minute {
 			bo.reset()
@@ -299,27 +311,68 @@ func (a *Agent) Run(ctx context.Context) error {
 // waitDocker pings the engine until it answers, with backoff.
 func (a *Agent) waitDocker(ctx context.Context) error {
 	bo := newBackoff(200*time.Millisecond, a.cfg.MaxBackoff)
+	var warned time.Time
 	for attempt := 1; ; attempt++ {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		v, err := a.docker.Ping(pctx)
 		cancel()
 		if err == nil {
+			a.setDockerErr(nil)
 			a.log.Info("connected to Docker", "docker", a.docker.Host(), "api_version", v)
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		a.setDockerErr(err)
 		d := bo.next()
-		lvl := slog.LevelWarn
-		if attempt > 1 && attempt%10 != 0 {
-			lvl = slog.LevelDebug // say it at the first attempt and every tenth
+		lvl := slog.LevelDebug
+		if time.Since(warned) >= DockerWarnEvery {
+			lvl, warned = slog.LevelWarn, time.Now() // at a steady pace, whatever the backoff
 		}
 		a.log.Log(ctx, lvl, "waiting for Docker to answer", "docker", a.docker.Host(), "attempt", attempt, "retry_in", d.Round(time.Millisecond), "err", err)
 		if !sleep(ctx, d) {
 			return ctx.Err()
 		}
 	}
+}
+
+// hasSynced reports whether a Sync ever succeeded.
+func (a *Agent) hasSynced() bool {
+	select {
+	case <-a.synced:
+		return true
+	default:
+		return false
+	}
+}
+
+// DockerWarnEvery is how often the agent warns while Docker does not answer.
+const DockerWarnEvery = 30 * time.Second
+
+// setDockerErr records whether Docker answers, for Health.
+func (a *Agent) setDockerErr(err error) {
+	a.healthMu.Lock()
+	defer a.healthMu.Unlock()
+	switch {
+	case err == nil:
+		a.dockerErr, a.dockerSince = nil, time.Time{}
+	case a.dockerErr == nil:
+		a.dockerErr, a.dockerSince = err, time.Now()
+	default:
+		a.dockerErr = err
+	}
+}
+
+// Health says whether the agent does its job: nil, or why not (Docker
+// does not answer, and since when). Health endpoints report it.
+func (a *Agent) Health() error {
+	a.healthMu.Lock()
+	defer a.healthMu.Unlock()
+	if a.dockerErr != nil {
+		return fmt.Errorf("docker at %s unreachable since %s: %w", a.docker.Host(), a.dockerSince.UTC().Format(time.RFC3339), a.dockerErr)
+	}
+	return nil
 }
 
 // dockerError marks an error that came from Docker (and so ends the session).
@@ -339,7 +392,7 @@ func (a *Agent) follow(ctx context.Context) error {
 	defer cancel()
 	if err := a.fullSync(ctx, "start"); err != nil {
 		var de dockerError
-		if errors.As(err, &de) {
+		if errors.As(err, &de) || (errors.Is(err, backend.ErrAuth) && !a.hasSynced()) {
 			return err
 		}
 	}

@@ -44,6 +44,10 @@ type Config struct {
 	// registry).
 	Registry *prometheus.Registry
 	Log      *slog.Logger
+	// HealthChecks are more checks /healthz reports, by name: a non-nil
+	// error makes it answer 503 "degraded" and name the error (the agent
+	// of signpost up: Docker unreachable).
+	HealthChecks map[string]func() error
 }
 
 // API serves the HTTP API.
@@ -446,6 +450,15 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 		body["status"], status = "starting", http.StatusServiceUnavailable
 	case err != nil:
 		body["status"], body["error"], status = "degraded", err.Error(), http.StatusServiceUnavailable
+	}
+	for name, check := range a.cfg.HealthChecks {
+		body[name] = "ok"
+		if err := check(); err != nil {
+			body[name] = err.Error()
+			if status == http.StatusOK {
+				body["status"], status = "degraded", http.StatusServiceUnavailable
+			}
+		}
 	}
 	writeJSON(w, status, body)
 }

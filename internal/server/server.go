@@ -57,6 +57,9 @@ type Config struct {
 	// server closes it on exit.
 	Store registry.Store
 	Log   *slog.Logger
+	// HealthChecks are more checks /healthz reports, by name (see
+	// api.Config.HealthChecks).
+	HealthChecks map[string]func() error
 }
 
 // Server is a running signpost server.
@@ -179,7 +182,7 @@ func New(cfg Config) (_ *Server, err error) {
 	if s.dns, err = dnsserver.New(dcfg, s.index); err != nil {
 		return nil, err
 	}
-	s.api, err = api.New(api.Config{Store: s.store, Index: s.index, Token: token, DefaultTTL: cfg.DefaultTTL, Registry: reg, Log: cfg.Log})
+	s.api, err = api.New(api.Config{Store: s.store, Index: s.index, Token: token, DefaultTTL: cfg.DefaultTTL, Registry: reg, Log: cfg.Log, HealthChecks: cfg.HealthChecks})
 	if err != nil {
 		return nil, err
 	}

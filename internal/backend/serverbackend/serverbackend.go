@@ -63,6 +63,9 @@ func (b *Backend) Sync(ctx context.Context, insts []registry.Instance) error {
 		insts = out
 	}
 	if _, err := b.client.ReplaceNode(ctx, b.node, b.ttl, insts); err != nil {
+		if apiclient.IsStatus(err, http.StatusUnauthorized) || apiclient.IsStatus(err, http.StatusForbidden) {
+			return fmt.Errorf("sync node %q: %w (give the server's token with --token-file): %w", b.node, backend.ErrAuth, err)
+		}
 		return fmt.Errorf("sync node %q (%d instances): %w", b.node, len(insts), err)
 	}
 	return nil
