@@ -189,7 +189,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	out, help := fs.Output(), fs.Usage
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	err := fs.Parse(args)
+	err := parseInterleaved(fs, args)
 	fs.SetOutput(out)
 	fs.Usage = help
 	switch {
@@ -200,6 +200,28 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		return err
 	}
 	return usagef("%v", err)
+}
+
+// parseInterleaved parses args letting flags follow the arguments
+// (signpost services web -o json); after "--" everything is an argument.
+func parseInterleaved(fs *flag.FlagSet, args []string) error {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			positional = append(positional, rest...)
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+	return fs.Parse(append([]string{"--"}, positional...))
 }
 
 // logFlags adds --log-level and --log-format and returns a constructor.
