@@ -146,7 +146,7 @@ func runAgent(ctx context.Context, args []string, stdout io.Writer) error {
 	opts := agentFlags(fs)
 	opts.addRoute53Flags(fs)
 	srv := fs.String("server", "http://127.0.0.1:8080", "signpost server API URL")
-	tokenFile := fs.String("token-file", "", "file holding the API bearer token")
+	tokenFile := fs.String("token-file", credentialToken(), "file holding the API bearer token"+tokenFileHelp)
 	log, err := parseLogged(fs, args)
 	if err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -243,6 +244,25 @@ func logFlags(fs *flag.FlagSet) func() (*slog.Logger, error) {
 		return nil, usagef("--log-format %q: want text or json", *format)
 	}
 }
+
+// credentialToken is the default of --token-file: the credential "token"
+// that systemd's LoadCredential=token:... hands a unit in
+// $CREDENTIALS_DIRECTORY (readable by the unit's user, even a dynamic one,
+// when the file itself is root's with mode 0600), or "".
+func credentialToken() string {
+	dir := os.Getenv("CREDENTIALS_DIRECTORY")
+	if dir == "" {
+		return ""
+	}
+	p := filepath.Join(dir, "token")
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
+}
+
+// tokenFileHelp documents --token-file's default.
+const tokenFileHelp = " (default: $CREDENTIALS_DIRECTORY/token when systemd's LoadCredential=token:... provides it)"
 
 // envOr returns the environment variable's value, or def.
 func envOr(name, def string) string {

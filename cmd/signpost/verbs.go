@@ -31,7 +31,7 @@ func init() {
 // clientFlags adds --server and --token-file and returns a constructor.
 func clientFlags(fs *flag.FlagSet) func() (*apiclient.Client, error) {
 	srv := fs.String("server", "http://127.0.0.1:8080", "signpost server API URL")
-	tokenFile := fs.String("token-file", "", "file holding the API bearer token")
+	tokenFile := fs.String("token-file", credentialToken(), "file holding the API bearer token"+tokenFileHelp)
 	return func() (*apiclient.Client, error) {
 		tok := ""
 		if *tokenFile != "" {
