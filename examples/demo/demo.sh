@@ -80,6 +80,10 @@ check_ports() {
   local bad=0 spec var port protos what used
   for spec in DEMO_DNS_PORT:"$DNS_PORT":"tcp udp":DNS DEMO_API_PORT:"$API_PORT":tcp:API DEMO_PORTAL_PORT:"$PORTAL_PORT":tcp:portal; do
     IFS=: read -r var port protos what <<<"$spec"
+    # A port this demo's own containers publish is freed when up replaces them.
+    if command -v docker >/dev/null && [[ -n "$(docker ps -q --filter "label=$LABEL" --filter "publish=$port" 2>/dev/null)" ]]; then
+      continue
+    fi
     # shellcheck disable=SC2086
     used="$(port_user "$port" $protos)"
     if [[ -n "$used" ]]; then
