@@ -174,7 +174,8 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
 		v, ok := os.LookupEnv(envName(f.Name))
-		if !ok || envErr != nil || len(f.Name) == 1 { // -o and the like are short forms
+		// Empty is unset; -o and the like are short forms, without one.
+		if !ok || v == "" || envErr != nil || len(f.Name) == 1 {
 
 			return
 		}
