@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -266,6 +268,17 @@ func TestWatch(t *testing.T) {
 		t.Fatal(errOut)
 	}
 	waitFor("the added instance", has("added", "db", "db-1", "10.0.0.7:5432", "passing", "(by hand)"))
+	// A health change is a line of its own.
+	cl, err := apiclient.New(srv.URL(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	crit := registry.Instance{ID: "db-1", Service: "db", Address: netip.MustParseAddr("10.0.0.7"), Port: 5432,
+		Health: registry.Health{Status: registry.HealthCritical, Output: "connection refused"}}
+	if _, err := cl.Register(context.Background(), crit); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the health change", has("changed", "db-1", "passing -> critical", "connection refused"))
 	if code, _, errOut := cli(t, "deregister", api, "db-1"); code != 0 {
 		t.Fatal(errOut)
 	}
@@ -285,5 +298,49 @@ func TestWatch(t *testing.T) {
 	var c change
 	if err := json.Unmarshal([]byte(strings.SplitN(js.String(), "\n", 2)[0]), &c); err != nil || c.Op != "present" || c.Instance.ID != "old-1" {
 		t.Errorf("watch -o json first line: %+v %v", c, err)
+	}
+}
+
+// TestAgentHealthz runs `signpost agent --metrics` with a Docker that does
+// not answer: /healthz says so (503, naming the socket), and /metrics has
+// signpost_build_info.
+func TestAgentHealthz(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	sock := filepath.Join(t.TempDir(), "docker.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- commands["agent"].run(ctx, []string{"--metrics", addr, "--docker", "unix://" + sock, "--advertise-ip", "127.0.0.1",
+			"--node", "healthz-test", "--server", "http://127.0.0.1:1", "--log-level", "error"}, io.Discard)
+	}()
+	defer func() { cancel(); <-done }()
+	var body string
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+			if resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(body, "unreachable") && strings.Contains(body, sock) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent /healthz: %q %v; want 503 saying Docker at %s is unreachable", body, err, sock)
+		}
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "signpost_build_info{") {
+		t.Errorf("agent /metrics has no signpost_build_info")
 	}
 }
