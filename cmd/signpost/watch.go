@@ -70,18 +70,25 @@ func runWatch(ctx context.Context, args []string, stdout io.Writer) error {
 	} else if start, index, err = c.Instances(ctx, ""); err != nil {
 		return err
 	}
-	w.start(start, index)
+	if err := w.start(start, index); err != nil {
+		return err
+	}
 	bo := time.Second
 	for {
+		var writeErr error
 		err := c.Watch(ctx, service, index, func(ev apiclient.WatchEvent) error {
 			bo = time.Second
 			if ev.Index > index {
 				index = ev.Index
 			}
-			return w.event(ev)
+			writeErr = w.event(ev)
+			return writeErr
 		})
 		if ctx.Err() != nil {
 			return nil // Ctrl-C: done
+		}
+		if writeErr != nil {
+			return writeErr // stdout is gone (| head, say)
 		}
 		var ae *apiclient.Error
 		if errors.As(err, &ae) && ae.Status/100 == 4 {
@@ -105,15 +112,18 @@ type watcher struct {
 	seen map[string]map[string]registry.Instance // service -> id -> instance
 }
 
-func (w *watcher) start(list []registry.Instance, index int64) {
+func (w *watcher) start(list []registry.Instance, index int64) error {
 	registry.SortInstances(list)
 	for _, in := range list {
 		if w.seen[in.Service] == nil {
 			w.seen[in.Service] = map[string]registry.Instance{}
 		}
 		w.seen[in.Service][in.ID] = in
-		w.print(change{Time: time.Now(), Op: "present", Index: index, Instance: in})
+		if err := w.print(change{Time: time.Now(), Op: "present", Index: index, Instance: in}); err != nil {
+			return err
+		}
 	}
+	return nil
 }
 
 func (w *watcher) event(ev apiclient.WatchEvent) error {
