@@ -280,7 +280,11 @@ func (a *API) deleteInstance(w http.ResponseWriter, r *http.Request) {
 	old, known := a.cfg.Index.Get(id)
 	force := q.Get("force") == "true"
 	if known && old.Node != "" && q.Get("node") != old.Node && !force {
-		a.fail(w, http.StatusConflict, fmt.Sprintf("instance %q belongs to node %q (container %q), whose agent registers it again at its next sync: stop the container or set SERVICE_IGNORE on it; to remove it anyway, force it (signpost deregister --force, or ?force=true)", id, old.Node, old.Container), "node")
+		owner := fmt.Sprintf("node %q", old.Node)
+		if old.Container != "" {
+			owner += fmt.Sprintf(" (container %q)", old.Container)
+		}
+		a.fail(w, http.StatusConflict, fmt.Sprintf("instance %q belongs to %s, whose agent registers it again at its next sync: stop the container or set SERVICE_IGNORE on it; to remove it anyway, force it (signpost deregister --force, or ?force=true)", id, owner), "node")
 		return
 	}
 	rev, err := a.cfg.Store.Delete(r.Context(), id)
@@ -331,12 +335,11 @@ func (a *API) replaceNode(w http.ResponseWriter, r *http.Request) {
 	// The store validates every instance (registry.PrepareNodeSet).
 	rev, err := a.cfg.Store.ReplaceNode(r.Context(), node, ttl, req.Instances)
 	a.committed(w, r, "replace_node", rev, err, nil)
-	for _, in := range added {
-		if err == nil {
-			in.Normalize()
-			in.Node = node
-			a.logChange("instance registered", in, "PUT /v1/nodes (the node's sync)")
-		}
+	for i := 0; err == nil && i < len(added); i++ {
+		in := added[i]
+		in.Normalize()
+		in.Node = node
+		a.logChange("instance registered", in, "PUT /v1/nodes (the node's sync)")
 	}
 }
 
