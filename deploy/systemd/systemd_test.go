@@ -80,7 +80,7 @@ func newHost(t *testing.T) *host {
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Fatalf("setpriv (util-linux) not found: %v", err)
 	}
-	root, err := os.MkdirTemp("", "gcli-systemd-")
+	root, err := os.MkdirTemp(reachableTempDir(), "signpost-systemd-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,6 +107,20 @@ func newHost(t *testing.T) *host {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// reachableTempDir is the temporary directory if every user can reach
+// into it (the unit's user must), else /tmp.
+func reachableTempDir() string {
+	for d := os.TempDir(); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			return "/tmp"
+		}
+		if d == filepath.Dir(d) {
+			return os.TempDir()
+		}
+	}
 }
 
 func mkdir(t *testing.T, dir string, mode os.FileMode, uid int) {
