@@ -236,8 +236,9 @@ func New(cfg Config, be backend.Backend) (*Agent, error) {
 }
 
 // Run follows Docker until ctx ends. It returns an error only when it
-// cannot start (the advertise address cannot be found); everything after
-// that is retried.
+// cannot start (the advertise address cannot be found, or the backend
+// refuses its credentials at the first sync: backend.ErrAuth);
+// everything after that is retried.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.docker.Close()
 	if a.cfg.AddressMode == ModeHost || a.cfg.AdvertiseIP != "" {
@@ -486,7 +487,9 @@ func (a *Agent) fullSync(ctx context.Context, why string) error {
 	start := time.Now()
 	if err := a.be.Sync(ctx, all); err != nil {
 		a.dirty = true
-		a.log.Warn("sync failed; retrying", "why", why, "instances", len(all), "err", err)
+		if !errors.Is(err, backend.ErrAuth) || a.hasSynced() { // else Run stops and says why
+			a.log.Warn("sync failed; retrying", "why", why, "instances", len(all), "err", err)
+		}
 		return err
 	}
 	a.logSyncChanges(regs, why)
