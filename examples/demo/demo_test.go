@@ -116,8 +116,9 @@ func newDemo(t *testing.T) *demoRun {
 	return d
 }
 
-// run runs `demo.sh verb` and fails the test if it fails.
-func (d *demoRun) run(t *testing.T, verb string) {
+// run runs `demo.sh verb`, fails the test if it fails, and returns what
+// it printed.
+func (d *demoRun) run(t *testing.T, verb string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -129,6 +130,7 @@ func (d *demoRun) run(t *testing.T, verb string) {
 		t.Fatalf("demo.sh %s: %v\n%s", verb, err, out)
 	}
 	t.Logf("demo.sh %s (%v):\n%s", verb, time.Since(start).Round(time.Millisecond), out)
+	return string(out)
 }
 
 // passing asks the demo's API for each service's instances and how many
@@ -201,7 +203,10 @@ func TestDemo(t *testing.T) {
 		}
 	})
 
-	d.run(t, "up")
+	out := d.run(t, "up")
+	if want := "DEMO_PREFIX=" + d.prefix + " examples/demo/demo.sh down"; !strings.Contains(out, want) {
+		t.Errorf("demo.sh up printed no cleanup line with its prefix (%q)", want)
+	}
 	first := docker(t, "ps", "-q", "--no-trunc", "--filter", d.label())
 	d.run(t, "up")
 
