@@ -195,6 +195,12 @@ func TestOutputJSON(t *testing.T) {
 		t.Errorf("lookup -o wide names no server:\n%s", out)
 	}
 
+	// A name given in upper case is said to be registered lower-cased.
+	if code, out, errOut := cli(t, "register", api, "--service", "MyDB", "--address", "10.0.0.8", "--port", "5432"); code != 0 ||
+		!strings.Contains(out, `note: service "MyDB" is registered as "mydb"`) {
+		t.Errorf("register --service MyDB: exit %d, %q %q; want a note that it is registered as mydb", code, out, errOut)
+	}
+
 	// A hand deregistration of the agent's instance is refused, naming
 	// the node, unless forced.
 	code, _, errOut = cli(t, "deregister", api, "web-1")
