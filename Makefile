@@ -5,7 +5,8 @@ BIN ?= bin
 .PHONY: build test test-short fuzz bench demo demo-clean clean
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/signpost ./cmd/signpost
+	@echo "building $(BIN)/signpost: the first build compiles ~580 packages (a few minutes on 2 cores), listed as they go"
+	CGO_ENABLED=0 $(GO) build -v -trimpath -o $(BIN)/signpost ./cmd/signpost
 
 test:
 	$(GO) test -count=1 -timeout 20m ./...

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +25,7 @@ import (
 	"github.com/signpost-dns/signpost/internal/backend"
 	route53backend "github.com/signpost-dns/signpost/internal/backend/route53"
 	"github.com/signpost-dns/signpost/internal/backend/serverbackend"
+	"github.com/signpost-dns/signpost/internal/buildinfo"
 	"github.com/signpost-dns/signpost/internal/health"
 	"github.com/signpost-dns/signpost/internal/server"
 )
@@ -44,6 +47,8 @@ type agentOptions struct {
 	// command has no Route 53 flags (`up` runs the server backend only).
 	route53  func(*slog.Logger) route53backend.Config
 	hostname string
+	// agent is the running agent, for --metrics' /healthz (nil before).
+	agent atomic.Pointer[agent.Agent]
 }
 
 // addRoute53Flags adds the flags of --backend route53 (`signpost agent`
@@ -77,7 +82,7 @@ func agentFlags(fs *flag.FlagSet) *agentOptions {
 	fs.IntVar(&o.cfg.Health.Passes, "check-passes", health.DefaultPasses, "passes in a row that bring a critical instance back")
 	fs.DurationVar(&o.cfg.Health.StartPeriod, "check-start-period", health.DefaultStartPeriod, "after a container starts, how long its check is retried every 250ms without counting failures")
 	fs.BoolVar(&o.cfg.StopUnhealthy, "stop-unhealthy", false, "stop a container when one of its instances goes critical (its check failed --check-failures times in a row, or its Docker HEALTHCHECK says unhealthy)")
-	fs.StringVar(&o.metrics, "metrics", "", "address to serve the agent's Prometheus metrics on, at /metrics (e.g. 127.0.0.1:9153; empty: off)")
+	fs.StringVar(&o.metrics, "metrics", "", "address to serve the agent's Prometheus metrics on, at /metrics, and its health at /healthz (e.g. 127.0.0.1:9153; empty: off)")
 	return o
 }
 
@@ -144,8 +149,8 @@ func runAgent(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("agent", "[flags]")
 	opts := agentFlags(fs)
 	opts.addRoute53Flags(fs)
-	srv := fs.String("server", envOr("SIGNPOST_SERVER", "http://127.0.0.1:8080"), "signpost server API URL (env SIGNPOST_SERVER)")
-	tokenFile := fs.String("token-file", os.Getenv("SIGNPOST_TOKEN_FILE"), "file holding the API bearer token (env SIGNPOST_TOKEN_FILE)")
+	srv := fs.String("server", "http://127.0.0.1:8080", "signpost server API URL")
+	tokenFile := fs.String("token-file", credentialToken(), "file holding the API bearer token"+tokenFileHelp)
 	log, err := parseLogged(fs, args)
 	if err != nil {
 		return err
@@ -191,6 +196,7 @@ func runAgent(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	opts.agent.Store(a)
 	return a.Run(ctx)
 }
 
@@ -214,7 +220,23 @@ func (o *agentOptions) route53Backend(ctx context.Context, cfg agent.Config, log
 	return b, nil
 }
 
-// serveMetrics serves the agent's metrics on --metrics until ctx ends, and
+// healthz answers the agent's health: 200 "ok", or 503 and why (Docker
+// does not answer, say).
+func (o *agentOptions) healthz(w http.ResponseWriter, r *http.Request) {
+	body := map[string]string{"status": "ok"}
+	status := http.StatusOK
+	if a := o.agent.Load(); a == nil {
+		body["status"], status = "starting", http.StatusServiceUnavailable
+	} else if err := a.Health(); err != nil {
+		body["status"], body["error"], status = "degraded", err.Error(), http.StatusServiceUnavailable
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// serveMetrics serves the agent's metrics on --metrics until ctx ends
+// (and its health at /healthz), and
 // returns the registry to fill; nil when --metrics is empty. The listener
 // is bound before it returns, so that a taken port fails the command.
 func (o *agentOptions) serveMetrics(ctx context.Context, log *slog.Logger) (prometheus.Registerer, error) {
@@ -225,12 +247,16 @@ func (o *agentOptions) serveMetrics(ctx context.Context, log *slog.Logger) (prom
 	if err := reg.Register(collectors.NewGoCollector()); err != nil {
 		return nil, fmt.Errorf("--metrics: %w", err)
 	}
+	if err := buildinfo.Register(reg); err != nil {
+		return nil, fmt.Errorf("--metrics: %w", err)
+	}
 	l, err := net.Listen("tcp", o.metrics)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics %q: %w", o.metrics, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", o.healthz)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()

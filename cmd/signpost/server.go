@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/signpost-dns/signpost/internal/buildinfo"
 	"github.com/signpost-dns/signpost/internal/dnsserver"
 	"github.com/signpost-dns/signpost/internal/server"
 )
@@ -24,7 +25,7 @@ func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
 	fs.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:8080", "HTTP API listen address")
 	fs.StringVar(&cfg.DataDir, "data-dir", "signpost-data", "directory of the embedded store")
 	fs.StringVar(&cfg.PprofAddr, "pprof", "", "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060 (default: off)")
-	fs.StringVar(&cfg.TokenFile, "token-file", "", "file holding the bearer token that writes need; required to listen for writes beyond loopback")
+	fs.StringVar(&cfg.TokenFile, "token-file", credentialToken(), "file holding the bearer token that writes need; required to listen for writes beyond loopback"+tokenFileHelp)
 	zone := fs.String("zone", "servicediscovery.internal", "DNS zone to be authoritative for")
 	ttl := fs.Duration("ttl", 5*time.Second, "TTL of DNS answers")
 	negTTL := fs.Duration("negative-ttl", 5*time.Second, "TTL of negative DNS answers (SOA minimum)")
@@ -91,6 +92,9 @@ func runServer(ctx context.Context, args []string, stdout io.Writer) error {
 	cfg.Log = log
 	srv, err := server.New(cfg)
 	if err != nil {
+		return err
+	}
+	if err := buildinfo.Register(srv.Registry()); err != nil {
 		return err
 	}
 	return srv.Run(ctx)

@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/signpost-dns/signpost/internal/agent"
+	"github.com/signpost-dns/signpost/internal/buildinfo"
 	"github.com/signpost-dns/signpost/internal/server"
 )
 
@@ -32,14 +33,26 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	acfg.WithServer = true
 	token := ""
 	if scfg.TokenFile != "" {
 		if token, err = server.ReadToken(scfg.TokenFile); err != nil {
 			return err
 		}
 	}
+	// /healthz also says whether the agent does its job (Docker answers).
+	var ag *agent.Agent
+	scfg.HealthChecks = map[string]func() error{"agent": func() error {
+		if ag == nil {
+			return nil
+		}
+		return ag.Health()
+	}}
 	srv, err := server.New(scfg)
 	if err != nil {
+		return err
+	}
+	if err := buildinfo.Register(srv.Registry()); err != nil {
 		return err
 	}
 	be, err := serverBackend(srv.URL(), token, acfg.Node, acfg.LeaseTTL)
@@ -56,14 +69,21 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	if acfg.Metrics == nil {
 		acfg.Metrics = srv.Registry()
 	}
-	ag, err := agent.New(acfg, be)
+	ag, err = agent.New(acfg, be)
 	if err != nil {
 		return err
 	}
+	opts.agent.Store(ag)
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Run(ctx) }()
 	agErr := ag.Run(ctx)
 	// The agent stops first (it may release its records), then the server.
 	cancel()
-	return errors.Join(agErr, <-srvDone)
+	srvErr := <-srvDone
+	if acfg.DeregisterOnExit {
+		log.Info("signpost up stopped: its DNS server and API stopped with it, and this node's records were removed on exit")
+	} else {
+		log.Info("signpost up stopped: its DNS server and API stopped with it, so nothing answers for the zone now; the records are kept in the data dir for the next signpost up", "data_dir", scfg.DataDir)
+	}
+	return errors.Join(agErr, srvErr)
 }

@@ -4,11 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -30,8 +30,8 @@ func init() {
 
 // clientFlags adds --server and --token-file and returns a constructor.
 func clientFlags(fs *flag.FlagSet) func() (*apiclient.Client, error) {
-	srv := fs.String("server", envOr("SIGNPOST_SERVER", "http://127.0.0.1:8080"), "signpost server API URL (env SIGNPOST_SERVER)")
-	tokenFile := fs.String("token-file", os.Getenv("SIGNPOST_TOKEN_FILE"), "file holding the API bearer token (env SIGNPOST_TOKEN_FILE)")
+	srv := fs.String("server", "http://127.0.0.1:8080", "signpost server API URL")
+	tokenFile := fs.String("token-file", credentialToken(), "file holding the API bearer token"+tokenFileHelp)
 	return func() (*apiclient.Client, error) {
 		tok := ""
 		if *tokenFile != "" {
@@ -40,50 +40,101 @@ func clientFlags(fs *flag.FlagSet) func() (*apiclient.Client, error) {
 				return nil, err
 			}
 		}
-		return apiclient.New(*srv, tok)
+		c, err := apiclient.New(*srv, tok)
+		if err != nil {
+			return nil, usagef("--server: %v", err)
+		}
+		return c, nil
 	}
+}
+
+// checkOutput says whether -o names one of the formats a command prints.
+func checkOutput(o string) error {
+	switch o {
+	case "", "table", "wide", "json":
+		return nil
+	}
+	return usagef("-o %q: want json or wide (default: a table)", o)
 }
 
 func runServices(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("services", "[flags] [SERVICE]")
 	mkClient := clientFlags(fs)
+	output := outputFlag(fs, "json or wide")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 1 {
-		fs.Usage()
-		return errUsage
+		return usagef("one SERVICE at most, got %d: %s", fs.NArg(), strings.Join(fs.Args(), " "))
+	}
+	if err := checkOutput(*output); err != nil {
+		return err
 	}
 	c, err := mkClient()
 	if err != nil {
 		return err
 	}
 	if fs.NArg() == 1 {
-		return printInstances(ctx, c, fs.Arg(0), stdout)
+		return printInstances(ctx, c, fs.Arg(0), *output, stdout)
 	}
 	list, err := c.Services(ctx)
 	if err != nil {
 		return err
 	}
+	if *output == "json" {
+		if list == nil {
+			list = []registry.ServiceSummary{}
+		}
+		return writeJSON(stdout, list)
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tPROTOCOLS\tINSTANCES\tPASSING")
+	if *output == "wide" {
+		fmt.Fprintln(tw, "SERVICE\tPROTOCOLS\tINSTANCES\tPASSING\tNOT-PASSING\tSRV NAMES")
+	} else {
+		fmt.Fprintln(tw, "SERVICE\tPROTOCOLS\tINSTANCES\tPASSING")
+	}
 	for _, s := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", s.Name, strings.Join(s.Protocols, ","), s.Instances, s.Passing)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d", s.Name, strings.Join(s.Protocols, ","), s.Instances, s.Passing)
+		if *output == "wide" {
+			names := make([]string, len(s.Protocols))
+			for i, p := range s.Protocols {
+				names[i] = "_" + s.Name + "._" + p
+			}
+			fmt.Fprintf(tw, "\t%d\t%s", s.Instances-s.Passing, strings.Join(names, ","))
+		}
+		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
 }
 
+// srvAnswer is one SRV record of a lookup, with its target's addresses.
+type srvAnswer struct {
+	Priority  uint16   `json:"priority"`
+	Weight    uint16   `json:"weight"`
+	Port      uint16   `json:"port"`
+	Target    string   `json:"target"`
+	Addresses []string `json:"addresses"`
+	TTL       uint32   `json:"ttl"`
+}
+
 func runLookup(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("lookup", "[flags] NAME   (calc, _calc._tcp, or a full name)")
-	dnsAddr := fs.String("dns", envOr("SIGNPOST_DNS", "127.0.0.1:8053"), "DNS server to ask (env SIGNPOST_DNS)")
+	dnsAddr := fs.String("dns", "127.0.0.1:8053", "DNS server to ask")
 	zone := fs.String("zone", "servicediscovery.internal", "zone appended to names without it")
 	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait for an answer")
+	output := outputFlag(fs, "json or wide")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errUsage
+	switch fs.NArg() {
+	case 0:
+		return usagef("missing NAME: the service to look up (calc, _calc._tcp or a full name)")
+	case 1:
+	default:
+		return usagef("one NAME at a time, got %d: %s", fs.NArg(), strings.Join(fs.Args(), " "))
+	}
+	if err := checkOutput(*output); err != nil {
+		return err
 	}
 	name := dns.CanonicalName(fs.Arg(0))
 	z := dns.CanonicalName(*zone)
@@ -129,37 +180,114 @@ func runLookup(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(srvs) == 0 {
 		return fmt.Errorf("%s: no healthy instances (NODATA from %s)", name, *dnsAddr)
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PRIORITY\tWEIGHT\tPORT\tTARGET\tADDRESS\tTTL")
+	answers := make([]srvAnswer, 0, len(srvs))
 	for _, s := range srvs {
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%d\n", s.Priority, s.Weight, s.Port, s.Target, strings.Join(addrs[s.Target], ","), s.Hdr.Ttl)
+		answers = append(answers, srvAnswer{Priority: s.Priority, Weight: s.Weight, Port: s.Port, Target: s.Target, Addresses: addrs[s.Target], TTL: s.Hdr.Ttl})
+	}
+	return printSRV(stdout, name, *dnsAddr, cl.Net, *output, answers)
+}
+
+// printSRV prints a lookup's answers in the -o format.
+func printSRV(w io.Writer, name, server, transport, output string, answers []srvAnswer) error {
+	if output == "json" {
+		for i := range answers {
+			if answers[i].Addresses == nil {
+				answers[i].Addresses = []string{}
+			}
+		}
+		return writeJSON(w, answers)
+	}
+	if transport == "" {
+		transport = "udp"
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if output == "wide" {
+		fmt.Fprintln(tw, "NAME\tPRIORITY\tWEIGHT\tPORT\tTARGET\tADDRESS\tTTL\tSERVER")
+	} else {
+		fmt.Fprintln(tw, "PRIORITY\tWEIGHT\tPORT\tTARGET\tADDRESS\tTTL")
+	}
+	for _, a := range answers {
+		if output == "wide" {
+			fmt.Fprintf(tw, "%s\t", name)
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%d", a.Priority, a.Weight, a.Port, a.Target, strings.Join(a.Addresses, ","), a.TTL)
+		if output == "wide" {
+			fmt.Fprintf(tw, "\t%s/%s", server, transport)
+		}
+		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
 }
 
-// printInstances prints one service's instances with their health.
-func printInstances(ctx context.Context, c *apiclient.Client, name string, stdout io.Writer) error {
+// printInstances prints one service's instances with their container,
+// tags, metadata and health.
+func printInstances(ctx context.Context, c *apiclient.Client, name, output string, stdout io.Writer) error {
 	svc, err := c.Service(ctx, name, 0, 0)
 	if err != nil {
 		return err
 	}
+	if output == "json" {
+		if svc.Instances == nil {
+			svc.Instances = []registry.Instance{}
+		}
+		return writeJSON(stdout, svc)
+	}
 	if len(svc.Instances) == 0 {
 		return fmt.Errorf("service %q: no instances registered", name)
 	}
+	wide := output == "wide"
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tADDRESS\tPORT\tPROTO\tNODE\tHEALTH\tCHECKED\tOUTPUT")
+	if wide {
+		fmt.Fprintln(tw, "ID\tADDRESS\tPORT\tPROTO\tWEIGHT\tPRIORITY\tNODE\tCONTAINER\tHEALTH\tCHECKED\tREGISTERED\tTAGS\tMETA\tOUTPUT")
+	} else {
+		fmt.Fprintln(tw, "ID\tADDRESS\tPORT\tPROTO\tNODE\tCONTAINER\tHEALTH\tCHECKED\tTAGS\tMETA\tOUTPUT")
+	}
 	for _, in := range svc.Instances {
 		checked := "-"
 		if !in.Health.CheckedAt.IsZero() {
 			checked = in.Health.CheckedAt.Local().Format(time.TimeOnly)
 		}
-		node := in.Node
+		node, container := in.Node, orDash(in.Container)
 		if node == "" {
 			node = "(by hand)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", in.ID, in.Address, in.Port, in.Protocol, node, in.Health.Status, checked, in.Health.Output)
+		out := orDash(strings.Join(strings.Fields(in.Health.Output), " "))
+		if !wide && len(out) > 60 {
+			out = out[:57] + "..."
+		}
+		tags, meta := orDash(strings.Join(in.Tags, ",")), orDash(metaString(in.Meta))
+		if wide {
+			registered := "-"
+			if !in.RegisteredAt.IsZero() {
+				registered = in.RegisteredAt.Local().Format(time.DateTime)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.ID, in.Address, in.Port, in.Protocol, in.Weight, in.Priority,
+				node, container, in.Health.Status, checked, registered, tags, meta, out)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.ID, in.Address, in.Port, in.Protocol, node, container, in.Health.Status, checked, tags, meta, out)
 	}
 	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// metaString is metadata as sorted key=value pairs.
+func metaString(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		keys[i] = k + "=" + m[k]
+	}
+	return strings.Join(keys, ",")
 }
 
 // stringList is a repeatable flag.
@@ -185,12 +313,34 @@ func runRegister(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *service == "" || *addr == "" || *port == 0 {
-		fs.Usage()
-		return fmt.Errorf("--service, --address and --port are required")
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q: everything is a flag (--service, --address, --port)", fs.Arg(0))
 	}
-	if *port > 65535 || *weight > 65535 || *priority > 65535 || *weight == 0 {
-		return fmt.Errorf("--port, --weight and --priority: want 1-65535 (priority 0-65535)")
+	var missing []string
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{{"--service", *service != ""}, {"--address", *addr != ""}, {"--port", *port != 0}} {
+		if !f.set {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(missing) > 0 {
+		return usagef("missing %s: register needs --service, --address and --port", strings.Join(missing, ", "))
+	}
+	if *port > 65535 {
+		return usagef("--port %d: want 1-65535", *port)
+	}
+	if *weight == 0 || *weight > 65535 {
+		return usagef("--weight %d: want 1-65535", *weight)
+	}
+	if *priority > 65535 {
+		return usagef("--priority %d: want 0-65535", *priority)
+	}
+	// The service is checked before an id is derived from it, so that a
+	// bad name is reported as the name the user gave.
+	if _, _, err := registry.ParseServiceName(*service); err != nil {
+		return fmt.Errorf("--service: %w", err)
 	}
 	ip, err := netip.ParseAddr(*addr)
 	if err != nil {
@@ -209,11 +359,19 @@ func runRegister(ctx context.Context, args []string, stdout io.Writer) error {
 		in.Meta[k] = v
 	}
 	in.Normalize()
-	if in.ID == "" {
+	derived := in.ID == ""
+	if derived {
 		in.ID = ManualID(in.Service, in.Address, in.Port, in.Protocol)
 	}
 	if err := in.Validate(); err != nil {
+		var fe *registry.FieldError
+		if errors.As(err, &fe) && (fe.Field != "id" || !derived) {
+			return fmt.Errorf("--%s: %w", flagOf(fe.Field), err)
+		}
 		return err
+	}
+	if given := strings.TrimSpace(*service); given != strings.ToLower(given) {
+		fmt.Fprintf(stdout, "note: service %q is registered as %q (DNS names are lower-case)\n", given, in.Service)
 	}
 	c, err := mkClient()
 	if err != nil {
@@ -240,12 +398,12 @@ func ManualID(service string, addr netip.Addr, port uint16, proto string) string
 func runDeregister(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("deregister", "[flags] ID...")
 	mkClient := clientFlags(fs)
+	force := fs.Bool("force", false, "also remove an instance that belongs to an agent's node (its agent registers it again at its next sync while its container runs)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
-		fs.Usage()
-		return errUsage
+		return usagef("missing ID: the instance(s) to remove (signpost services NAME lists them)")
 	}
 	c, err := mkClient()
 	if err != nil {
@@ -254,10 +412,26 @@ func runDeregister(ctx context.Context, args []string, stdout io.Writer) error {
 	ids := fs.Args()
 	sort.Strings(ids)
 	for _, id := range ids {
-		if _, err := c.Deregister(ctx, id); err != nil {
+		if *force {
+			_, err = c.DeregisterForce(ctx, id)
+		} else {
+			_, err = c.Deregister(ctx, id)
+		}
+		if err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "deregistered %s\n", id)
 	}
 	return nil
+}
+
+// flagOf names the register flag that sets a registry field.
+func flagOf(field string) string {
+	switch {
+	case field == "tags":
+		return "tag"
+	case strings.HasPrefix(field, "meta"):
+		return "meta"
+	}
+	return field
 }

@@ -56,7 +56,62 @@ images() {
   build_image portal ./examples/portal
 }
 
+# port_user prints who holds a port on this host (tcp or udp; "" if free).
+port_user() { # port proto...
+  local port="$1" proto out=""; shift
+  for proto in "$@"; do
+    if command -v ss >/dev/null; then
+      out="$(ss -Hlnp -A "$proto" "sport = :$port" 2>/dev/null | head -1)"
+      if [[ -n "$out" ]]; then
+        local who; who="$(grep -o 'users:(("[^"]*"' <<<"$out" | cut -d'"' -f2)"
+        echo "${proto}${who:+, by $who}"
+        return
+      fi
+    elif [[ "$proto" == tcp ]] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "tcp"
+      return
+    fi
+  done
+}
+
+# check_ports refuses to start when a host port the demo publishes is
+# taken, and says which variable moves it; nothing is created before.
+check_ports() {
+  local bad=0 spec var port protos what used
+  for spec in DEMO_DNS_PORT:"$DNS_PORT":"tcp udp":DNS DEMO_API_PORT:"$API_PORT":tcp:API DEMO_PORTAL_PORT:"$PORTAL_PORT":tcp:portal; do
+    IFS=: read -r var port protos what <<<"$spec"
+    # A port this demo's own containers publish is freed when up replaces them.
+    if command -v docker >/dev/null && [[ -n "$(docker ps -q --filter "label=$LABEL" --filter "publish=$port" 2>/dev/null)" ]]; then
+      continue
+    fi
+    # shellcheck disable=SC2086
+    used="$(port_user "$port" $protos)"
+    if [[ -n "$used" ]]; then
+      echo "demo: port $port for the demo's $what is taken ($used); move it with $var=<free port>, e.g. $var=$((port + 1000)) make demo" >&2
+      bad=1
+    fi
+  done
+  if ((bad)); then
+    echo "demo: nothing was started (a running signpost up takes 127.0.0.1:8053 and 8080 too)." >&2
+    exit 1
+  fi
+}
+
+# cleanup_failed removes what a failed `up` created, so that no Created
+# container, network or image is left behind.
+cleanup_failed() {
+  local rc=$?
+  trap - EXIT
+  if ((rc != 0)); then
+    echo "demo: start failed; removing what it created" >&2
+    down 2>/dev/null || true
+  fi
+  exit "$rc"
+}
+
 up() {
+  check_ports
+  trap cleanup_failed EXIT
   images
 
   say "creating network $NET"
@@ -113,7 +168,11 @@ up() {
     done
   done
   docker rm -f "$PREFIX-portal" >/dev/null 2>&1 || true
-  docker run -d --name "$PREFIX-portal" --label "$LABEL" --network "$NET" -p "127.0.0.1:$PORTAL_PORT:8080" \
+  # The portal is published on 127.0.0.1 only, which the agent (in its
+  # own container) cannot reach: it is registered with its address on the
+  # demo network instead, where the agent's health check reaches it.
+  docker run -d --name "$PREFIX-portal" --label "$LABEL" --label signpost.address-mode=container \
+    --network "$NET" -p "127.0.0.1:$PORTAL_PORT:8080" \
     -e SERVICE_8080_NAME=portal -e SIGNPOST_DNS="$sip:53" -e INSTANCE_ID=demo-host \
     -e TIME_USERNAME=demo -e TIME_PASSWORD="$pw" -e CALC_USERNAME=demo -e CALC_PASSWORD="$pw" \
     "$PREFIX/portal:latest" >/dev/null
@@ -129,6 +188,9 @@ up() {
     sleep 0.5
   done
 
+  trap - EXIT
+  local env=""
+  [[ "$PREFIX" == signpost-demo ]] || env="DEMO_PREFIX=$PREFIX "
   cat <<MSG
 
 signpost demo is up.
@@ -139,7 +201,7 @@ signpost demo is up.
            dig @127.0.0.1 -p $DNS_PORT _time._tcp.$ZONE SRV
   API:     curl http://127.0.0.1:$API_PORT/v1/services
   stop a calc and watch it leave DNS:  docker stop $PREFIX-calc-1
-  remove everything:                   examples/demo/demo.sh down   (or make demo-clean)
+  remove everything:                   ${env}examples/demo/demo.sh down   (or ${env}make demo-clean)
 MSG
 }
 

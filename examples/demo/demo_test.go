@@ -116,8 +116,9 @@ func newDemo(t *testing.T) *demoRun {
 	return d
 }
 
-// run runs `demo.sh verb` and fails the test if it fails.
-func (d *demoRun) run(t *testing.T, verb string) {
+// run runs `demo.sh verb`, fails the test if it fails, and returns what
+// it printed.
+func (d *demoRun) run(t *testing.T, verb string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -129,6 +130,31 @@ func (d *demoRun) run(t *testing.T, verb string) {
 		t.Fatalf("demo.sh %s: %v\n%s", verb, err, out)
 	}
 	t.Logf("demo.sh %s (%v):\n%s", verb, time.Since(start).Round(time.Millisecond), out)
+	return string(out)
+}
+
+// passing asks the demo's API for each service's instances and how many
+// of them pass their check.
+func (d *demoRun) passing(t *testing.T) map[string][2]int {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/v1/services", d.apiPort))
+	if err != nil {
+		t.Fatalf("the demo's API: %v", err)
+	}
+	defer resp.Body.Close()
+	var list []struct {
+		Name      string `json:"name"`
+		Instances int    `json:"instances"`
+		Passing   int    `json:"passing"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		t.Fatalf("the demo's API /v1/services: %v", err)
+	}
+	out := map[string][2]int{}
+	for _, s := range list {
+		out[s.Name] = [2]int{s.Instances, s.Passing}
+	}
+	return out
 }
 
 func (d *demoRun) label() string { return "label=signpost.demo=" + d.prefix }
@@ -177,7 +203,10 @@ func TestDemo(t *testing.T) {
 		}
 	})
 
-	d.run(t, "up")
+	out := d.run(t, "up")
+	if want := "DEMO_PREFIX=" + d.prefix + " examples/demo/demo.sh down"; !strings.Contains(out, want) {
+		t.Errorf("demo.sh up printed no cleanup line with its prefix (%q)", want)
+	}
 	first := docker(t, "ps", "-q", "--no-trunc", "--filter", d.label())
 	d.run(t, "up")
 
@@ -211,6 +240,26 @@ func TestDemo(t *testing.T) {
 		for _, f := range []string{"token", "password"} {
 			if fi, err := os.Stat(filepath.Join(d.state, f)); err != nil || fi.Size() == 0 || fi.Mode().Perm() != 0o600 {
 				t.Errorf("state file %s: %v %v, want non-empty with mode 0600", f, fi, err)
+			}
+		}
+	})
+
+	t.Run("every instance passes its check, the portal included", func(t *testing.T) {
+		want := map[string]int{"time": 2, "calc": 2, "portal": 1}
+		start := time.Now()
+		var got map[string][2]int
+		for deadline := start.Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			got = d.passing(t)
+			ok := len(got) == len(want)
+			for svc, n := range want {
+				ok = ok && got[svc] == [2]int{n, n}
+			}
+			if ok {
+				t.Logf("all instances passing %v after up", time.Since(start).Round(time.Millisecond))
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("15 s after up, services (instances, passing): %v; want %v, every one passing", got, want)
 			}
 		}
 	})
@@ -260,6 +309,52 @@ func TestDemo(t *testing.T) {
 			t.Errorf("the demo left files in its TMPDIR: %v %v", left, err)
 		}
 	})
+}
+
+// TestDemoPortTaken runs the demo with its DNS port taken: it must say
+// which port and which variable moves it, and leave nothing behind.
+func TestDemoPortTaken(t *testing.T) {
+	requireDocker(t)
+	d := newDemo(t)
+	// Taken as `signpost up` takes it: TCP and UDP on loopback.
+	tl, err := net.Listen("tcp", d.dns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tl.Close()
+	ul, err := net.ListenPacket("udp", d.dns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ul.Close()
+	before := snapshot(t)
+	t.Cleanup(func() {
+		// Whatever a broken script left, with this test's prefix only.
+		down := exec.Command("bash", "demo.sh", "down")
+		down.Env = append(os.Environ(), d.env...)
+		_ = down.Run()
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "demo.sh", "up")
+	cmd.Env = append(os.Environ(), d.env...)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("demo.sh up with port %d taken succeeded:\n%s", d.dnsPort, out)
+	}
+	msg := string(out)
+	want := fmt.Sprintf("port %d for the demo's DNS is taken", d.dnsPort)
+	if !strings.Contains(msg, want) || !strings.Contains(msg, "DEMO_DNS_PORT=") || strings.Count(strings.TrimSpace(msg), "\n") > 2 {
+		t.Errorf("demo.sh up with port %d taken said:\n%s\nwant a short message with %q and DEMO_DNS_PORT=", d.dnsPort, msg, want)
+	}
+	compare(t, before, snapshot(t))
+	if _, err := os.Stat(d.state); !os.IsNotExist(err) {
+		t.Errorf("state dir %s exists after the failed start (%v)", d.state, err)
+	}
+	if left, err := os.ReadDir(d.tmp); err != nil || len(left) != 0 {
+		t.Errorf("the failed start left files in its TMPDIR: %v %v", left, err)
+	}
 }
 
 // browser drives the portal's page in headless Chromium while calc

@@ -127,6 +127,10 @@ type Config struct {
 	// critical (its own check failed Health.Failures times in a row, or
 	// its Docker HEALTHCHECK says unhealthy).
 	StopUnhealthy bool
+	// WithServer says the agent runs in one process with its server
+	// (signpost up), which stops with it: on exit the agent does not say
+	// that its records stay until the lease runs out; up says what stays.
+	WithServer bool
 	// Metrics, when set, gets the health metrics.
 	Metrics prometheus.Registerer
 	Log     *slog.Logger
@@ -153,6 +157,10 @@ type Agent struct {
 
 	checks  *checks
 	metrics *health.Metrics
+
+	healthMu    sync.Mutex
+	dockerErr   error // Docker's last ping failed; nil when it answers
+	dockerSince time.Time
 
 	stopMu   sync.Mutex
 	runCtx   context.Context
@@ -228,8 +236,9 @@ func New(cfg Config, be backend.Backend) (*Agent, error) {
 }
 
 // Run follows Docker until ctx ends. It returns an error only when it
-// cannot start (the advertise address cannot be found); everything after
-// that is retried.
+// cannot start (the advertise address cannot be found, or the backend
+// refuses its credentials at the first sync: backend.ErrAuth);
+// everything after that is retried.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.docker.Close()
 	if a.cfg.AddressMode == ModeHost || a.cfg.AdvertiseIP != "" {
@@ -256,7 +265,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 
 	hbDone := make(chan struct{})
-	go func() { defer close(hbDone); a.heartbeats(ctx) }()
+	hbCtx, hbCancel := context.WithCancel(ctx)
+	defer hbCancel()
+	go func() { defer close(hbDone); a.heartbeats(hbCtx) }()
 
 	bo := newBackoff(200*time.Millisecond, a.cfg.MaxBackoff)
 	for ctx.Err() == nil {
@@ -267,6 +278,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		err := a.follow(ctx)
 		if ctx.Err() != nil {
 			break
+		}
+		if errors.Is(err, backend.ErrAuth) {
+			// A missing or wrong token: no retry can fix it.
+			hbCancel()
+			<-hbDone
+			return fmt.Errorf("agent: %w", err)
 		}
 		if time.Since(started) > time.Minute {
 			bo.reset()
@@ -286,7 +303,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		} else {
 			a.log.Info("removed this node's records on exit")
 		}
-	} else {
+	} else if !a.cfg.WithServer {
 		a.log.Info("agent stopped; this node's records stay until its lease runs out unless an agent takes them over", "lease_ttl", a.cfg.LeaseTTL)
 	}
 	return nil
@@ -295,27 +312,68 @@ func (a *Agent) Run(ctx context.Context) error {
 // waitDocker pings the engine until it answers, with backoff.
 func (a *Agent) waitDocker(ctx context.Context) error {
 	bo := newBackoff(200*time.Millisecond, a.cfg.MaxBackoff)
+	var warned time.Time
 	for attempt := 1; ; attempt++ {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		v, err := a.docker.Ping(pctx)
 		cancel()
 		if err == nil {
+			a.setDockerErr(nil)
 			a.log.Info("connected to Docker", "docker", a.docker.Host(), "api_version", v)
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		a.setDockerErr(err)
 		d := bo.next()
-		lvl := slog.LevelWarn
-		if attempt > 1 && attempt%10 != 0 {
-			lvl = slog.LevelDebug // say it at the first attempt and every tenth
+		lvl := slog.LevelDebug
+		if time.Since(warned) >= DockerWarnEvery {
+			lvl, warned = slog.LevelWarn, time.Now() // at a steady pace, whatever the backoff
 		}
 		a.log.Log(ctx, lvl, "waiting for Docker to answer", "docker", a.docker.Host(), "attempt", attempt, "retry_in", d.Round(time.Millisecond), "err", err)
 		if !sleep(ctx, d) {
 			return ctx.Err()
 		}
 	}
+}
+
+// hasSynced reports whether a Sync ever succeeded.
+func (a *Agent) hasSynced() bool {
+	select {
+	case <-a.synced:
+		return true
+	default:
+		return false
+	}
+}
+
+// DockerWarnEvery is how often the agent warns while Docker does not answer.
+const DockerWarnEvery = 30 * time.Second
+
+// setDockerErr records whether Docker answers, for Health.
+func (a *Agent) setDockerErr(err error) {
+	a.healthMu.Lock()
+	defer a.healthMu.Unlock()
+	switch {
+	case err == nil:
+		a.dockerErr, a.dockerSince = nil, time.Time{}
+	case a.dockerErr == nil:
+		a.dockerErr, a.dockerSince = err, time.Now()
+	default:
+		a.dockerErr = err
+	}
+}
+
+// Health says whether the agent does its job: nil, or why not (Docker
+// does not answer, and since when). Health endpoints report it.
+func (a *Agent) Health() error {
+	a.healthMu.Lock()
+	defer a.healthMu.Unlock()
+	if a.dockerErr != nil {
+		return fmt.Errorf("docker at %s unreachable since %s: %w", a.docker.Host(), a.dockerSince.UTC().Format(time.RFC3339), a.dockerErr)
+	}
+	return nil
 }
 
 // dockerError marks an error that came from Docker (and so ends the session).
@@ -335,7 +393,7 @@ func (a *Agent) follow(ctx context.Context) error {
 	defer cancel()
 	if err := a.fullSync(ctx, "start"); err != nil {
 		var de dockerError
-		if errors.As(err, &de) {
+		if errors.As(err, &de) || (errors.Is(err, backend.ErrAuth) && !a.hasSynced()) {
 			return err
 		}
 	}
@@ -429,9 +487,12 @@ func (a *Agent) fullSync(ctx context.Context, why string) error {
 	start := time.Now()
 	if err := a.be.Sync(ctx, all); err != nil {
 		a.dirty = true
-		a.log.Warn("sync failed; retrying", "why", why, "instances", len(all), "err", err)
+		if !errors.Is(err, backend.ErrAuth) || a.hasSynced() { // else Run stops and says why
+			a.log.Warn("sync failed; retrying", "why", why, "instances", len(all), "err", err)
+		}
 		return err
 	}
+	a.logSyncChanges(regs, why)
 	a.regs, a.dirty = regs, false
 	select {
 	case <-a.synced:
@@ -462,7 +523,11 @@ func (a *Agent) compute(ctx context.Context, c container) []registry.Instance {
 			a.noted[c.ID] = seen
 		}
 		seen[n.key] = true
-		a.log.Log(ctx, slog.LevelWarn, n.msg, n.attrs...)
+		lvl := slog.LevelWarn
+		if n.info {
+			lvl = slog.LevelInfo
+		}
+		a.log.Log(ctx, lvl, n.msg, n.attrs...)
 	}
 	return insts
 }
@@ -534,7 +599,13 @@ func (a *Agent) refresh(ctx context.Context, id, action string) {
 		if err := a.be.Deregister(ctx, in); err != nil {
 			a.writeFailed(ctx, err, "deregister", c.Name, in)
 			left = append(left, in)
+			continue
 		}
+		a.logChange("instance deregistered", in, "event "+action)
+	}
+	had := map[string]bool{}
+	for _, in := range old {
+		had[in.ID] = true
 	}
 	done := left
 	for _, in := range insts {
@@ -546,16 +617,46 @@ func (a *Agent) refresh(ctx context.Context, id, action string) {
 			continue
 		}
 		done = append(done, in)
-		a.log.Debug("registered", "container", c.Name, "service", in.Service, "id", in.ID, "address", in.Address, "port", in.Port, "health", in.Health.Status, "event", action)
+		if !had[in.ID] {
+			a.logChange("instance registered", in, "event "+action)
+		} else {
+			a.log.Debug("registered", "container", c.Name, "service", in.Service, "id", in.ID, "address", in.Address, "port", in.Port, "health", in.Health.Status, "event", action)
+		}
 	}
 	if len(done) == 0 {
 		delete(a.regs, id)
 	} else {
 		a.regs[id] = done
 	}
-	if len(insts) > 0 {
-		a.log.Info("container registered", "container", c.Name, "instances", len(insts), "event", action)
+}
+
+// logSyncChanges logs what a full sync registered or removed compared
+// with what the agent held before it.
+func (a *Agent) logSyncChanges(regs map[string][]registry.Instance, why string) {
+	before := map[string]registry.Instance{}
+	for _, list := range a.regs {
+		for _, in := range list {
+			before[in.ID] = in
+		}
 	}
+	for _, list := range regs {
+		for _, in := range list {
+			if _, ok := before[in.ID]; !ok {
+				a.logChange("instance registered", in, "sync: "+why)
+			}
+			delete(before, in.ID)
+		}
+	}
+	for _, in := range before {
+		a.logChange("instance deregistered", in, "sync: "+why+": its container no longer runs or registers it")
+	}
+}
+
+// logChange logs one registration or deregistration at INFO: the
+// container, the service, the address:port and why.
+func (a *Agent) logChange(msg string, in registry.Instance, why string) {
+	a.log.Info(msg, "container", in.Container, "service", in.Service, "address", netip.AddrPortFrom(in.Address, in.Port).String(),
+		"id", in.ID, "health", in.Health.Status, "why", why)
 }
 
 // drop deregisters everything a container registered.
@@ -572,16 +673,17 @@ func (a *Agent) drop(ctx context.Context, id, action string) {
 	var left []registry.Instance
 	for _, in := range old {
 		if err := a.be.Deregister(ctx, in); err != nil {
-			a.writeFailed(ctx, err, "deregister", shortID(id), in)
+			a.writeFailed(ctx, err, "deregister", in.Container, in)
 			left = append(left, in)
+			continue
 		}
+		a.logChange("instance deregistered", in, "event "+action)
 	}
 	if len(left) == 0 {
 		delete(a.regs, id)
 	} else {
 		a.regs[id] = left
 	}
-	a.log.Info("container deregistered", "container", shortID(id), "instances", len(old)-len(left), "event", action)
 }
 
 // writeFailed logs a failed backend write and arranges the repair: a full

@@ -103,7 +103,9 @@ func (cs *checks) ensure(in registry.Instance, spec health.Spec, containerID, na
 	chk := health.NewCheck(cs.cfg, spec, addr, cs.metrics, func(tr health.Transition) {
 		switch {
 		case tr.From == tr.To:
-			log.Info("first health check failed; the instance stays pending (not served) until one passes", "output", tr.Result.Output)
+			// Usual while a container starts; if it persists, the
+			// transition to critical says so at WARN.
+			log.Debug("first health check failed; the instance stays pending (not served) until one passes", "output", tr.Result.Output)
 		case tr.To == health.Critical:
 			log.Warn("health transition", "from", tr.From, "to", tr.To, "output", tr.Result.Output, "failures_in_a_row", tr.Failures)
 		default:

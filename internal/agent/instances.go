@@ -49,6 +49,7 @@ type note struct {
 	key   string
 	msg   string
 	attrs []any
+	info  bool // logged at INFO, not WARN
 }
 
 // instances computes what one running container registers, and the notes
@@ -58,6 +59,14 @@ func (a *Agent) instances(c container) ([]registry.Instance, []health.Spec, []no
 	res := conventions.Parse(conventions.Input{Container: c.Name, Env: c.Env, Labels: c.Labels, Ports: c.Ports})
 	for _, w := range res.Warnings {
 		notes = append(notes, note{key: "conv:" + w.Var, msg: "bad service convention; port skipped",
+			attrs: []any{"container", c.Name, "variable", w.Var, "value", w.Value, "reason", w.Reason}})
+	}
+	for _, w := range res.Typos {
+		notes = append(notes, note{key: "typo:" + w.Var, msg: "SERVICE_* variable looks like a typo",
+			attrs: []any{"container", c.Name, "variable", w.Var, "value", w.Value, "reason", w.Reason}})
+	}
+	for _, w := range res.Normalized {
+		notes = append(notes, note{key: "case:" + w.Var, msg: "service name normalised", info: true,
 			attrs: []any{"container", c.Name, "variable", w.Var, "value", w.Value, "reason", w.Reason}})
 	}
 	if res.Ignored || len(res.Ports) == 0 {
@@ -90,6 +99,9 @@ func (a *Agent) instances(c container) ([]registry.Instance, []health.Spec, []no
 			Tags:     p.Tags,
 			Meta:     p.Meta,
 			Node:     a.cfg.Node,
+		}
+		if in.Container = c.Name; len(in.Container) > registry.MaxNodeLen {
+			in.Container = in.Container[:registry.MaxNodeLen]
 		}
 		switch {
 		case c.NetworkMode == "host":

@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -43,6 +44,10 @@ type Config struct {
 	// registry).
 	Registry *prometheus.Registry
 	Log      *slog.Logger
+	// HealthChecks are more checks /healthz reports, by name: a non-nil
+	// error makes it answer 503 "degraded" and name the error (the agent
+	// of signpost up: Docker unreachable).
+	HealthChecks map[string]func() error
 }
 
 // API serves the HTTP API.
@@ -258,13 +263,45 @@ func (a *API) putInstance(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	in.Normalize() // the store validates; the ID is read back lower-cased
+	_, existed := a.cfg.Index.Get(in.ID)
 	rev, err := a.cfg.Store.Put(r.Context(), in)
 	a.committed(w, r, "put", rev, err, &in)
+	if err == nil && !existed {
+		a.logChange("instance registered", in, "PUT /v1/instances")
+	}
 }
 
+// deleteInstance removes one instance. One that belongs to an agent's node
+// is refused (409) unless that node asks (?node=) or the caller forces it
+// (?force=true): its agent would register it again at its next sync.
 func (a *API) deleteInstance(w http.ResponseWriter, r *http.Request) {
-	rev, err := a.cfg.Store.Delete(r.Context(), strings.ToLower(r.PathValue("id")))
+	id := strings.ToLower(r.PathValue("id"))
+	q := r.URL.Query()
+	old, known := a.cfg.Index.Get(id)
+	force := q.Get("force") == "true"
+	if known && old.Node != "" && q.Get("node") != old.Node && !force {
+		owner := fmt.Sprintf("node %q", old.Node)
+		if old.Container != "" {
+			owner += fmt.Sprintf(" (container %q)", old.Container)
+		}
+		a.fail(w, http.StatusConflict, fmt.Sprintf("instance %q belongs to %s, whose agent registers it again at its next sync: stop the container or set SERVICE_IGNORE on it; to remove it anyway, force it (signpost deregister --force, or ?force=true)", id, owner), "node")
+		return
+	}
+	rev, err := a.cfg.Store.Delete(r.Context(), id)
 	a.committed(w, r, "delete", rev, err, nil)
+	if err == nil && known {
+		why := "DELETE /v1/instances"
+		if force {
+			why += " (forced)"
+		}
+		a.logChange("instance deregistered", old, why)
+	}
+}
+
+// logChange logs one registration or deregistration, at INFO.
+func (a *API) logChange(msg string, in registry.Instance, why string) {
+	a.log.Info(msg, "id", in.ID, "service", in.Service, "address", netip.AddrPortFrom(in.Address, in.Port).String(),
+		"node", in.Node, "container", in.Container, "why", why)
 }
 
 func (a *API) replaceNode(w http.ResponseWriter, r *http.Request) {
@@ -289,9 +326,21 @@ func (a *API) replaceNode(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	var added []registry.Instance
+	for _, in := range req.Instances {
+		if _, ok := a.cfg.Index.Get(strings.ToLower(in.ID)); !ok {
+			added = append(added, in)
+		}
+	}
 	// The store validates every instance (registry.PrepareNodeSet).
 	rev, err := a.cfg.Store.ReplaceNode(r.Context(), node, ttl, req.Instances)
 	a.committed(w, r, "replace_node", rev, err, nil)
+	for i := 0; err == nil && i < len(added); i++ {
+		in := added[i]
+		in.Normalize()
+		in.Node = node
+		a.logChange("instance registered", in, "PUT /v1/nodes (the node's sync)")
+	}
 }
 
 func (a *API) heartbeat(w http.ResponseWriter, r *http.Request) {
@@ -404,6 +453,15 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 		body["status"], status = "starting", http.StatusServiceUnavailable
 	case err != nil:
 		body["status"], body["error"], status = "degraded", err.Error(), http.StatusServiceUnavailable
+	}
+	for name, check := range a.cfg.HealthChecks {
+		body[name] = "ok"
+		if err := check(); err != nil {
+			body[name] = err.Error()
+			if status == http.StatusOK {
+				body["status"], status = "degraded", http.StatusServiceUnavailable
+			}
+		}
 	}
 	writeJSON(w, status, body)
 }

@@ -16,6 +16,11 @@ import (
 // lease expired, say) and needs the whole set again through Sync.
 var ErrResync = errors.New("backend needs a full resync")
 
+// ErrAuth tells the agent that the backend refused its credentials (a
+// missing or wrong token): retrying cannot help, so an agent that meets
+// it before its first sync stops with a clear message.
+var ErrAuth = errors.New("the backend refused this agent's credentials")
+
 // Backend is the registry as one agent (one node) sees it. Instances passed
 // in carry the agent's node name in Node.
 type Backend interface {

@@ -35,9 +35,10 @@ func (s *ServerSource) Endpoints(ctx context.Context) ([]Endpoint, error) {
 	return out, nil
 }
 
-// Remove implements Source. An instance that is already gone is fine.
+// Remove implements Source. An instance that is already gone is fine;
+// one of an agent's node (--include-agents) is removed all the same.
 func (s *ServerSource) Remove(ctx context.Context, ep Endpoint) error {
-	if _, err := s.Client.Deregister(ctx, ep.Key); err != nil && !apiclient.IsStatus(err, http.StatusNotFound) {
+	if _, err := s.Client.DeregisterForce(ctx, ep.Key); err != nil && !apiclient.IsStatus(err, http.StatusNotFound) {
 		return err
 	}
 	return nil

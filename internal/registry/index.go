@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -218,7 +219,8 @@ func (ix *Index) applyLocked(evs []Event, rev int64, full bool) {
 			ix.expired.Add(1)
 		}
 		if ev.Type == EventDelete && ev.Reason != "" {
-			ix.log.Info("instance removed", "id", in.ID, "service", in.Service, "node", in.Node, "reason", ev.Reason)
+			ix.log.Info("instance removed", "id", in.ID, "service", in.Service, "address", netip.AddrPortFrom(in.Address, in.Port).String(),
+				"node", in.Node, "container", in.Container, "reason", ev.Reason)
 		}
 	}
 	if rev > ix.rev || full {

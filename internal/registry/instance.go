@@ -68,6 +68,9 @@ type Instance struct {
 	Node         string    `json:"node,omitempty"`
 	Health       Health    `json:"health"`
 	RegisteredAt time.Time `json:"registered_at,omitzero"`
+	// Container names the container the instance belongs to, as its
+	// agent saw it; shown to people (CLI, UI), never published in DNS.
+	Container string `json:"container,omitempty"`
 }
 
 // FieldError says which field of a registration is wrong and why.
@@ -193,6 +196,12 @@ func (in *Instance) Validate() error {
 	if err := checkPrintable(in.Node); err != nil {
 		return &FieldError{"node", in.Node, err.Error()}
 	}
+	if len(in.Container) > MaxNodeLen {
+		return &FieldError{"container", in.Container, fmt.Sprintf("longer than %d characters", MaxNodeLen)}
+	}
+	if err := checkPrintable(in.Container); err != nil {
+		return &FieldError{"container", in.Container, err.Error()}
+	}
 	if len(in.Tags) > MaxTags {
 		return &FieldError{"tags", strings.Join(in.Tags, ","), fmt.Sprintf("more than %d tags", MaxTags)}
 	}
@@ -279,7 +288,7 @@ func (in Instance) Clone() Instance {
 func SameRegistration(a, b *Instance) bool {
 	if a.ID != b.ID || a.Service != b.Service || a.Protocol != b.Protocol ||
 		a.Address != b.Address || a.Port != b.Port || a.Weight != b.Weight ||
-		a.Priority != b.Priority || a.Node != b.Node ||
+		a.Priority != b.Priority || a.Node != b.Node || a.Container != b.Container ||
 		a.Health.Status != b.Health.Status || a.Health.Output != b.Health.Output ||
 		len(a.Tags) != len(b.Tags) || len(a.Meta) != len(b.Meta) {
 		return false

@@ -58,6 +58,9 @@ type Config struct {
 	// server closes it on exit.
 	Store registry.Store
 	Log   *slog.Logger
+	// HealthChecks are more checks /healthz reports, by name (see
+	// api.Config.HealthChecks).
+	HealthChecks map[string]func() error
 }
 
 // Server is a running signpost server.
@@ -181,7 +184,7 @@ func New(cfg Config) (_ *Server, err error) {
 	if s.dns, err = dnsserver.New(dcfg, s.index); err != nil {
 		return nil, err
 	}
-	s.api, err = api.New(api.Config{Store: s.store, Index: s.index, Token: token, DefaultTTL: cfg.DefaultTTL, Registry: reg, Log: cfg.Log})
+	s.api, err = api.New(api.Config{Store: s.store, Index: s.index, Token: token, DefaultTTL: cfg.DefaultTTL, Registry: reg, Log: cfg.Log, HealthChecks: cfg.HealthChecks})
 	if err != nil {
 		return nil, err
 	}
@@ -323,7 +326,9 @@ func (s *Server) Run(ctx context.Context) error {
 	var first error
 	select {
 	case <-ctx.Done():
+		s.log.Info("signpost server shutting down", "why", context.Cause(ctx))
 	case first = <-errc:
+		s.log.Error("signpost server shutting down: a listener failed", "err", first)
 	}
 	cancel()
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -333,6 +338,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.store.Close(); err != nil && first == nil {
 		first = err
 	}
+	s.log.Info("signpost server stopped", "instances", s.index.Len(), "revision", s.index.Rev())
 	return first
 }
 

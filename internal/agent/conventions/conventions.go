@@ -19,7 +19,10 @@
 //	SERVICE_[<port>_]<KEY>   any other key: metadata key=value, published in TXT
 //
 // The port in a key is matched exactly against the container's port, tcp
-// or udp. No variable outside SERVICE_* is ever read. A container with no
+// or udp. A key that is none of these but close to one (SERVICE_8081_NAM)
+// is reported in Result.Typos, and a service name given in upper case
+// (registered lower-cased) in Result.Normalized. No variable outside
+// SERVICE_* is ever read. A container with no
 // name for a port does not register that port.
 package conventions
 
@@ -106,6 +109,64 @@ type Result struct {
 	Ports []Port
 	// Warnings list every convention that was not used and why.
 	Warnings []Warning
+	// Typos list the SERVICE_* variables whose key is no known key but
+	// close to one (SERVICE_8081_NAM): they are read as metadata (or as a
+	// check setting), which is almost never what was meant.
+	Typos []Warning
+	// Normalized list the service names that were used in another form
+	// than given (MyWeb is registered as myweb: DNS names are lower-case).
+	Normalized []Warning
+}
+
+// knownKeys are the keys that follow SERVICE_ or SERVICE_<port>_ and mean
+// something other than metadata.
+var knownKeys = []string{"name", "tags", "weight", "priority", "ignore",
+	"check", "check_http", "check_tcp", "check_interval", "check_timeout"}
+
+// typoOf returns the known key that key is probably a misspelling of, or
+// "": one edit away (two for keys longer than five letters), counting a
+// swap of two neighbours as one edit.
+func typoOf(key string) string {
+	for _, k := range knownKeys {
+		if key == k {
+			return ""
+		}
+	}
+	for _, k := range knownKeys {
+		limit := 1
+		if len(k) > 5 {
+			limit = 2
+		}
+		if len(key) >= 3 && editDistance(key, k) <= limit {
+			return k
+		}
+	}
+	return ""
+}
+
+// editDistance is the optimal string alignment distance of a and b.
+func editDistance(a, b string) int {
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
 }
 
 // perPortKeys are keys that only make sense for a port; seeing one after
@@ -176,6 +237,12 @@ func Parse(in Input) Result {
 	warn := func(st Setting, reason string, args ...any) {
 		res.Warnings = append(res.Warnings, Warning{Container: in.Container, Var: st.Var, Value: st.Value, Reason: fmt.Sprintf(reason, args...)})
 	}
+	noteCase := func(st Setting) {
+		if v := strings.TrimSpace(st.Value); v != strings.ToLower(v) {
+			res.Normalized = append(res.Normalized, Warning{Container: in.Container, Var: st.Var, Value: st.Value,
+				Reason: fmt.Sprintf("service name lower-cased: registered as %q (DNS names are lower-case)", strings.ToLower(v))})
+		}
+	}
 	global := newSettings()
 	byPort := map[uint16]*settings{}
 	vars := collect(in)
@@ -199,6 +266,10 @@ func Parse(in Input) Result {
 				warn(st, "nothing follows the port number: want SERVICE_%s_NAME and the like", first)
 				continue
 			}
+			if k := typoOf(after); k != "" {
+				res.Typos = append(res.Typos, Warning{Container: in.Container, Var: st.Var, Value: st.Value,
+					Reason: fmt.Sprintf("unknown key %q looks like a typo of %s%s_%s; read as %s", strings.ToUpper(after), Prefix, first, strings.ToUpper(k), readAs(after))})
+			}
 			ps := byPort[uint16(n)]
 			if ps == nil {
 				ps = newSettings()
@@ -209,6 +280,10 @@ func Parse(in Input) Result {
 			// SERVICE_HTTP_NAME, SERVICE_80A_NAME: a port that is not a number.
 			warn(st, "%q is not a port number (want SERVICE_<port>_%s)", first, strings.ToUpper(after))
 		default:
+			if k := typoOf(rest); k != "" {
+				res.Typos = append(res.Typos, Warning{Container: in.Container, Var: st.Var, Value: st.Value,
+					Reason: fmt.Sprintf("unknown key %q looks like a typo of %s%s; read as %s", strings.ToUpper(rest), Prefix, strings.ToUpper(k), readAs(rest))})
+			}
 			global.put(rest, st)
 		}
 	}
@@ -290,6 +365,7 @@ func Parse(in Input) Result {
 				continue
 			}
 			name, proto, given = n, pr, strings.TrimSpace(nameSt.Value)
+			noteCase(nameSt)
 		case hasGlobalName:
 			n, pr, err := registry.ParseServiceName(gname.Value)
 			if err != nil {
@@ -299,6 +375,9 @@ func Parse(in Input) Result {
 				continue
 			}
 			name, proto, given = n, pr, strings.TrimSpace(gname.Value)
+			if p == unnamed[0] {
+				noteCase(gname)
+			}
 			if nPorts > 1 {
 				name = fmt.Sprintf("%s-%d", name, p.Port)
 				if err := registry.CheckLabel(name); err != nil {
@@ -383,6 +462,14 @@ func Parse(in Input) Result {
 		res.Ports = append(res.Ports, out)
 	}
 	return res
+}
+
+// readAs says what an unknown key becomes.
+func readAs(key string) string {
+	if key == "check" || strings.HasPrefix(key, "check_") {
+		return "a check setting"
+	}
+	return fmt.Sprintf("metadata %q", key)
 }
 
 func hasOtherProto(ports []ContainerPort, proto string) bool {

@@ -223,3 +223,39 @@ func TestGivenName(t *testing.T) {
 		})
 	}
 }
+
+// TestTyposAndNormalized checks that a key close to a known one is
+// reported as a likely typo (and still read as metadata), that real
+// metadata keys are not, and that an upper-case name is reported once.
+func TestTyposAndNormalized(t *testing.T) {
+	res := Parse(Input{
+		Container: "web-1",
+		Env: []string{"SERVICE_8081_NAM=web", "SERVICE_8082_NAME=MyWeb", "SERVICE_8082_WEIGTH=5",
+			"SERVICE_TAG=a", "SERVICE_8082_VERSION=1.2", "SERVICE_8082_ROLE=primary", "SERVICE_8082_CHECK_HTP=/h"},
+		Ports: []ContainerPort{{8081, "tcp"}, {8082, "tcp"}},
+	})
+	typos := map[string]string{}
+	for _, w := range res.Typos {
+		typos[w.Var] = w.Reason
+	}
+	want := map[string]string{
+		"SERVICE_8081_NAM":       "SERVICE_8081_NAME",
+		"SERVICE_8082_WEIGTH":    "SERVICE_8082_WEIGHT",
+		"SERVICE_TAG":            "SERVICE_TAGS",
+		"SERVICE_8082_CHECK_HTP": "SERVICE_8082_CHECK_HTTP",
+	}
+	for v, k := range want {
+		if !strings.Contains(typos[v], k) {
+			t.Errorf("%s: typo reason %q, want it to name %s", v, typos[v], k)
+		}
+	}
+	if len(typos) != len(want) {
+		t.Errorf("typos %v, want exactly %v", typos, want)
+	}
+	if len(res.Ports) != 1 || res.Ports[0].Service != "myweb" || res.Ports[0].Meta["weigth"] != "5" {
+		t.Fatalf("ports %+v, want myweb on 8082 with the typo read as metadata", res.Ports)
+	}
+	if len(res.Normalized) != 1 || res.Normalized[0].Var != "SERVICE_8082_NAME" || !strings.Contains(res.Normalized[0].Reason, `"myweb"`) {
+		t.Errorf("normalized %+v, want one naming SERVICE_8082_NAME and myweb", res.Normalized)
+	}
+}

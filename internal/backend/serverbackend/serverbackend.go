@@ -63,6 +63,9 @@ func (b *Backend) Sync(ctx context.Context, insts []registry.Instance) error {
 		insts = out
 	}
 	if _, err := b.client.ReplaceNode(ctx, b.node, b.ttl, insts); err != nil {
+		if apiclient.IsStatus(err, http.StatusUnauthorized) || apiclient.IsStatus(err, http.StatusForbidden) {
+			return fmt.Errorf("sync node %q: %w (give the server's token with --token-file): %w", b.node, backend.ErrAuth, err)
+		}
 		return fmt.Errorf("sync node %q (%d instances): %w", b.node, len(insts), err)
 	}
 	return nil
@@ -90,7 +93,7 @@ func (b *Backend) Register(ctx context.Context, inst registry.Instance) error {
 
 // Deregister removes one instance; one that is not there is not an error.
 func (b *Backend) Deregister(ctx context.Context, inst registry.Instance) error {
-	if _, err := b.client.Deregister(ctx, inst.ID); err != nil && !apiclient.IsStatus(err, http.StatusNotFound) {
+	if _, err := b.client.DeregisterNode(ctx, b.node, inst.ID); err != nil && !apiclient.IsStatus(err, http.StatusNotFound) {
 		return fmt.Errorf("deregister %s: %w", inst.ID, err)
 	}
 	return nil

@@ -1,0 +1,97 @@
+package apiclient
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// MaxWatchEvent bounds one server-sent event of the watch stream: a whole
+// service's instance list.
+const MaxWatchEvent = 64 << 20
+
+// Watch follows the server's watch stream (GET /v1/watch, server-sent
+// events) and calls fn with each change: a service's whole current
+// instance list. service limits the stream to one service (empty: all);
+// index starts after that revision (0: a first snapshot of everything).
+// It returns when ctx ends (ctx.Err()), when fn fails (fn's error), or
+// when the stream breaks or the server ends it (an error naming the URL);
+// the caller may watch again from the last event's Index.
+func (c *Client) Watch(ctx context.Context, service string, index int64, fn func(WatchEvent) error) error {
+	u := *c.base
+	u.Path += "/v1/watch"
+	q := url.Values{}
+	if service != "" {
+		q.Set("service", service)
+	}
+	if index > 0 {
+		q.Set("index", strconv.FormatInt(index, 10))
+	}
+	u.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", u.String(), err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", u.String(), err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		e := &Error{Status: resp.StatusCode, Method: http.MethodGet, URL: u.String()}
+		if json.Unmarshal(data, &e.ErrorResponse) != nil || e.ErrorResponse.Error == "" {
+			e.ErrorResponse.Error = strings.TrimSpace(string(data))
+		}
+		return e
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), MaxWatchEvent)
+	var event string
+	var data strings.Builder
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if event == "service" && data.Len() > 0 {
+				var ev WatchEvent
+				if err := json.Unmarshal([]byte(data.String()), &ev); err != nil {
+					return fmt.Errorf("GET %s: decode event: %w", u.String(), err)
+				}
+				if err := fn(ev); err != nil {
+					return err
+				}
+			}
+			event = ""
+			data.Reset()
+		case strings.HasPrefix(line, ":"): // a comment: keepalive
+		case strings.HasPrefix(line, "event:"):
+			event = strings.TrimSpace(strings.TrimPrefix(line, "event:"))
+		case strings.HasPrefix(line, "data:"):
+			if data.Len() > 0 {
+				data.WriteByte('\n')
+			}
+			data.WriteString(strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " "))
+			if data.Len() > MaxWatchEvent {
+				return fmt.Errorf("GET %s: an event is larger than %d bytes", u.String(), MaxWatchEvent)
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("GET %s: read stream: %w", u.String(), err)
+	}
+	return fmt.Errorf("GET %s: the server ended the stream", u.String())
+}
