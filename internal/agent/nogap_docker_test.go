@@ -20,10 +20,13 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/signpost-dns/signpost/internal/agent"
 	"github.com/signpost-dns/signpost/internal/agent/internal/dockertest"
 	"github.com/signpost-dns/signpost/internal/apiclient"
 	"github.com/signpost-dns/signpost/internal/registry"
+	"github.com/signpost-dns/signpost/internal/server"
 	"github.com/signpost-dns/signpost/internal/signposttest"
+	"github.com/signpost-dns/signpost/internal/store/etcd/etcdtest"
 )
 
 // dnsWatch asks a DNS server for a name's SRV records every 20ms and keeps
@@ -309,10 +312,28 @@ func waitRestarted(p *proc, n int) {
 // TestAgentRestartNoGap restarts `signpost agent` beside a running server
 // three times with SIGTERM and three times with SIGKILL, with two healthy
 // containers and a third instance on another host: DNS must answer all
-// three throughout.
+// three throughout. Then a container restarted and one started while the
+// agent was down are not carried: they wait for a first pass.
 func TestAgentRestartNoGap(t *testing.T) {
 	t.Parallel()
-	s := newStack(t)
+	agentRestartNoGap(t, newStack(t))
+}
+
+// TestAgentRestartNoGapOnEtcd is TestAgentRestartNoGap with the server on
+// etcd: the health the agent carries comes from etcd through the server.
+func TestAgentRestartNoGapOnEtcd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an etcd cluster")
+	}
+	t.Parallel()
+	members := etcdtest.StartCluster(t, 1, 100*time.Millisecond, time.Second)
+	agentRestartNoGap(t, newStack(t, func(c *server.Config) {
+		c.StoreKind = "etcd"
+		c.Etcd.Endpoints = etcdtest.Endpoints(members)
+	}))
+}
+
+func agentRestartNoGap(t *testing.T, s *stack) {
 	a, b := healthyPair(s.sess, "steady")
 	p := newProc(t, s.log, "agent", "--server", s.srv.URL(), "--node", "host-nogap", "--advertise-ip", "127.0.0.1",
 		"--only-label", dockertest.TestLabel+"="+s.sess.ID, "--log-level", "debug")
@@ -329,7 +350,29 @@ func TestAgentRestartNoGap(t *testing.T) {
 	}
 	w.stop(t, "agent restarts")
 	aw.stop(t, "agent restarts")
-	wantRunning(t, s.sess, a, b)
+
+	// While the agent is down, a restarts and c starts (and never
+	// listens): neither is carried, both wait for a first pass; b is.
+	p.signal(syscall.SIGKILL)
+	dockertest.Docker(t, "restart", "-t", "1", a)
+	c := s.sess.Run("-p", "8081", "-e", "SERVICE_8081_NAME=steady")
+	p.start()
+	p.waitLines(1, "health carried over from the backend", "carried=1 instances=3")
+	cid := agent.InstanceID("host-nogap", c, 8081, "tcp")
+	waitFor(t, "the new container's instance should be registered pending", func() (bool, string) {
+		list, _, err := s.client.Instances(context.Background(), "host-nogap")
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, in := range list {
+			if in.ID == cid {
+				return in.Health.Status == registry.HealthPending, in.Health.Status
+			}
+		}
+		return false, "not registered"
+	})
+	s.waitSRV("steady", 9, hostPort(t, a, "8081/tcp"), hostPort(t, b, "8081/tcp"))
+	wantRunning(t, s.sess, a, b, c)
 }
 
 // freeUDPTCPPort finds a loopback port free for both TCP and UDP.
