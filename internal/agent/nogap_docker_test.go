@@ -199,6 +199,7 @@ type proc struct {
 	bin  string
 	args []string
 	log  *syncBuf // everything every run of it wrote
+	env  []string // the environment, when not the test's
 	cmd  *exec.Cmd
 	out  *syncBuf // what the current run wrote
 }
@@ -211,6 +212,7 @@ func (p *proc) start() {
 	p.t.Helper()
 	p.out = &syncBuf{}
 	cmd := exec.Command(p.bin, p.args...)
+	cmd.Env = p.env
 	w := teeWriter{p.out, p.log}
 	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Start(); err != nil {
