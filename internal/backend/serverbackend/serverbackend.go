@@ -130,7 +130,8 @@ func (b *Backend) Known(ctx context.Context, insts []registry.Instance) (map[str
 	}
 	out := map[string]registry.Health{}
 	for i := range insts {
-		in := &insts[i]
+		in := insts[i].Clone()
+		in.Normalize() // as the server holds it
 		h, ok := byID[in.ID]
 		if !ok || h.Node != b.node || h.Service != in.Service || h.Protocol != in.Protocol ||
 			h.Address != in.Address || h.Port != in.Port {
