@@ -40,7 +40,13 @@
 //
 // An instance with a check is registered pending and served only after
 // its first pass; the first probe runs at once and is retried every 250ms
-// during the start period (10s), so registration stays fast. After that,
+// during the start period (10s), so registration stays fast. A restarted
+// agent first asks its backend what it still holds for the node
+// (Backend.Known): an instance it holds unchanged (same id, address and
+// port), of a container that has not restarted since that health was
+// checked, starts its new check in the carried status (passing or
+// critical) instead of pending, so that a restart never takes a healthy
+// instance out of DNS. After that,
 // Failures (3) failures in a row make it critical, Passes (2) passes make
 // it passing again: a flapping instance does not bounce. A container's own
 // Docker HEALTHCHECK counts too: "unhealthy" makes its instances critical
