@@ -62,9 +62,6 @@ func runCheck(ctx context.Context, args []string, stdout io.Writer) error {
 		return sw.Run(ctx, *interval)
 	}
 	res, err := sw.Sweep(ctx)
-	fmt.Fprintf(stdout, "checked %d: %d passed, %d failed, %d unresolved, %d removed\n", res.Checked, res.Passed, res.Failed, res.Unresolved, len(res.Removed))
-	for _, ep := range res.Removed {
-		fmt.Fprintf(stdout, "removed %s (%s, target %s)\n", ep.Key, ep.Service, ep.Target)
-	}
+	_ = res.Report(stdout)
 	return err
 }

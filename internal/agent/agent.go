@@ -40,7 +40,13 @@
 //
 // An instance with a check is registered pending and served only after
 // its first pass; the first probe runs at once and is retried every 250ms
-// during the start period (10s), so registration stays fast. After that,
+// during the start period (10s), so registration stays fast. A restarted
+// agent first asks its backend what it still holds for the node
+// (Backend.Known): an instance it holds unchanged (same id, address and
+// port), of a container that has not restarted since that health was
+// checked, starts its new check in the carried status (passing or
+// critical) instead of pending, so that a restart never takes a healthy
+// instance out of DNS. After that,
 // Failures (3) failures in a row make it critical, Passes (2) passes make
 // it passing again: a flapping instance does not bounce. A container's own
 // Docker HEALTHCHECK counts too: "unhealthy" makes its instances critical
@@ -146,11 +152,14 @@ type Agent struct {
 
 	// Owned by the goroutine that runs follow: what the backend holds for
 	// each container id, and what was already said about each container.
-	regs   map[string][]registry.Instance
-	noted  map[string]map[string]bool
-	dirty  bool // a backend write failed: resync soon
-	resync chan struct{}
-	synced chan struct{} // closed after the first successful Sync
+	regs  map[string][]registry.Instance
+	noted map[string]map[string]bool
+	dirty bool // a backend write failed: resync soon
+	// learned is set once the backend said what it holds for this node
+	// (Backend.Known), before the first sync.
+	learned bool
+	resync  chan struct{}
+	synced  chan struct{} // closed after the first successful Sync
 	// dockerHealth is each container's HEALTHCHECK status as last
 	// inspected; owned by the loop like regs.
 	dockerHealth map[string]dockerHealthState
@@ -450,6 +459,12 @@ func (a *Agent) fullSync(ctx context.Context, why string) error {
 	regs := map[string][]registry.Instance{}
 	var all []registry.Instance
 	live := map[string]bool{}
+	type computed struct {
+		c     container
+		insts []registry.Instance
+		specs []health.Spec
+	}
+	var found []computed
 	for _, id := range ids {
 		c, err := a.docker.Inspect(ctx, id)
 		if errors.Is(err, errNotFound) {
@@ -463,11 +478,44 @@ func (a *Agent) fullSync(ctx context.Context, why string) error {
 		if !c.Running || c.Paused {
 			continue
 		}
-		insts := a.compute(ctx, c)
+		insts, specs := a.compute(ctx, c)
 		if len(insts) > 0 {
-			regs[c.ID] = insts
-			all = append(all, insts...)
+			found = append(found, computed{c, insts, specs})
+			all = append(all, insts...) // health comes below
 		}
+	}
+	var carry map[string]registry.Health
+	if !a.learned {
+		// The agent's first sync: learn what the backend still holds for
+		// this node, so that a restart does not take running, healthy
+		// instances out while their first check runs.
+		known, err := a.be.Known(ctx, all)
+		if err != nil {
+			a.dirty = true
+			a.log.Warn("could not read what the backend holds for this node; retrying before the first sync", "why", why, "err", err)
+			return err
+		}
+		carry, a.learned = known, true
+	}
+	carried := 0
+	for _, f := range found {
+		for i := range f.insts {
+			h := a.carried(f.c, f.insts[i], carry)
+			if h != nil {
+				carried++
+			}
+			a.checks.ensure(f.insts[i], f.specs[i], f.c.ID, f.c.Name, h)
+			f.insts[i].Health = a.effectiveHealth(f.insts[i], f.c.ID)
+		}
+		regs[f.c.ID] = f.insts
+	}
+	all = all[:0]
+	for _, f := range found {
+		all = append(all, f.insts...)
+	}
+	if carry != nil {
+		a.log.Info("health carried over from the backend: these instances stay served while their first check runs; the others wait for a pass",
+			"carried", carried, "instances", len(all), "known_to_backend", len(carry))
 	}
 	for id := range a.noted {
 		if !live[id] {
@@ -503,16 +551,29 @@ func (a *Agent) fullSync(ctx context.Context, why string) error {
 	return nil
 }
 
-// compute returns what a running container registers, with each
-// instance's current health, starts the checks it needs, and logs the
-// notes about it that were not logged before.
-func (a *Agent) compute(ctx context.Context, c container) []registry.Instance {
+// carried returns the health to carry into a new check of in, from what
+// the backend held at the agent's start (carry), or nil: none when the
+// backend did not hold it unchanged, when it was not passing or critical,
+// or when the container started after that health was last checked (it
+// restarted while the agent was down, so it waits for its first pass).
+func (a *Agent) carried(c container, in registry.Instance, carry map[string]registry.Health) *registry.Health {
+	h, ok := carry[in.ID]
+	if !ok || (h.Status != registry.HealthPassing && h.Status != registry.HealthCritical) {
+		return nil
+	}
+	if !h.CheckedAt.IsZero() && c.StartedAt.After(h.CheckedAt) {
+		return nil
+	}
+	return &h
+}
+
+// compute returns what a running container registers and the check of
+// each instance, and logs the notes about it that were not logged before.
+// The caller starts the checks (checks.ensure) and sets each instance's
+// health.
+func (a *Agent) compute(ctx context.Context, c container) ([]registry.Instance, []health.Spec) {
 	insts, specs, notes := a.instances(c)
 	a.noteDockerHealth(ctx, c, insts)
-	for i := range insts {
-		a.checks.ensure(insts[i], specs[i], c.ID, c.Name)
-		insts[i].Health = a.effectiveHealth(insts[i], c.ID)
-	}
 	seen := a.noted[c.ID]
 	for _, n := range notes {
 		if seen[n.key] {
@@ -529,7 +590,7 @@ func (a *Agent) compute(ctx context.Context, c container) []registry.Instance {
 		}
 		a.log.Log(ctx, lvl, n.msg, n.attrs...)
 	}
-	return insts
+	return insts, specs
 }
 
 // handle acts on one container event.
@@ -583,7 +644,12 @@ func (a *Agent) refresh(ctx context.Context, id, action string) {
 	}
 	var insts []registry.Instance
 	if c.Running && !c.Paused {
-		insts = a.compute(ctx, c)
+		var specs []health.Spec
+		insts, specs = a.compute(ctx, c)
+		for i := range insts {
+			a.checks.ensure(insts[i], specs[i], c.ID, c.Name, nil)
+			insts[i].Health = a.effectiveHealth(insts[i], c.ID)
+		}
 	}
 	keep := map[string]bool{}
 	for _, in := range insts {

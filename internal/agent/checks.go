@@ -84,8 +84,10 @@ func (cs *checks) start(ctx context.Context) {
 }
 
 // ensure runs spec against in's address: a new check when there is none,
-// or when the spec or address changed; none when spec is None.
-func (cs *checks) ensure(in registry.Instance, spec health.Spec, containerID, name string) {
+// or when the spec or address changed; none when spec is None. A new
+// check starts in the carried health when carry is not nil (what the
+// backend held when the agent started), pending otherwise.
+func (cs *checks) ensure(in registry.Instance, spec health.Spec, containerID, name string, carry *registry.Health) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	addr := netip.AddrPortFrom(in.Address, in.Port)
@@ -102,10 +104,15 @@ func (cs *checks) ensure(in registry.Instance, spec health.Spec, containerID, na
 	log := cs.log.With("container", name, "service", in.Service, "instance", in.ID, "address", addr.String(), "check", spec.String())
 	chk := health.NewCheck(cs.cfg, spec, addr, cs.metrics, func(tr health.Transition) {
 		switch {
-		case tr.From == tr.To:
+		case tr.From == tr.To && tr.To == health.Pending:
 			// Usual while a container starts; if it persists, the
 			// transition to critical says so at WARN.
 			log.Debug("first health check failed; the instance stays pending (not served) until one passes", "output", tr.Result.Output)
+		case tr.From == tr.To && tr.Result.OK:
+			log.Info("first health check since the agent started passed; carried health kept", "status", tr.To, "output", tr.Result.Output)
+		case tr.From == tr.To:
+			log.Info("first health check since the agent started failed; carried health kept until the thresholds say otherwise",
+				"status", tr.To, "output", tr.Result.Output, "failures_in_a_row", tr.Failures, "failures_to_critical", cs.cfg.Failures)
 		case tr.To == health.Critical:
 			log.Warn("health transition", "from", tr.From, "to", tr.To, "output", tr.Result.Output, "failures_in_a_row", tr.Failures)
 		default:
@@ -119,6 +126,9 @@ func (cs *checks) ensure(in registry.Instance, spec health.Spec, containerID, na
 			cs.critical(containerID, name, in, tr)
 		}
 	})
+	if carry != nil && chk.Resume(carry.Status, health.Result{OK: carry.Status == health.Passing, Output: carry.Output, At: carry.CheckedAt}) {
+		log.Debug("health carried over from the backend", "status", carry.Status, "checked_at", carry.CheckedAt)
+	}
 	ctx, cancel := context.WithCancel(cs.ctx)
 	cs.byID[in.ID] = &runningCheck{chk: chk, cancel: cancel}
 	cs.wg.Add(1)

@@ -41,7 +41,7 @@ func TestEffectiveHealth(t *testing.T) {
 	}()
 	hp := netip.MustParseAddrPort(hold.Addr().String())
 	passing := registry.Instance{ID: "passing", Address: hp.Addr(), Port: hp.Port()}
-	a.checks.ensure(passing, health.Spec{Kind: health.TCP, Interval: time.Second, Timeout: 500 * time.Millisecond}, "c-own", "own")
+	a.checks.ensure(passing, health.Spec{Kind: health.TCP, Interval: time.Second, Timeout: 500 * time.Millisecond}, "c-own", "own", nil)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if h, _ := a.checks.state("passing"); h.Status == registry.HealthPassing {
@@ -114,4 +114,85 @@ func fmtAttrs(attrs []any) string {
 		}
 	}
 	return b.String()
+}
+
+// TestCarriedHealth checks which health a restarted agent carries into a
+// new check, and that a carried passing check of an address that refuses
+// connections stays passing through its first failures and goes critical
+// only after Failures of them in a row.
+func TestCarriedHealth(t *testing.T) {
+	a := &Agent{}
+	checked := time.Now().Add(-time.Minute)
+	carry := map[string]registry.Health{
+		"ok":      {Status: registry.HealthPassing, CheckedAt: checked},
+		"bad":     {Status: registry.HealthCritical, CheckedAt: checked},
+		"waiting": {Status: registry.HealthPending, CheckedAt: checked},
+		"zone":    {Status: registry.HealthPassing}, // Route 53: no time
+	}
+	before := container{StartedAt: checked.Add(-time.Hour)}
+	after := container{StartedAt: checked.Add(time.Second)}
+	for _, c := range []struct {
+		id   string
+		c    container
+		want string
+	}{
+		{"ok", before, registry.HealthPassing},
+		{"bad", before, registry.HealthCritical},
+		{"waiting", before, ""},
+		{"unknown", before, ""},
+		{"ok", after, ""}, // restarted while the agent was down
+		{"zone", after, registry.HealthPassing},
+	} {
+		h := a.carried(c.c, registry.Instance{ID: c.id}, carry)
+		got := ""
+		if h != nil {
+			got = h.Status
+		}
+		if got != c.want {
+			t.Errorf("carried(%s, started %s after the check): %q, want %q", c.id, c.c.StartedAt.Sub(checked), got, c.want)
+		}
+	}
+
+	hc, _ := health.Config{Interval: 100 * time.Millisecond, Timeout: 50 * time.Millisecond, Failures: 3, StartPeriod: time.Hour}.WithDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs strings.Builder
+	cs := newChecks(hc, nil, slog.New(slog.NewTextHandler(&logs, nil)))
+	cs.start(ctx)
+	defer func() { cancel(); cs.stop() }()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := netip.MustParseAddrPort(l.Addr().String())
+	l.Close()
+	in := registry.Instance{ID: "ok", Address: closed.Addr(), Port: closed.Port()}
+	h := carry["ok"]
+	cs.ensure(in, hc.Default(), "cid", "web", &h)
+	if st, _ := cs.state("ok"); st.Status != registry.HealthPassing || !st.CheckedAt.Equal(checked) {
+		t.Fatalf("carried check starts %+v, want passing checked at %s", st, checked)
+	}
+	var seen []string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, _ := cs.state("ok")
+		if len(seen) == 0 || seen[len(seen)-1] != st.Status {
+			seen = append(seen, st.Status)
+		}
+		if st.Status == registry.HealthCritical {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the carried check of a closed port never went critical: %v", seen)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval of a condition wait
+	}
+	if strings.Join(seen, ",") != "passing,critical" {
+		t.Errorf("statuses seen: %v, want passing then critical (never pending)", seen)
+	}
+	cancel()
+	cs.stop() // the log is complete
+	if !strings.Contains(logs.String(), "to=critical") || !strings.Contains(logs.String(), "failures_in_a_row=3") ||
+		!strings.Contains(logs.String(), "carried health kept until the thresholds say otherwise") {
+		t.Errorf("want the first failure logged as carried, and critical after 3 failures in a row:\n%s", logs.String())
+	}
 }

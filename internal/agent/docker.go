@@ -44,6 +44,8 @@ type container struct {
 	DockerHealthOutput string
 	// DockerHealthAt is when that run ended.
 	DockerHealthAt time.Time
+	// StartedAt is when the container last started (zero if unknown).
+	StartedAt time.Time
 }
 
 // binding is one published host port.
@@ -155,6 +157,9 @@ func (e *engine) Inspect(ctx context.Context, id string) (container, error) {
 	}
 	if r.State != nil {
 		c.Running, c.Paused = r.State.Running, r.State.Paused
+		if t, err := time.Parse(time.RFC3339Nano, r.State.StartedAt); err == nil {
+			c.StartedAt = t
+		}
 		if h := r.State.Health; h != nil && h.Status != "" && h.Status != "none" {
 			c.DockerHealth = string(h.Status)
 			if n := len(h.Log); n > 0 && h.Log[n-1] != nil {

@@ -41,6 +41,14 @@ type Backend interface {
 	// Release removes every registration of this node (a graceful stop
 	// that was asked to clean up).
 	Release(ctx context.Context) error
+	// Known returns, by instance ID, the health the backend holds for
+	// those of insts it holds now unchanged (same ID, service, protocol,
+	// address and port, as far as the backend records them). A restarted
+	// agent asks it once before its first Sync, so that an instance that
+	// is still running keeps being served while its first new check runs
+	// instead of starting pending. Instances it does not hold are left
+	// out.
+	Known(ctx context.Context, insts []registry.Instance) (map[string]registry.Health, error)
 }
 
 // Metadata keys the agent sets on every instance for backends that must

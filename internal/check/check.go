@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -78,7 +79,29 @@ type Result struct {
 	Passed     int
 	Failed     int
 	Unresolved int
-	Removed    []Endpoint
+	// Removed are the endpoints the sweep removed (none in a dry run).
+	Removed []Endpoint
+	// WouldRemove are, in a dry run, the endpoints a real sweep would
+	// have removed.
+	WouldRemove []Endpoint
+}
+
+// Report writes the sweep's summary line, then one line per endpoint
+// removed (or, in a dry run, that would have been).
+func (r Result) Report(w io.Writer) error {
+	verb, list := "removed", r.Removed
+	if r.WouldRemove != nil {
+		verb, list = "would remove", r.WouldRemove
+	}
+	if _, err := fmt.Fprintf(w, "checked %d: %d passed, %d failed, %d unresolved, %d %s\n", r.Checked, r.Passed, r.Failed, r.Unresolved, len(list), verb); err != nil {
+		return err
+	}
+	for _, ep := range list {
+		if _, err := fmt.Fprintf(w, "%s %s (%s, target %s)\n", verb, ep.Key, ep.Service, ep.Target); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Sweeper runs sweeps over one source, keeping failure counts between them.
@@ -276,10 +299,13 @@ func (s *Sweeper) Sweep(ctx context.Context) (Result, error) {
 	}
 	s.mu.Unlock()
 	var errs []error
+	if s.cfg.DryRun {
+		res.WouldRemove = []Endpoint{}
+	}
 	for _, o := range remove {
 		if s.cfg.DryRun {
-			s.log.Warn("would remove endpoint (dry run)", "endpoint", o.ep.Key, "service", o.ep.Service, "reason", o.err)
-			res.Removed = append(res.Removed, o.ep)
+			s.log.Warn("would remove endpoint (dry run)", "endpoint", o.ep.Key, "service", o.ep.Service, "target", o.ep.Target, "reason", o.err)
+			res.WouldRemove = append(res.WouldRemove, o.ep)
 			continue
 		}
 		if err := s.src.Remove(ctx, o.ep); err != nil {
@@ -311,6 +337,8 @@ func (s *Sweeper) Run(ctx context.Context, interval time.Duration) error {
 		}
 		if err != nil {
 			s.log.Error("health sweep", "source", s.src.Name(), "err", err)
+		} else if s.cfg.DryRun {
+			s.log.Info("health sweep done (dry run: nothing removed)", "source", s.src.Name(), "checked", res.Checked, "passed", res.Passed, "failed", res.Failed, "unresolved", res.Unresolved, "would_remove", len(res.WouldRemove))
 		} else {
 			s.log.Info("health sweep done", "source", s.src.Name(), "checked", res.Checked, "passed", res.Passed, "failed", res.Failed, "unresolved", res.Unresolved, "removed", len(res.Removed))
 		}

@@ -171,7 +171,7 @@ func (b *Backend) Sync(ctx context.Context, insts []registry.Instance) error {
 	b.mu.Unlock()
 
 	var conflict string
-	owned, err := b.replace(ctx, func(owned map[string]types.ResourceRecordSet, held string) map[string]*types.ResourceRecordSet {
+	before, err := b.replace(ctx, func(owned map[string]types.ResourceRecordSet, held string) map[string]*types.ResourceRecordSet {
 		conflict = held
 		batch := map[string]*types.ResourceRecordSet{}
 		for k, rs := range owned {
@@ -201,7 +201,7 @@ func (b *Backend) Sync(ctx context.Context, insts []registry.Instance) error {
 	if err != nil {
 		return fmt.Errorf("sync host %s (%d instances): %w", b.lay.host, len(insts), err)
 	}
-	b.log.Info("route53: synced", "instances", len(want), "owned_before", len(owned))
+	b.log.Info("route53: synced", "instances", len(want), "owned_before", before.owned, "upserts", before.upserts, "deletes", before.deletes)
 	if conflict != "" {
 		return fmt.Errorf("sync host %s: SRV records written, but host record %s not: %s", b.lay.host, b.lay.hostRecordName(), conflict)
 	}
@@ -261,6 +261,32 @@ func (b *Backend) queue(ctx context.Context, op string, inst *registry.Instance,
 	return nil
 }
 
+// Known reads the zone and returns passing health for each of insts whose
+// SRV record set the zone holds exactly as this backend would write it
+// (same name, set identifier, port and target): Route 53 keeps no health,
+// and a record present means the instance was served. The record names
+// the host, not the address, so the port and the hostname are what the
+// zone can confirm. CheckedAt is zero: the zone does not say when.
+func (b *Backend) Known(ctx context.Context, insts []registry.Instance) (map[string]registry.Health, error) {
+	b.writeMu.Lock()
+	defer b.writeMu.Unlock()
+	owned, _, err := b.read(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("route53: read the record sets of host %s: %w", b.lay.host, err)
+	}
+	out := map[string]registry.Health{}
+	for i := range insts {
+		rs, err := b.lay.srv(&insts[i])
+		if err != nil {
+			continue // Sync says why
+		}
+		if cur, ok := owned[keyOf(&rs)]; ok && sameSet(&cur, &rs) {
+			out[insts[i].ID] = registry.Health{Status: registry.HealthPassing, Output: "record present in the zone when the agent started"}
+		}
+	}
+	return out, nil
+}
+
 // serving reports whether inst belongs in the zone: its health is passing
 // (or unset). Route 53 has no health of its own here, so a pending or
 // critical instance is simply absent, and comes back when it passes.
@@ -289,7 +315,7 @@ func (b *Backend) Heartbeat(ctx context.Context) error {
 func (b *Backend) Release(ctx context.Context) error {
 	b.writeMu.Lock()
 	defer b.writeMu.Unlock()
-	owned, err := b.replace(ctx, func(owned map[string]types.ResourceRecordSet, _ string) map[string]*types.ResourceRecordSet {
+	before, err := b.replace(ctx, func(owned map[string]types.ResourceRecordSet, _ string) map[string]*types.ResourceRecordSet {
 		batch := map[string]*types.ResourceRecordSet{}
 		for k := range owned {
 			batch[k] = nil
@@ -297,24 +323,41 @@ func (b *Backend) Release(ctx context.Context) error {
 		return batch
 	})
 	if err != nil {
-		return fmt.Errorf("release host %s (%d record sets): %w", b.lay.host, len(owned), err)
+		return fmt.Errorf("release host %s (%d record sets): %w", b.lay.host, before.owned, err)
 	}
-	b.log.Info("route53: released", "record_sets", len(owned))
+	b.log.Info("route53: released", "record_sets", before.deletes)
 	return nil
+}
+
+// counts is what a Sync or Release found and planned, counted before the
+// write (the write changes what the backend holds).
+type counts struct {
+	owned            int // record sets this host owned in the zone
+	upserts, deletes int // changes planned against them
 }
 
 // replace drops anything queued, reads this host's record sets from the
 // zone, and writes the batch plan makes of them (and of any other host's
 // claim on the host record's name). A success clears a pending failure.
 // The caller holds writeMu.
-func (b *Backend) replace(ctx context.Context, plan func(owned map[string]types.ResourceRecordSet, conflict string) map[string]*types.ResourceRecordSet) (map[string]types.ResourceRecordSet, error) {
+func (b *Backend) replace(ctx context.Context, plan func(owned map[string]types.ResourceRecordSet, conflict string) map[string]*types.ResourceRecordSet) (counts, error) {
 	b.mu.Lock()
 	b.pending = map[string]*types.ResourceRecordSet{}
 	seq := b.enq
 	b.mu.Unlock()
+	var n counts
 	owned, conflict, err := b.read(ctx)
 	if err == nil {
-		err = b.apply(ctx, plan(owned, conflict))
+		n.owned = len(owned)
+		batch := plan(owned, conflict)
+		for _, c := range b.diff(batch) {
+			if c.Action == types.ChangeActionDelete {
+				n.deletes++
+			} else {
+				n.upserts++
+			}
+		}
+		err = b.apply(ctx, batch)
 	}
 	b.mu.Lock()
 	if err == nil {
@@ -322,7 +365,7 @@ func (b *Backend) replace(ctx context.Context, plan func(owned map[string]types.
 	}
 	b.markDone(seq)
 	b.mu.Unlock()
-	return owned, err
+	return n, err
 }
 
 // Flush waits until every change queued before it was written (or its

@@ -120,6 +120,7 @@ func (z *Zone) byName(ctx context.Context, cfg *Config) error {
 	in := &route53.ListHostedZonesByNameInput{DNSName: aws.String(want)}
 	var usable []types.HostedZone
 	var skipped []string
+	var seen pageTokens
 	for {
 		out, err := z.client.ListHostedZonesByName(ctx, in)
 		if err != nil {
@@ -141,6 +142,9 @@ func (z *Zone) byName(ctx context.Context, cfg *Config) error {
 		}
 		if past || !out.IsTruncated {
 			break
+		}
+		if err := seen.next("NextDNSName", aws.ToString(out.NextDNSName), "NextHostedZoneId", aws.ToString(out.NextHostedZoneId)); err != nil {
+			return fmt.Errorf("route53: list hosted zones named %s: %w", want, err)
 		}
 		in.DNSName, in.HostedZoneId = out.NextDNSName, out.NextHostedZoneId
 	}
@@ -174,15 +178,57 @@ func (z *Zone) list(ctx context.Context, fn func(types.ResourceRecordSet)) error
 		HostedZoneId: aws.String(z.id),
 		MaxItems:     aws.Int32(listPage),
 	})
+	var seen pageTokens
 	for p.HasMorePages() {
 		out, err := p.NextPage(ctx)
 		if err != nil {
 			return fmt.Errorf("route53: list record sets of zone %s (%s): %w", z.name, z.id, err)
 		}
+		if out.IsTruncated {
+			if aws.ToString(out.NextRecordName) == "" {
+				return fmt.Errorf("route53: list record sets of zone %s (%s): a truncated page gave no NextRecordName", z.name, z.id)
+			}
+			if err := seen.next("NextRecordName", aws.ToString(out.NextRecordName), "NextRecordType", string(out.NextRecordType),
+				"NextRecordIdentifier", aws.ToString(out.NextRecordIdentifier)); err != nil {
+				return fmt.Errorf("route53: list record sets of zone %s (%s): %w", z.name, z.id, err)
+			}
+		}
 		for _, rs := range out.ResourceRecordSets {
 			fn(rs)
 		}
 	}
+	return nil
+}
+
+// ErrRepeatedPageToken means a listing returned a page token it had
+// returned before: following it would loop for ever.
+var ErrRepeatedPageToken = errors.New("repeated page token")
+
+// pageTokens remembers the page tokens of one listing, so that a token
+// given twice is an error instead of a loop.
+type pageTokens map[string]bool
+
+// next records a page's token (name, value pairs) and fails, naming it,
+// if it was seen before.
+func (p *pageTokens) next(kv ...string) error {
+	var b strings.Builder
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%q", kv[i], kv[i+1])
+	}
+	tok := b.String()
+	if *p == nil {
+		*p = pageTokens{}
+	}
+	if (*p)[tok] {
+		return fmt.Errorf("%w %s after %d pages: the listing would loop", ErrRepeatedPageToken, tok, len(*p)+1)
+	}
+	(*p)[tok] = true
 	return nil
 }
 

@@ -118,3 +118,29 @@ func (b *Backend) Release(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Known reads the node's instances from the server (GET
+// /v1/instances?node=) and returns the health the server holds for each of
+// insts it holds with the same service, protocol, address and port.
+func (b *Backend) Known(ctx context.Context, insts []registry.Instance) (map[string]registry.Health, error) {
+	held, _, err := b.client.Instances(ctx, b.node)
+	if err != nil {
+		return nil, fmt.Errorf("read the instances of node %q: %w", b.node, err)
+	}
+	byID := make(map[string]*registry.Instance, len(held))
+	for i := range held {
+		byID[held[i].ID] = &held[i]
+	}
+	out := map[string]registry.Health{}
+	for i := range insts {
+		in := insts[i].Clone()
+		in.Normalize() // as the server holds it
+		h, ok := byID[in.ID]
+		if !ok || h.Node != b.node || h.Service != in.Service || h.Protocol != in.Protocol ||
+			h.Address != in.Address || h.Port != in.Port {
+			continue
+		}
+		out[in.ID] = h.Health
+	}
+	return out, nil
+}

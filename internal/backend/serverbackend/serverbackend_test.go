@@ -162,3 +162,34 @@ func TestInternalMetaStripped(t *testing.T) {
 		t.Errorf("the backend changed the caller's metadata: %v, %v", mixed, internal)
 	}
 }
+
+// TestKnown checks what a restarted agent learns: the health the server
+// holds for each of its instances that is unchanged, and nothing for one
+// that moved, one that is new, or one of another node.
+func TestKnown(t *testing.T) {
+	c := startServer(t)
+	ctx := context.Background()
+	b, err := serverbackend.New(c, "host1", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := time.Now().Add(-time.Minute).UTC().Truncate(time.Millisecond)
+	ok, sick := inst("ok", 1), inst("sick", 2)
+	ok.Health = registry.Health{Status: registry.HealthPassing, CheckedAt: checked, Output: "tcp connect: ok"}
+	sick.Health = registry.Health{Status: registry.HealthCritical, CheckedAt: checked}
+	if err := b.Sync(ctx, []registry.Instance{ok, sick, inst("moves", 3)}); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := serverbackend.New(c, "host2", 10*time.Second)
+	if err := other.Sync(ctx, []registry.Instance{inst("theirs", 4)}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.Known(ctx, []registry.Instance{inst("ok", 1), inst("sick", 2), inst("moves", 30), inst("new", 5), inst("theirs", 4)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got["ok"].Status != registry.HealthPassing || !got["ok"].CheckedAt.Equal(checked) || got["ok"].Output != "tcp connect: ok" ||
+		got["sick"].Status != registry.HealthCritical {
+		t.Fatalf("Known = %+v, want ok passing (checked %s) and sick critical, nothing for moves, new or theirs", got, checked)
+	}
+}

@@ -125,6 +125,15 @@ type Request struct {
 	// Records is, for ChangeResourceRecordSets, the request's record count
 	// as AWS counts it (UPSERT twice).
 	Records int
+	// Changes is, for ChangeResourceRecordSets, the batch as sent (whether
+	// or not it was applied).
+	Changes []Change
+}
+
+// Change is one change of a ChangeResourceRecordSets batch, as sent.
+type Change struct {
+	Action string // CREATE, UPSERT or DELETE
+	RecordSet
 }
 
 type zone struct {
@@ -160,6 +169,7 @@ type Server struct {
 	requests  []Request
 	limiter   *rate.Limiter
 	inSync    time.Duration
+	loopPages int
 }
 
 // Start starts an emulator on a free port of 127.0.0.1. Close stops it.
@@ -267,10 +277,22 @@ func (s *Server) FailNextAfterApply(code string, n int) {
 	s.inject = append(s.inject, injected{op: OpChangeResourceRecordSets, code: code, n: n, afterApply: true})
 }
 
-// ClearInjected drops every error still to be injected.
+// ClearInjected drops every error still to be injected, and any looping
+// page still to be answered.
 func (s *Server) ClearInjected() {
 	s.mu.Lock()
 	s.inject = nil
+	s.loopPages = 0
+	s.mu.Unlock()
+}
+
+// LoopPages makes the next n truncated ListResourceRecordSets pages that
+// were asked for from a page token give that same token again as the
+// next one, as a broken or hostile endpoint might: a client that follows
+// tokens blindly loops for ever.
+func (s *Server) LoopPages(n int) {
+	s.mu.Lock()
+	s.loopPages = n
 	s.mu.Unlock()
 }
 
@@ -744,10 +766,13 @@ func (s *Server) listRecords(r *http.Request, id string) (any, *apiError) {
 		}
 		if len(resp.ResourceRecordSets) == n {
 			resp.IsTruncated = true
-			nn, nt := rs.Name, rs.Type
+			nn, nt, ni := rs.Name, rs.Type, rs.SetIdentifier
+			if name != "" && s.loopPages > 0 {
+				s.loopPages-- // injected: point back at this very page
+				nn, nt, ni = name, typ, ident
+			}
 			resp.NextRecordName, resp.NextRecordType = &nn, &nt
-			if rs.SetIdentifier != "" {
-				ni := rs.SetIdentifier
+			if ni != "" {
 				resp.NextRecordIdentifier = &ni
 			}
 			break
@@ -779,6 +804,22 @@ func (s *Server) changeRecords(r *http.Request, id string, entry *Request) (any,
 	dec := xml.NewDecoder(http.MaxBytesReader(nil, r.Body, 4<<20))
 	if err := dec.Decode(&req); err != nil {
 		return nil, errorf(CodeInvalidInput, "Could not parse the request body as a ChangeResourceRecordSetsRequest: %v", err)
+	}
+	for _, c := range req.ChangeBatch.Changes {
+		rs := c.ResourceRecordSet
+		ch := Change{Action: c.Action, RecordSet: RecordSet{Name: canonical(rs.Name), Type: rs.Type, Weight: rs.Weight}}
+		if rs.SetIdentifier != nil {
+			ch.SetIdentifier = *rs.SetIdentifier
+		}
+		if rs.TTL != nil {
+			ch.TTL = *rs.TTL
+		}
+		if rs.ResourceRecords != nil {
+			for _, v := range rs.ResourceRecords.Records {
+				ch.Values = append(ch.Values, v.Value)
+			}
+		}
+		entry.Changes = append(entry.Changes, ch)
 	}
 	records, aerr := applyBatch(z, req.ChangeBatch)
 	entry.Records = records

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/signpost-dns/signpost/internal/apiclient"
+	"github.com/signpost-dns/signpost/internal/registry"
+	"github.com/signpost-dns/signpost/internal/server"
+	"github.com/signpost-dns/signpost/internal/signposttest"
+)
+
+// TestCheckDryRun runs `signpost check --dry-run --failures 1` against a
+// server holding an endpoint nobody listens on: the output says "would
+// remove", never "removed", and the endpoint is still registered.
+func TestCheckDryRun(t *testing.T) {
+	srv := signposttest.Start(t, server.Config{})
+	ctx := context.Background()
+	c, _ := apiclient.New(srv.URL(), "")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	if _, err := c.Register(ctx, registry.Instance{ID: "db-1", Service: "db", Address: netip.MustParseAddr("127.0.0.1"), Port: port}); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := commands["check"].run(ctx, []string{"--server=" + srv.URL(), "--dry-run", "--failures", "1", "--timeout", "1s", "--log-level", "error"}, &out); err != nil {
+		t.Fatalf("check --dry-run: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "1 would remove") || !strings.Contains(out.String(), "would remove db-1 (db") || strings.Contains(out.String(), "removed") {
+		t.Errorf("check --dry-run printed:\n%s\nwant \"would remove\" and no \"removed\"", out.String())
+	}
+	list, _, err := c.Instances(ctx, "")
+	if err != nil || len(list) != 1 {
+		t.Fatalf("after check --dry-run the server holds %v (%v), want db-1", list, err)
+	}
+}

@@ -1,0 +1,138 @@
+package route53backend_test
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	route53backend "github.com/signpost-dns/signpost/internal/backend/route53"
+	"github.com/signpost-dns/signpost/internal/backend/route53/r53emu"
+	"github.com/signpost-dns/signpost/internal/registry"
+)
+
+// lockedBuf is a log sink safe for the backend's goroutines.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestRestartKeepsRecords plays an agent restart against the zone: a new
+// backend (the restarted agent's) learns from Known which instances the
+// zone already serves; its Sync with them passing (as the agent carries
+// them) and a pending new one sends one batch holding only the DELETE of
+// the container that stopped meanwhile: no record of a running container
+// is deleted or written again. The log counts are those before the write.
+func TestRestartKeepsRecords(t *testing.T) {
+	s := startEmu(t)
+	zone := s.AddZone(r53emu.Zone{Name: zoneName, Private: true})
+	ctx := ctxT(t)
+	mk := func(id string, port uint16) registry.Instance {
+		in := inst(id, "calc", port, map[string]string{route53backend.MetaSRVName: "calc", route53backend.MetaContainerID: id})
+		in.Health.Status = registry.HealthPassing
+		return in
+	}
+	a, b, gone := mk("aaa", 1001), mk("bbb", 1002), mk("ccc", 1003)
+	first := newBackend(t, cfg(s))
+	if err := first.Sync(ctx, []registry.Instance{a, b, gone}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The agent restarts: ccc stopped while it was down, ddd started, and
+	// bbb's container was recreated on another port.
+	logs := &lockedBuf{}
+	c := cfg(s)
+	c.Log = slog.New(slog.NewTextHandler(logs, nil))
+	second := newBackend(t, c)
+	s.ResetRequests()
+	moved := mk("bbb", 2002)
+	fresh := mk("ddd", 1004)
+	known, err := second.Known(ctx, []registry.Instance{a, moved, fresh})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, ok := known["aaa"]; !ok || h.Status != registry.HealthPassing || len(known) != 1 {
+		t.Fatalf("Known = %+v, want only aaa, passing (bbb moved, ddd is new)", known)
+	}
+	moved.Health.Status, fresh.Health.Status = registry.HealthPending, registry.HealthPending
+	if err := second.Sync(ctx, []registry.Instance{a, moved, fresh}); err != nil {
+		t.Fatal(err)
+	}
+	var changes []r53emu.Change
+	for _, r := range s.Requests() {
+		if r.Op == r53emu.OpChangeResourceRecordSets {
+			changes = append(changes, r.Changes...)
+			if len(changes) != len(r.Changes) {
+				t.Fatalf("the start-up sync took more than one change batch: %+v", s.Requests())
+			}
+		}
+	}
+	var got []string
+	for _, ch := range changes {
+		got = append(got, ch.Action+" "+ch.SetIdentifier)
+	}
+	// bbb's old record goes too: its pending replacement is not served yet.
+	want := "DELETE " + host + ":bbb,DELETE " + host + ":ccc"
+	if strings.Join(got, ",") != want {
+		t.Fatalf("the start-up batch was %q, want %q: nothing of the running, unchanged aaa", strings.Join(got, ","), want)
+	}
+	if find(s, zone, "calc.servicediscovery.internal.", "SRV", host+":aaa") == nil {
+		t.Fatal("aaa's record is gone")
+	}
+	if !strings.Contains(logs.String(), "owned_before=4") || !strings.Contains(logs.String(), "deletes=2") {
+		t.Errorf("sync log should count what the zone held before the write (3 SRV + the host record) and the deletes:\n%s", logs.String())
+	}
+	if err := second.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`msg="route53: released".* record_sets=2\n`).MatchString(logs.String()) {
+		t.Errorf("release log should count the 2 record sets it deleted (aaa and the host record):\n%s", logs.String())
+	}
+}
+
+// TestRepeatedPageToken makes the emulator answer a page whose next token
+// is the one it was asked with: the listing must fail, naming the token,
+// instead of looping.
+func TestRepeatedPageToken(t *testing.T) {
+	s := startEmu(t)
+	zone := s.AddZone(r53emu.Zone{Name: zoneName, Private: true})
+	seedOthers(t, s, zone, 700)
+	b := newBackend(t, cfg(s))
+	ctx := ctxT(t)
+	s.LoopPages(1)
+	err := b.Sync(ctx, nil)
+	if !errors.Is(err, route53backend.ErrRepeatedPageToken) || !strings.Contains(err.Error(), "NextRecordName=") {
+		t.Fatalf("Sync over a looping listing: %v, want an error naming the repeated token", err)
+	}
+	if n := s.Count(r53emu.OpListResourceRecordSets); n > 5 {
+		t.Fatalf("%d list requests: the loop was followed", n)
+	}
+	// The checker's listing is guarded too.
+	s.LoopPages(1)
+	if _, err := b.Zone().ListSRV(ctx); !errors.Is(err, route53backend.ErrRepeatedPageToken) {
+		t.Fatalf("ListSRV over a looping listing: %v", err)
+	}
+	// And the listing works again once the endpoint behaves.
+	s.ClearInjected()
+	if err := b.Sync(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if find(s, zone, "ip-10-0-0-5.servicediscovery.internal.", "A", host) == nil {
+		t.Fatal("host record missing after a good sync")
+	}
+}

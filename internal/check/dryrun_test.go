@@ -1,0 +1,94 @@
+package check_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/signpost-dns/signpost/internal/apiclient"
+	"github.com/signpost-dns/signpost/internal/check"
+	"github.com/signpost-dns/signpost/internal/registry"
+	"github.com/signpost-dns/signpost/internal/server"
+	"github.com/signpost-dns/signpost/internal/signposttest"
+)
+
+// TestDryRunRemovesNothing sweeps a real server with --dry-run and one
+// failure to remove: the logs and the summary say "would remove" and
+// never "removed", and every instance is still registered afterwards.
+func TestDryRunRemovesNothing(t *testing.T) {
+	srv := signposttest.Start(t, server.Config{})
+	ctx := context.Background()
+	c, _ := apiclient.New(srv.URL(), "")
+	sick := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "database down", http.StatusInternalServerError)
+	}))
+	defer sick.Close()
+	sa, sp := hostPort(t, sick.URL)
+	for _, in := range []registry.Instance{
+		{ID: "sick-1", Service: "calc", Address: sa, Port: sp},
+		{ID: "dead-1", Service: "calc", Address: netip.MustParseAddr("127.0.0.1"), Port: closedPort(t)},
+	} {
+		if _, err := c.Register(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var logs bytes.Buffer
+	sw, err := check.New(&check.ServerSource{Client: c}, check.Config{Failures: 1, DryRun: true, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := sw.Sweep(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := res.Report(&out); err != nil {
+		t.Fatal(err)
+	}
+	summary := out.String()
+	if !strings.Contains(summary, "checked 2: 0 passed, 2 failed, 0 unresolved, 2 would remove\n") ||
+		!strings.Contains(summary, "would remove dead-1 (calc") || !strings.Contains(summary, "would remove sick-1 (calc") {
+		t.Errorf("dry-run summary:\n%s\nwant \"2 would remove\" and a \"would remove\" line per endpoint", summary)
+	}
+	if strings.Contains(strings.ToLower(summary), "removed") {
+		t.Errorf("dry-run summary says removed:\n%s", summary)
+	}
+	if n := strings.Count(logs.String(), "would remove endpoint (dry run)"); n != 2 {
+		t.Errorf("%d \"would remove\" log lines, want 2:\n%s", n, logs.String())
+	}
+	if strings.Contains(logs.String(), "removed endpoint") {
+		t.Errorf("dry-run logs say removed:\n%s", logs.String())
+	}
+	if len(res.Removed) != 0 {
+		t.Errorf("Result.Removed = %v in a dry run", res.Removed)
+	}
+	list, _, err := c.Instances(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 {
+		t.Fatalf("after a dry run the server holds %d instances, want both", len(list))
+	}
+
+	// The same sweep for real removes both, and says so.
+	sw, err = check.New(&check.ServerSource{Client: c}, check.Config{Failures: 1, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err = sw.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	_ = res.Report(&out)
+	if !strings.Contains(out.String(), "2 removed\n") || !strings.Contains(out.String(), "removed sick-1 (calc") {
+		t.Errorf("real sweep summary:\n%s", out.String())
+	}
+	if list, _, _ = c.Instances(ctx, ""); len(list) != 0 {
+		t.Errorf("after a real sweep the server holds %d instances", len(list))
+	}
+}
