@@ -39,6 +39,7 @@ func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
 	fs.StringVar(&cfg.Etcd.Prefix, "etcd-prefix", "/signpost/", "etcd key prefix of the registry, with --store etcd")
 	fs.BoolVar(&cfg.SkyDNS, "skydns", false, "with --store etcd: also keep every serving instance under /skydns/ in etcd, the layout CoreDNS's etcd plugin serves")
 	fs.DurationVar(&cfg.Etcd.Timeout, "etcd-timeout", 5*time.Second, "timeout of each etcd call; writes fail with 503 past it")
+	fs.BoolVar(&cfg.AllowLinkLocal, "allow-link-local", false, "accept registrations of link-local addresses (169.254.0.0/16, fe80::/10), refused by default")
 	return func() (server.Config, error) {
 		cfg.DNS = dnsserver.Config{
 			Zone:       *zone,

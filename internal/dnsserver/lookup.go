@@ -31,11 +31,13 @@ func (s *Server) lookup(q *query, rel int) (p *prepared, exists bool) {
 	case 2:
 		l0, l1 := q.label(0), q.label(1)
 		if len(l0) > 1 && l0[0] == '_' {
+			if string(l0) == "_dns-sd" && string(l1) == "_udp" {
+				// The empty non-terminal above _services._dns-sd._udp:
+				// NODATA, not NXDOMAIN (RFC 8020).
+				return nil, true
+			}
 			p := protoIndex(l1)
 			if p < 0 {
-				if string(l0) == "_dns-sd" && string(l1) == "_udp" {
-					return nil, true // empty non-terminal
-				}
 				return nil, false
 			}
 			svc := s.zone.get(l0[1:])

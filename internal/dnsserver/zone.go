@@ -232,3 +232,16 @@ func (s *Server) rebuild(changed []string) {
 	s.zone.browse.p.Store(nil)
 	s.setSerial(uint32(s.index.Rev()))
 }
+
+// ReservedServices returns the service names that cannot be registered in
+// this zone, each with the reason: their names would collide with the
+// zone's own.
+func (s *Server) ReservedServices() map[string]string {
+	return map[string]string{
+		s.cfg.NSName: "the zone's name server is " + s.nsFQDN(),
+		"dns-sd":     "_dns-sd._udp." + s.cfg.Zone + " holds DNS-SD browsing (RFC 6763)",
+		"services":   "_services is DNS-SD's browsing label (RFC 6763)",
+		"tcp":        "_tcp is a protocol label",
+		"udp":        "_udp is a protocol label",
+	}
+}
