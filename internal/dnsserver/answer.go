@@ -171,8 +171,8 @@ func (s *Server) respond(req, out []byte, tcp bool) []byte {
 	for rel < q.nlabels && int(q.labels[rel]) < start {
 		rel++
 	}
-	p, exists := s.lookup(&q, rel)
-	if p == nil || len(p.variants) == 0 {
+	f, exists := s.lookup(&q, rel)
+	if f.empty() {
 		rcode = rcodeNoError
 		if !exists {
 			rcode = rcodeNXDomain
@@ -181,7 +181,10 @@ func (s *Server) respond(req, out []byte, tcp bool) []byte {
 		return s.negative(req, out, &q, start, rcode, limit)
 	}
 	s.metrics.count(q.qtype, rcodeNoError)
-	return s.answer(req, out, &q, p, limit)
+	if f.rs != nil {
+		return s.answerSet(req, out, &q, f.rs, limit, tcp)
+	}
+	return s.answer(req, out, &q, f.p, limit)
 }
 
 // boundary reports whether off starts a label of the question name.

@@ -18,6 +18,8 @@ var countedRcodes = []int{rcodeNoError, rcodeFormErr, rcodeNXDomain, rcodeNotImp
 type metrics struct {
 	queries [9][7]prometheus.Counter // [type][rcode]
 	dropped prometheus.Counter
+	// buildSeconds times the background packing of large services.
+	buildSeconds prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -29,14 +31,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "signpost_dns_dropped_total",
 		Help: "DNS packets dropped without an answer (too short, or not a query).",
 	})
+	build := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "signpost_dns_build_seconds",
+		Help:    "Time to pack the answers of a large service after it changed, in the background; queries get its previous answers meanwhile.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+	})
 	if reg != nil {
-		for _, c := range []prometheus.Collector{vec, dropped} {
+		for _, c := range []prometheus.Collector{vec, dropped, build} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register DNS metrics: %w", err)
 			}
 		}
 	}
-	m := &metrics{dropped: dropped}
+	m := &metrics{dropped: dropped, buildSeconds: build}
 	for ti := range m.queries {
 		tname := "other"
 		if ti < len(countedTypes) {

@@ -2,15 +2,10 @@ package dnsserver
 
 import (
 	"encoding/binary"
-	"math"
-	"math/rand/v2"
 	"sync/atomic"
 
 	"github.com/miekg/dns"
 )
-
-// maxVariants caps how many answer orders are prepared per name and type.
-const maxVariants = 64
 
 // prepared is a packed answer for one name and type, in several orders.
 // Queries take the next order in turn, so answers rotate like Route 53's.
@@ -33,71 +28,6 @@ func (p *prepared) pick() *variant {
 	}
 	n := p.next.Add(1)
 	return &p.variants[n%uint32(len(p.variants))]
-}
-
-// weighted is a record to rotate, with the weight that decides how often it
-// comes first.
-type weighted struct {
-	rr     dns.RR
-	weight uint16
-}
-
-// orders returns up to maxVariants orders of rrs: plain rotations when all
-// weights are equal (exact round robin), weighted shuffles otherwise.
-func orders(rrs []weighted) [][]dns.RR {
-	n := len(rrs)
-	if n <= 1 {
-		out := make([]dns.RR, n)
-		for i := range rrs {
-			out[i] = rrs[i].rr
-		}
-		return [][]dns.RR{out}
-	}
-	equal := true
-	for _, w := range rrs[1:] {
-		if w.weight != rrs[0].weight {
-			equal = false
-			break
-		}
-	}
-	if equal {
-		count := min(n, maxVariants)
-		res := make([][]dns.RR, count)
-		for v := 0; v < count; v++ {
-			start := v * n / count
-			o := make([]dns.RR, n)
-			for i := 0; i < n; i++ {
-				o[i] = rrs[(start+i)%n].rr
-			}
-			res[v] = o
-		}
-		return res
-	}
-	// Weighted random order (Efraimidis-Spirakis), seeded so that a
-	// rebuild of the same data gives the same orders.
-	rng := rand.New(rand.NewPCG(uint64(n), 0x5167))
-	res := make([][]dns.RR, maxVariants)
-	keys := make([]float64, n)
-	idx := make([]int, n)
-	for v := range res {
-		for i := range rrs {
-			w := float64(max(rrs[i].weight, 1))
-			keys[i] = math.Pow(rng.Float64(), 1/w)
-			idx[i] = i
-		}
-		// Sort indices by key, descending (n is small: insertion sort).
-		for i := 1; i < n; i++ {
-			for j := i; j > 0 && keys[idx[j]] > keys[idx[j-1]]; j-- {
-				idx[j], idx[j-1] = idx[j-1], idx[j]
-			}
-		}
-		o := make([]dns.RR, n)
-		for i, k := range idx {
-			o[i] = rrs[k].rr
-		}
-		res[v] = o
-	}
-	return res
 }
 
 // build packs a NOERROR answer for qname/qtype in every order of answer,

@@ -69,6 +69,8 @@ type Server struct {
 	metrics  *metrics
 	log      *slog.Logger
 
+	builder builder
+
 	serial                       atomic.Uint32
 	soaTail                      atomic.Pointer[[]byte]
 	apexSOA, apexNS, nsA, nsAAAA slot
@@ -140,6 +142,7 @@ func New(cfg Config, ix *registry.Index) (*Server, error) {
 		log:      cfg.Log,
 		tcpConns: map[*net.TCPConn]struct{}{},
 	}
+	s.zone.browse.Store(emptySet)
 	s.setSerial(uint32(ix.Rev()))
 	ix.OnChange(s.rebuild)
 	if names := ix.ServiceNames(); len(names) > 0 {
@@ -264,5 +267,18 @@ func (s *Server) serveConn(c *net.TCPConn) {
 		if _, err := c.Write(out[:2+len(resp)]); err != nil {
 			return
 		}
+	}
+}
+
+// ReservedServices returns the service names that cannot be registered in
+// this zone, each with the reason: their names would collide with the
+// zone's own.
+func (s *Server) ReservedServices() map[string]string {
+	return map[string]string{
+		s.cfg.NSName: "the zone's name server is " + s.nsFQDN(),
+		"dns-sd":     "_dns-sd._udp." + s.cfg.Zone + " holds DNS-SD browsing (RFC 6763)",
+		"services":   "_services is DNS-SD's browsing label (RFC 6763)",
+		"tcp":        "_tcp is a protocol label",
+		"udp":        "_udp is a protocol label",
 	}
 }
