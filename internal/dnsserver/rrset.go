@@ -1,8 +1,8 @@
 package dnsserver
 
 import (
-	"cmp"
 	"encoding/binary"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -11,7 +11,7 @@ import (
 	"github.com/miekg/dns"
 )
 
-// maxOrders caps how many weighted orders are prepared per list answer.
+// maxOrders is the fewest weighted start positions kept per list answer.
 const maxOrders = 64
 
 // rrset is a list answer (a service's SRV, A, AAAA or PTR records) packed
@@ -24,9 +24,10 @@ type rrset struct {
 	off  []uint32 // record i is recs[off[i]:off[i+1]]
 	// glue holds the A/AAAA records of the SRV targets, all of them, sent
 	// only when every answer record fits and the glue fits as well.
-	glue   []byte
-	nglue  int
-	orders [][]uint32 // weighted orders; nil: plain rotation
+	glue  []byte
+	nglue int
+	// starts are where queries begin, in turn; nil: every record in turn.
+	starts []uint32
 	next   atomic.Uint32
 }
 
@@ -40,10 +41,10 @@ type rrBuilder struct {
 	ttl      uint32
 	buf      []byte
 	off      []uint32
-	minLen   int
 }
 
-func newRRBuilder(s *Server, qname string, n int) *rrBuilder {
+// newRRBuilder returns a builder for n records at qname, about size bytes.
+func newRRBuilder(s *Server, qname string, n, size int) *rrBuilder {
 	wire := make([]byte, 256)
 	l, _ := dns.PackDomainName(qname, wire, 0, nil, false)
 	return &rrBuilder{
@@ -51,19 +52,21 @@ func newRRBuilder(s *Server, qname string, n int) *rrBuilder {
 		zoneOff:  uint16(headerLen + l - len(s.zoneWire)),
 		zoneWire: s.zoneWire,
 		ttl:      s.cfg.TTL,
+		buf:      make([]byte, 0, size),
 		off:      make([]uint32, 1, n+1),
-		minLen:   1 << 30,
 	}
 }
 
 // header appends an owner name pointing at the question and the fixed
 // fields, and returns where RDLENGTH goes.
-func (b *rrBuilder) header(owner []byte, t uint16) int {
-	if owner == nil {
-		b.buf = append(b.buf, 0xc0, headerLen)
-	} else {
-		b.buf = append(b.buf, owner...)
-	}
+func (b *rrBuilder) header(t uint16) int {
+	b.buf = append(b.buf, 0xc0, headerLen)
+	return b.fixed(t)
+}
+
+// fixed appends type, class, TTL and a zero RDLENGTH, and returns where
+// RDLENGTH is.
+func (b *rrBuilder) fixed(t uint16) int {
 	b.buf = binary.BigEndian.AppendUint16(b.buf, t)
 	b.buf = binary.BigEndian.AppendUint16(b.buf, dns.ClassINET)
 	b.buf = binary.BigEndian.AppendUint32(b.buf, b.ttl)
@@ -73,9 +76,7 @@ func (b *rrBuilder) header(owner []byte, t uint16) int {
 
 func (b *rrBuilder) end(rdlenAt int) {
 	binary.BigEndian.PutUint16(b.buf[rdlenAt:], uint16(len(b.buf)-rdlenAt-2))
-	start := b.off[len(b.off)-1]
 	b.off = append(b.off, uint32(len(b.buf)))
-	b.minLen = min(b.minLen, len(b.buf)-int(start))
 }
 
 // labels appends lower-case labels, then a pointer to the zone in the
@@ -93,7 +94,7 @@ func (b *rrBuilder) labels(whole bool, ls ...string) {
 }
 
 func (b *rrBuilder) srv(prio, weight, port uint16, id, svc string) {
-	at := b.header(nil, dns.TypeSRV)
+	at := b.header(dns.TypeSRV)
 	b.buf = binary.BigEndian.AppendUint16(b.buf, prio)
 	b.buf = binary.BigEndian.AppendUint16(b.buf, weight)
 	b.buf = binary.BigEndian.AppendUint16(b.buf, port)
@@ -101,47 +102,88 @@ func (b *rrBuilder) srv(prio, weight, port uint16, id, svc string) {
 	b.end(at)
 }
 
-func (b *rrBuilder) addr(owner []byte, a netip.Addr) {
-	t := dns.TypeA
-	if !a.Is4() {
-		t = dns.TypeAAAA
+// addr appends an A or AAAA record; its owner is the question, or the
+// labels ls under the zone (glue).
+func (b *rrBuilder) addr(a netip.Addr, ls ...string) {
+	if len(ls) == 0 {
+		b.buf = append(b.buf, 0xc0, headerLen)
+	} else {
+		b.labels(false, ls...)
 	}
-	at := b.header(owner, t)
-	b.buf = append(b.buf, a.AsSlice()...)
+	if a.Is4() {
+		at := b.fixed(dns.TypeA)
+		v := a.As4()
+		b.buf = append(b.buf, v[:]...)
+		b.end(at)
+		return
+	}
+	at := b.fixed(dns.TypeAAAA)
+	v := a.As16()
+	b.buf = append(b.buf, v[:]...)
 	b.end(at)
 }
 
 // ptr appends a PTR record to the name made of ls under the zone.
 func (b *rrBuilder) ptr(ls ...string) {
-	at := b.header(nil, dns.TypePTR)
+	at := b.header(dns.TypePTR)
 	b.labels(false, ls...)
 	b.end(at)
 }
 
-// ownerName returns ls under the zone, the zone as a pointer into the
-// question, for glue owners.
-func (b *rrBuilder) ownerName(ls ...string) []byte {
-	save := b.buf
-	b.buf = nil
-	b.labels(false, ls...)
-	name := b.buf
-	b.buf = save
-	return name
+// done returns the packed set; starts, when not nil, are where queries
+// begin in turn (see weightedOrder).
+func (b *rrBuilder) done(starts []uint32) *rrset {
+	return &rrset{recs: b.buf, off: b.off, starts: starts}
 }
 
-// done returns the packed set, with orders weighted by weights (nil, or
-// all equal: rotation). rng seeds the weighted orders.
-func (b *rrBuilder) done(weights []uint16) *rrset {
-	rs := &rrset{recs: b.buf, off: b.off}
-	n := rs.len()
-	if n <= 1 || allEqual(weights) {
-		return rs
+// maxStarts bounds the weighted start positions kept per list answer.
+const maxStarts = 1 << 16
+
+// weightedOrder returns the order to pack records in and where queries
+// start, for records weighted by ws; nil, nil when all weights are equal
+// (plain rotation: every record comes first in turn).
+//
+// The order is one weighted random permutation (Efraimidis-Spirakis: sort
+// by E/w, E exponential; O(n log n)). Queries rotate through it from a
+// start drawn by weight: the starts are stratified samples of the
+// cumulative weight, so a record comes first in proportion to its weight,
+// exactly, and the records after it follow the weighted permutation. All
+// of it is seeded by the data, so a rebuild of the same data gives the
+// same answers.
+func weightedOrder(ws []uint16) (perm []int, starts []uint32) {
+	n := len(ws)
+	if n <= 1 || allEqual(ws) {
+		return nil, nil
 	}
-	// Only as many records as the largest (TCP) answer can hold are ever
-	// sent per order: keep that many of each.
-	keep := min(n, (dns.MaxMsgSize-headerLen-len(b.qname)-4)/max(b.minLen, 1)+1)
-	rs.orders = weightedOrders(weights, keep, maxOrders)
-	return rs
+	rng := rand.New(rand.NewPCG(uint64(n), 0x5167))
+	keys := make([]uint64, n)
+	for i, w := range ws {
+		// The float32 bits of a positive key sort as integers; the index
+		// rides in the low half.
+		k := float32(rng.ExpFloat64() / float64(max(w, 1)))
+		keys[i] = uint64(math.Float32bits(k))<<32 | uint64(i)
+	}
+	slices.Sort(keys)
+	perm = make([]int, n)
+	total := 0.0
+	for i, k := range keys {
+		perm[i] = int(uint32(k))
+		total += float64(max(ws[perm[i]], 1))
+	}
+	m := min(max(n, maxOrders), maxStarts)
+	starts = make([]uint32, m)
+	cum := 0.0
+	pos := 0
+	for j := range starts {
+		target := (float64(j) + 0.5) / float64(m) * total
+		for pos < n-1 && cum+float64(max(ws[perm[pos]], 1)) <= target {
+			cum += float64(max(ws[perm[pos]], 1))
+			pos++
+		}
+		starts[j] = uint32(pos)
+	}
+	rng.Shuffle(m, func(i, j int) { starts[i], starts[j] = starts[j], starts[i] })
+	return perm, starts
 }
 
 func allEqual(ws []uint16) bool {
@@ -151,74 +193,6 @@ func allEqual(ws []uint16) bool {
 		}
 	}
 	return true
-}
-
-// weightedOrders returns count orders of the first keep indices of a
-// weighted random permutation (Efraimidis-Spirakis: sort by E/w with E
-// exponential), seeded so that a rebuild of the same data gives the same
-// orders. O(n) per order to select, O(keep log keep) to sort.
-func weightedOrders(weights []uint16, keep, count int) [][]uint32 {
-	n := len(weights)
-	rng := rand.New(rand.NewPCG(uint64(n), 0x5167))
-	type kv struct {
-		k float64
-		i uint32
-	}
-	keys := make([]kv, n)
-	res := make([][]uint32, count)
-	for v := range res {
-		for i, w := range weights {
-			keys[i] = kv{rng.ExpFloat64() / float64(max(w, 1)), uint32(i)}
-		}
-		sel := keys
-		if keep < n {
-			selectSmallest(keys, keep, func(a, b kv) bool { return a.k < b.k })
-			sel = keys[:keep]
-		}
-		slices.SortFunc(sel, func(a, b kv) int { return cmp.Compare(a.k, b.k) })
-		o := make([]uint32, len(sel))
-		for i, e := range sel {
-			o[i] = e.i
-		}
-		res[v] = o
-	}
-	return res
-}
-
-// selectSmallest reorders a so that its k smallest elements come first
-// (quickselect, expected O(len(a))).
-func selectSmallest[T any](a []T, k int, less func(a, b T) bool) {
-	lo, hi := 0, len(a)-1
-	for lo < hi {
-		// Median of three as the pivot, moved to hi.
-		mid := lo + (hi-lo)/2
-		if less(a[mid], a[lo]) {
-			a[mid], a[lo] = a[lo], a[mid]
-		}
-		if less(a[hi], a[lo]) {
-			a[hi], a[lo] = a[lo], a[hi]
-		}
-		if less(a[mid], a[hi]) {
-			a[mid], a[hi] = a[hi], a[mid]
-		}
-		p := a[hi]
-		i := lo
-		for j := lo; j < hi; j++ {
-			if less(a[j], p) {
-				a[i], a[j] = a[j], a[i]
-				i++
-			}
-		}
-		a[i], a[hi] = a[hi], a[i]
-		switch {
-		case i == k-1 || i == k:
-			return
-		case i < k:
-			lo = i + 1
-		default:
-			hi = i - 1
-		}
-	}
 }
 
 // answerSet writes the question and as many whole records of rs as fit in
@@ -234,20 +208,23 @@ func (s *Server) answerSet(req, out []byte, q *query, rs *rrset, limit int, tcp 
 	setFlags(out, req, true, rcodeNoError)
 	total := rs.len()
 	c := rs.next.Add(1) - 1
-	var order []uint32
-	count, start := total, 0
-	if rs.orders != nil {
-		order = rs.orders[c%uint32(len(rs.orders))]
-		count = len(order)
+	var start int
+	if rs.starts != nil {
+		start = int(rs.starts[c%uint32(len(rs.starts))])
 	} else {
 		start = int(c % uint32(total))
 	}
 	an := 0
-	for ; an < count; an++ {
+	if n+len(rs.recs) <= room {
+		// The whole rotation fits: two copies.
+		cut := rs.off[start]
+		n += copy(out[n:], rs.recs[cut:])
+		n += copy(out[n:], rs.recs[:cut])
+		an = total
+	}
+	for ; an < total; an++ {
 		k := start + an
-		if order != nil {
-			k = int(order[an])
-		} else if k >= total {
+		if k >= total {
 			k -= total
 		}
 		rec := rs.recs[rs.off[k]:rs.off[k+1]]

@@ -188,14 +188,26 @@ func (s *Server) listSet(svc *service, i int) *rrset {
 		if len(list) == 0 {
 			return nil
 		}
-		b := newRRBuilder(s, s.names.proto(svc.name, p), len(list))
 		ws := make([]uint16, len(list))
 		for j, in := range list {
-			b.ptr(in.ID, "_"+svc.name, protoLabels[p])
 			ws[j] = in.Weight
 		}
-		return b.done(ws)
+		perm, starts := weightedOrder(ws)
+		b := newRRBuilder(s, s.names.proto(svc.name, p), len(list), 2+len(svc.name)+len(list)*24)
+		for j := range list {
+			in := list[pick(perm, j)]
+			b.ptr(in.ID, "_"+svc.name, protoLabels[p])
+		}
+		return b.done(starts)
 	}
+}
+
+// pick returns the j-th index of perm, or j when there is no permutation.
+func pick(perm []int, j int) int {
+	if perm == nil {
+		return j
+	}
+	return perm[j]
 }
 
 // srvSet answers SRV at qname with list, glue for every target apart.
@@ -203,15 +215,21 @@ func (s *Server) srvSet(qname, svc string, list []*registry.Instance) *rrset {
 	if len(list) == 0 {
 		return nil
 	}
-	b := newRRBuilder(s, qname, len(list))
-	g := newRRBuilder(s, qname, len(list))
 	ws := make([]uint16, len(list))
 	for i, in := range list {
-		b.srv(in.Priority, in.Weight, in.Port, in.ID, svc)
-		g.addr(g.ownerName(in.ID, svc), in.Address)
 		ws[i] = in.Weight
 	}
-	rs := b.done(ws)
+	perm, starts := weightedOrder(ws)
+	b := newRRBuilder(s, qname, len(list), len(list)*(24+len(svc)+len(s.zoneWire)))
+	g := newRRBuilder(s, qname, len(list), len(list)*(36+len(svc)))
+	for i := range list {
+		in := list[pick(perm, i)]
+		b.srv(in.Priority, in.Weight, in.Port, in.ID, svc)
+	}
+	for _, in := range list {
+		g.addr(in.Address, in.ID, svc)
+	}
+	rs := b.done(starts)
 	rs.glue, rs.nglue = g.buf, len(list)
 	return rs
 }
@@ -233,13 +251,16 @@ func (s *Server) addrSet(qname string, v4 bool, list []*registry.Instance) *rrse
 	if len(addrs) == 0 {
 		return nil
 	}
-	b := newRRBuilder(s, qname, len(addrs))
 	ws := make([]uint16, len(addrs))
 	for i, a := range addrs {
-		b.addr(nil, a)
 		ws[i] = uint16(min(weights[a], 65535))
 	}
-	return b.done(ws)
+	perm, starts := weightedOrder(ws)
+	b := newRRBuilder(s, qname, len(addrs), len(addrs)*28)
+	for i := range addrs {
+		b.addr(addrs[pick(perm, i)])
+	}
+	return b.done(starts)
 }
 
 func filterProto(list []*registry.Instance, p int) []*registry.Instance {
@@ -428,7 +449,7 @@ func (s *Server) browseSet() *rrset {
 		}
 		return all[i].p < all[j].p
 	})
-	b := newRRBuilder(s, "_services._dns-sd._udp."+s.cfg.Zone, len(all))
+	b := newRRBuilder(s, "_services._dns-sd._udp."+s.cfg.Zone, len(all), len(all)*24)
 	for _, e := range all {
 		b.ptr("_"+e.name, protoLabels[e.p])
 	}
