@@ -28,7 +28,7 @@ func dialFrom(t *testing.T, from, addr string) net.Conn {
 // closedByServer reports whether the server has closed c (EOF or reset
 // within a short wait; an open idle connection just times out).
 func closedByServer(c net.Conn) bool {
-	_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Millisecond))
 	var b [1]byte
 	_, err := c.Read(b[:])
 	var ne net.Error
@@ -56,24 +56,31 @@ func tcpQuery(t *testing.T, c net.Conn, name string) *dns.Msg {
 // (127.0.0.2) leave another client (127.0.0.1) able to query over TCP; the
 // first client keeps only its share, its newest connections.
 func TestDNSTCPShareOfOneClient(t *testing.T) {
-	ts := startServer(t, nil) // defaults: 1000 in all, 100 per client
+	// Default caps (1000 in all, 100 per client); an idle timeout long
+	// enough not to be what closes them.
+	ts := startServer(t, func(c *server.Config) { c.DNS.TCPIdleTimeout = 5 * time.Minute })
 	ts.register(t, inst("calc-1", "calc", "10.1.0.1", 8081))
 	addr := ts.DNSAddr()
 	hog := make([]net.Conn, 1000)
 	for i := range hog {
 		hog[i] = dialFrom(t, "127.0.0.2", addr)
 	}
-	waitFor(t, "the hog's oldest 900 connections closed", func() bool {
-		for _, c := range hog[:900] {
+	var open []net.Conn
+	waitFor(t, "the hog down to its share of 100 connections", func() bool {
+		open = open[:0]
+		for _, c := range hog {
 			if !closedByServer(c) {
-				return false
+				open = append(open, c)
 			}
 		}
-		return true
+		return len(open) <= 100
 	})
-	// Its newest connections still answer.
-	if r := tcpQuery(t, hog[999], "calc."+zone); len(r.Answer) != 1 {
-		t.Fatalf("the hog's newest connection: %v", r)
+	if len(open) < 90 {
+		t.Fatalf("the hog kept %d connections, want its share of 100", len(open))
+	}
+	// What it kept still answers.
+	if r := tcpQuery(t, open[len(open)-1], "calc."+zone); len(r.Answer) != 1 {
+		t.Fatalf("the hog's kept connection: %v", r)
 	}
 	for i := 0; i < 3; i++ {
 		r := ts.ask(t, "tcp", "calc."+zone, dns.TypeSRV, 0)
