@@ -270,9 +270,14 @@ func (s *Server) negative(req, out []byte, q *query, zoneOff int, rcode int, lim
 		setCounts(out, 1, 0, 0, 0)
 	} else {
 		setCounts(out, 1, 0, 1, 0)
-		binary.BigEndian.PutUint16(out[n:], 0xc000|uint16(headerLen+zoneOff))
+		ptr := 0xc000 | uint16(headerLen+zoneOff)
+		binary.BigEndian.PutUint16(out[n:], ptr)
 		n += 2
-		n += copy(out[n:], tail)
+		copy(out[n:], tail)
+		m, r := s.soaPtrs()
+		binary.BigEndian.PutUint16(out[n+m:], ptr)
+		binary.BigEndian.PutUint16(out[n+r:], ptr)
+		n += len(tail)
 	}
 	if q.edns {
 		n = s.appendOPT(out, n, q, rcode)

@@ -1,6 +1,8 @@
 package dnsserver
 
 import (
+	"encoding/binary"
+
 	"github.com/miekg/dns"
 )
 
@@ -247,7 +249,36 @@ func (s *Server) soa() *dns.SOA {
 // setSerial moves the SOA serial and repacks what carries it.
 func (s *Server) setSerial(serial uint32) {
 	s.serial.Store(serial)
-	tail := packRRTail(s.soa())
+	tail := s.soaTailFor(serial)
 	s.soaTail.Store(&tail)
 	s.apexSOA.p.Store(nil)
+}
+
+// Offsets in the SOA tail of the pointers to the zone, patched per query.
+func (s *Server) soaPtrs() (mname, rname int) {
+	mname = 10 + 1 + len(s.cfg.NSName)
+	return mname, mname + 2 + 1 + len("hostmaster")
+}
+
+// soaTailFor packs the zone's SOA after its owner name: type, class, TTL,
+// RDLENGTH and data, with the two names in the data (ns.Z, hostmaster.Z)
+// ending in pointers to the zone, which negative answers fill in with
+// where the zone is in their question. Negative answers stay small in a
+// long zone.
+func (s *Server) soaTailFor(serial uint32) []byte {
+	b := binary.BigEndian.AppendUint16(nil, dns.TypeSOA)
+	b = binary.BigEndian.AppendUint16(b, dns.ClassINET)
+	b = binary.BigEndian.AppendUint32(b, s.cfg.NegTTL)
+	b = append(b, 0, 0)
+	b = append(b, byte(len(s.cfg.NSName)))
+	b = append(b, s.cfg.NSName...)
+	b = append(b, 0xc0, 0)
+	b = append(b, byte(len("hostmaster")))
+	b = append(b, "hostmaster"...)
+	b = append(b, 0xc0, 0)
+	for _, v := range []uint32{serial, 3600, 600, 86400, s.cfg.NegTTL} {
+		b = binary.BigEndian.AppendUint32(b, v)
+	}
+	binary.BigEndian.PutUint16(b[8:], uint16(len(b)-10))
+	return b
 }

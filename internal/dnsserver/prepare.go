@@ -115,24 +115,3 @@ func skipName(msg []byte, off int) (int, bool) {
 	}
 	return 0, false
 }
-
-// packRRTail packs rr and returns the bytes after its owner name: type,
-// class, TTL, rdlength and rdata, with no compression.
-func packRRTail(rr dns.RR) []byte {
-	buf := make([]byte, dns.Len(rr)+256)
-	n, err := dns.PackRR(rr, buf, 0, nil, false)
-	if err != nil {
-		return nil
-	}
-	off := nameLen(buf[:n])
-	return append([]byte(nil), buf[off:n]...)
-}
-
-// nameLen returns the length of the uncompressed wire name at the start of b.
-func nameLen(b []byte) int {
-	i := 0
-	for i < len(b) && b[i] != 0 {
-		i += int(b[i]) + 1
-	}
-	return i + 1
-}

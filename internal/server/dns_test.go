@@ -235,6 +235,7 @@ func TestDNSNegativeAnswers(t *testing.T) {
 		{"calc." + zone, dns.TypeAAAA, "NOERROR", true},        // NODATA: v4 only
 		{"calc-1.calc." + zone, dns.TypeAAAA, "NOERROR", true}, // NODATA
 		{"_tcp." + zone, dns.TypeA, "NOERROR", true},           // empty non-terminal
+		{"_dns-sd._udp." + zone, dns.TypePTR, "NOERROR", true}, // empty non-terminal (RFC 8020)
 		{zone, dns.TypeA, "NOERROR", true},                     // apex NODATA
 		{"example.com.", dns.TypeA, "REFUSED", false},          // never an open resolver
 		{"internal.", dns.TypeSOA, "REFUSED", false},           // parent of the zone
