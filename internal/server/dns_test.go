@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -584,6 +585,30 @@ func TestDig(t *testing.T) {
 	}
 	if out := run("+bufsize=512", "+ignore", "calc.servicediscovery.internal", "SRV"); !strings.Contains(out, "flags: qr aa") {
 		t.Errorf("dig flags: %s", out)
+	}
+	// 40 instances: UDP answers are truncated (TC) and carry whole
+	// records; dig +tcp gets all 40.
+	for i := 0; i < 40; i++ {
+		ts.register(t, inst(fmt.Sprintf("big-%02d", i), "big", fmt.Sprintf("10.2.0.%d", i+1), uint16(20000+i)))
+	}
+	answers := regexp.MustCompile(`ANSWER: (\d+),`)
+	for _, size := range []string{"+bufsize=512", "+bufsize=1232", "+noedns"} {
+		out := run(size, "+ignore", "big.servicediscovery.internal", "SRV")
+		m := answers.FindStringSubmatch(out)
+		if !strings.Contains(out, "flags: qr aa tc") || m == nil || m[1] == "0" || m[1] == "40" {
+			t.Errorf("dig %s: want TC with some whole records:\n%s", size, out)
+		}
+		if strings.Contains(out, "Warning") || strings.Contains(out, "malformed") {
+			t.Errorf("dig %s complains:\n%s", size, out)
+		}
+	}
+	out := run("+tcp", "big.servicediscovery.internal", "SRV")
+	if m := answers.FindStringSubmatch(out); m == nil || m[1] != "40" || strings.Contains(out, " tc") {
+		t.Errorf("dig +tcp: want all 40:\n%s", out)
+	}
+	// Without +ignore, dig retries over TCP by itself.
+	if out := run("+short", "big.servicediscovery.internal", "SRV"); len(strings.Split(strings.TrimSpace(out), "\n")) != 40 {
+		t.Errorf("dig retrying over TCP: %s", out)
 	}
 }
 
