@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -194,6 +195,7 @@ func BenchmarkBuildLarge(b *testing.B) {
 				for l := range svc.lists {
 					svc.lists[l].Store(nil)
 				}
+				svc.orderOnce = sync.Once{}
 				s.buildAll(svc)
 			}
 		})

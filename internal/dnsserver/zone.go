@@ -46,6 +46,10 @@ type service struct {
 	byID     map[string]*instance
 
 	lists [nLists]atomic.Pointer[rrset]
+	// The weighted order of serving, computed once (see order).
+	orderOnce sync.Once
+	perm      []int
+	starts    []uint32
 	// stale holds the previous version's lists while a large service's
 	// new ones are being built.
 	stale [nLists]atomic.Pointer[rrset]
@@ -174,25 +178,29 @@ func escapeTXT(v string) string {
 func (s *Server) listSet(svc *service, i int) *rrset {
 	switch {
 	case i == listSRV:
-		return s.srvSet(s.names.service(svc.name), svc.name, svc.serving)
+		return s.srvSet(svc, s.names.service(svc.name), svc.serving, nil)
 	case i == listA:
 		return s.addrSet(s.names.service(svc.name), true, svc.serving)
 	case i == listAAAA:
 		return s.addrSet(s.names.service(svc.name), false, svc.serving)
 	case i < listProtoPTR:
 		p := i - listProtoSRV
-		return s.srvSet(s.names.proto(svc.name, p), svc.name, filterProto(svc.serving, p))
+		list := filterProto(svc.serving, p)
+		var same *rrset
+		if len(list) == len(svc.serving) {
+			// One protocol: the records at calc.Z serve _calc._tcp.Z
+			// as they are (owners point at the question); only the
+			// glue's owners differ.
+			same = svc.lists[listSRV].Load()
+		}
+		return s.srvSet(svc, s.names.proto(svc.name, p), list, same)
 	default:
 		p := i - listProtoPTR
 		list := filterProto(svc.serving, p)
 		if len(list) == 0 {
 			return nil
 		}
-		ws := make([]uint16, len(list))
-		for j, in := range list {
-			ws[j] = in.Weight
-		}
-		perm, starts := weightedOrder(ws)
+		perm, starts := svc.order(list)
 		b := newRRBuilder(s, s.names.proto(svc.name, p), len(list), 2+len(svc.name)+len(list)*24)
 		for j := range list {
 			in := list[pick(perm, j)]
@@ -200,6 +208,24 @@ func (s *Server) listSet(svc *service, i int) *rrset {
 		}
 		return b.done(starts)
 	}
+}
+
+// order returns the weighted order of list: computed once per service
+// version for its whole serving list, which most lists are.
+func (svc *service) order(list []*registry.Instance) ([]int, []uint32) {
+	if len(list) == len(svc.serving) {
+		svc.orderOnce.Do(func() { svc.perm, svc.starts = weightedOrder(weightsOf(svc.serving)) })
+		return svc.perm, svc.starts
+	}
+	return weightedOrder(weightsOf(list))
+}
+
+func weightsOf(list []*registry.Instance) []uint16 {
+	ws := make([]uint16, len(list))
+	for i, in := range list {
+		ws[i] = in.Weight
+	}
+	return ws
 }
 
 // pick returns the j-th index of perm, or j when there is no permutation.
@@ -211,25 +237,27 @@ func pick(perm []int, j int) int {
 }
 
 // srvSet answers SRV at qname with list, glue for every target apart.
-func (s *Server) srvSet(qname, svc string, list []*registry.Instance) *rrset {
+// same, when not nil, holds the same records packed for another name.
+func (s *Server) srvSet(svc *service, qname string, list []*registry.Instance, same *rrset) *rrset {
 	if len(list) == 0 {
 		return nil
 	}
-	ws := make([]uint16, len(list))
-	for i, in := range list {
-		ws[i] = in.Weight
-	}
-	perm, starts := weightedOrder(ws)
-	b := newRRBuilder(s, qname, len(list), len(list)*(24+len(svc)+len(s.zoneWire)))
-	g := newRRBuilder(s, qname, len(list), len(list)*(36+len(svc)))
-	for i := range list {
-		in := list[pick(perm, i)]
-		b.srv(in.Priority, in.Weight, in.Port, in.ID, svc)
-	}
+	g := newRRBuilder(s, qname, len(list), len(list)*(36+len(svc.name)))
 	for _, in := range list {
-		g.addr(in.Address, in.ID, svc)
+		g.addr(in.Address, in.ID, svc.name)
 	}
-	rs := b.done(starts)
+	var rs *rrset
+	if same != nil && same != emptySet {
+		rs = &rrset{recs: same.recs, off: same.off, starts: same.starts}
+	} else {
+		perm, starts := svc.order(list)
+		b := newRRBuilder(s, qname, len(list), len(list)*(24+len(svc.name)+len(s.zoneWire)))
+		for i := range list {
+			in := list[pick(perm, i)]
+			b.srv(in.Priority, in.Weight, in.Port, in.ID, svc.name)
+		}
+		rs = b.done(starts)
+	}
 	rs.glue, rs.nglue = g.buf, len(list)
 	return rs
 }
