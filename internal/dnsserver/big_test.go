@@ -201,3 +201,46 @@ func BenchmarkBuildLarge(b *testing.B) {
 		})
 	}
 }
+
+// TestTruncatedAnswerCounts pins the figures the README gives: how many
+// whole records a truncated UDP answer carries for the agent's 28-byte
+// instance IDs (a1b2c3d4e5f6-8081-tcp-0a1b2c) in the default zone.
+func TestTruncatedAnswerCounts(t *testing.T) {
+	const z = "servicediscovery.internal."
+	ix := registry.NewIndex(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := New(Config{}, ix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []registry.Event
+	for i := 0; i < 200; i++ {
+		evs = append(evs, registry.Event{Type: registry.EventPut, Rev: int64(i + 1), Instance: registry.Instance{
+			ID: fmt.Sprintf("a1b2c3d4e%03d-8081-tcp-0a1b2c", i), Service: "calc", Protocol: "tcp",
+			Address: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), Port: uint16(30000 + i),
+			Weight: 1, Health: registry.Health{Status: registry.HealthPassing},
+		}})
+	}
+	ix.Apply(evs)
+	cases := []struct {
+		name  string
+		qtype uint16
+		edns  uint16
+		want  int
+	}{
+		{"calc." + z, dns.TypeSRV, 0, 5},
+		{"calc." + z, dns.TypeSRV, 1232, 14},
+		{"_calc._tcp." + z, dns.TypeSRV, 0, 5},
+		{"_calc._tcp." + z, dns.TypeSRV, 1232, 14},
+		{"calc." + z, dns.TypeA, 0, 29},
+		{"calc." + z, dns.TypeA, 1232, 73},
+	}
+	for _, c := range cases {
+		m := ask(t, s, c.name, c.qtype, c.edns, false)
+		if !m.Truncated || len(m.Answer) != c.want {
+			t.Errorf("%s %s EDNS %d: tc=%v, %d records, README says %d", c.name, dns.TypeToString[c.qtype], c.edns, m.Truncated, len(m.Answer), c.want)
+		}
+	}
+	m := ask(t, s, "calc."+z, dns.TypeSRV, 0, true)
+	m.Compress = true
+	t.Logf("TCP: %d of 200 SRV records with glue, %d bytes", len(m.Answer), m.Len())
+}
