@@ -90,8 +90,9 @@ func TestBenchBigServiceChurn(t *testing.T) {
 	report := func(name string, lat []time.Duration, changes int64) {
 		slices.Sort(lat)
 		pct := func(p float64) time.Duration { return lat[int(float64(len(lat)-1)*p)] }
-		t.Logf("| %s | %d | %d | %.3f ms | %.3f ms | %.3f ms |", name, changes, len(lat),
-			float64(pct(0.5).Microseconds())/1000, float64(pct(0.99).Microseconds())/1000, float64(lat[len(lat)-1].Microseconds())/1000)
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		t.Logf("| %s | %d | %d | %.3f ms | %.3f ms | %.3f ms | %.3f ms |", name, changes, len(lat),
+			ms(pct(0.5)), ms(pct(0.99)), ms(pct(0.999)), ms(lat[len(lat)-1]))
 	}
 	report("idle", measure(phase), 0)
 
