@@ -244,3 +244,18 @@ func TestTruncatedAnswerCounts(t *testing.T) {
 	m.Compress = true
 	t.Logf("TCP: %d of 200 SRV records with glue, %d bytes", len(m.Answer), m.Len())
 }
+
+func TestClientKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.2":            "127.0.0.2",
+		"::ffff:10.0.0.1":      "10.0.0.1",
+		"2001:db8:1:2:aaaa::1": "2001:db8:1:2::",
+		"2001:db8:1:2:bbbb::9": "2001:db8:1:2::",
+		"fe80::1%eth0":         "fe80::",
+		"2001:db8:1:3::1":      "2001:db8:1:3::",
+	} {
+		if got := clientKey(netip.MustParseAddr(in)); got.String() != want {
+			t.Errorf("clientKey(%s) = %s, want %s", in, got, want)
+		}
+	}
+}

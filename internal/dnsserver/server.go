@@ -249,6 +249,19 @@ func (s *Server) serveTCP(tl *net.TCPListener) {
 	}
 }
 
+// clientKey is what shares a client's TCP connections: its IPv4 address,
+// or its IPv6 /64 (one host's usual allocation, which it can fill with
+// addresses at will).
+func clientKey(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		if p, err := a.WithZone("").Prefix(64); err == nil {
+			return p.Addr()
+		}
+	}
+	return a
+}
+
 // admit registers c, making room by closing the oldest idle connection of
 // the same client when it is at its share, or the oldest idle of all when
 // the server is full. It reports false when c must be closed instead.
@@ -314,7 +327,7 @@ func (s *Server) serveConn(nc *net.TCPConn) {
 	defer nc.Close()
 	c := &tcpConn{c: nc}
 	if ap, err := netip.ParseAddrPort(nc.RemoteAddr().String()); err == nil {
-		c.client = ap.Addr().Unmap()
+		c.client = clientKey(ap.Addr())
 	}
 	c.idleSince.Store(time.Now().UnixNano())
 	if !s.admit(c) {
