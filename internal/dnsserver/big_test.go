@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -257,5 +258,34 @@ func TestClientKey(t *testing.T) {
 		if got := clientKey(netip.MustParseAddr(in)); got.String() != want {
 			t.Errorf("clientKey(%s) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+// TestUnservableNamesDoNotBreakAnswers: an instance stored before the
+// zone checks, whose DNS-SD label would be 64 bytes, is left out, and
+// browsing still lists every other service.
+func TestUnservableNamesDoNotBreakAnswers(t *testing.T) {
+	const z = "servicediscovery.internal."
+	ix := registry.NewIndex(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := New(Config{}, ix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("s", 63)
+	var evs []registry.Event
+	for i, svc := range []string{"calc", long, "time"} {
+		evs = append(evs, registry.Event{Type: registry.EventPut, Rev: int64(i + 1), Instance: registry.Instance{
+			ID: "i-1", Service: svc, Protocol: "tcp", Address: netip.MustParseAddr("10.0.0.1"), Port: 80,
+			Weight: 1, Health: registry.Health{Status: registry.HealthPassing},
+		}})
+		evs[i].Instance.ID = fmt.Sprintf("i-%d", i)
+	}
+	ix.Apply(evs)
+	m := ask(t, s, "_services._dns-sd._udp."+z, dns.TypePTR, 0, false)
+	if len(m.Answer) != 2 {
+		t.Fatalf("browse: %v", m)
+	}
+	if m := ask(t, s, long+"."+z, dns.TypeSRV, 0, false); m.Rcode != dns.RcodeNameError {
+		t.Fatalf("the unservable service: %v", m)
 	}
 }

@@ -405,7 +405,9 @@ func (s *Server) rebuild(changed []string) {
 	for _, name := range changed {
 		c := change{old: s.zone.get([]byte(name))}
 		if list, _ := s.index.Instances(name); len(list) > 0 {
-			c.svc = newService(name, list, s.cfg.FailOpen)
+			if list = s.servable(list); len(list) > 0 {
+				c.svc = newService(name, list, s.cfg.FailOpen)
+			}
 		}
 		if c.svc != nil && len(c.svc.all) > inlineMax {
 			missing := false
@@ -449,6 +451,23 @@ func (s *Server) rebuild(changed []string) {
 		s.zone.browse.Store(s.browseSet())
 	}
 	s.setSerial(uint32(s.index.Rev()))
+}
+
+// servable drops the instances whose names DNS cannot carry in this zone
+// (labels over 63 bytes, names over 255): registrations are refused at
+// the door, but a store may hold older ones, and one unpackable name
+// must not break a whole answer.
+func (s *Server) servable(list []registry.Instance) []registry.Instance {
+	room := 255 - len(s.zoneWire) - 8 // <id>._<service>._tcp.Z
+	out := list[:0]
+	for _, in := range list {
+		if len(in.ID) > 63 || len(in.Service) > 62 || len(in.ID)+len(in.Service) > room {
+			s.log.Warn("instance not served: its DNS names would break DNS limits in this zone; deregister it", "id", in.ID, "service", in.Service, "zone", s.cfg.Zone)
+			continue
+		}
+		out = append(out, in)
+	}
+	return out
 }
 
 // browseSet answers PTR at _services._dns-sd._udp.Z: every service and
