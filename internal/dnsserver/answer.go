@@ -285,20 +285,19 @@ func (s *Server) negative(req, out []byte, q *query, zoneOff int, rcode int, lim
 	return out[:n]
 }
 
-// answer writes one of p's prepared orders, fitted to limit: whole; or
-// without Additional; or, if even the answer does not fit, truncated (TC)
-// so that the client asks again over TCP.
+// answer writes p, fitted to limit: whole; or without Additional; or, if
+// even the answer does not fit, truncated (TC) so that the client asks
+// again over TCP.
 func (s *Server) answer(req, out []byte, q *query, p *prepared, limit int) []byte {
-	v := p.pick()
 	opt := 0
 	if q.edns {
 		opt = optLen
 	}
-	msg := v.msg
+	msg := p.msg
 	dropAR, tc := false, false
 	if len(msg)+opt > limit {
-		if v.addOff+opt <= limit {
-			msg, dropAR = msg[:v.addOff], true
+		if p.addOff+opt <= limit {
+			msg, dropAR = msg[:p.addOff], true
 		} else {
 			msg, tc = msg[:q.qEnd], true
 		}

@@ -14,7 +14,7 @@ type found struct {
 }
 
 func (f found) empty() bool {
-	return (f.p == nil || len(f.p.variants) == 0) && (f.rs == nil || f.rs.len() == 0)
+	return f.p == nil && (f.rs == nil || f.rs.len() == 0)
 }
 
 // lookup finds the answer to the question, packing single answers on
@@ -103,13 +103,25 @@ func protoIndex(l []byte) int {
 // queries racing on an empty slot both pack; either result is right.
 func load(sl *slot, mk func() *prepared) *prepared {
 	if p := sl.p.Load(); p != nil {
-		return p
+		return p.get()
 	}
 	p := mk()
 	if p == nil {
-		p = &prepared{}
+		p = noData
 	}
 	sl.p.Store(p)
+	return p.get()
+}
+
+// noData marks a slot whose answer is NODATA, so that it is not packed
+// again.
+var noData = &prepared{}
+
+// get returns p, or nil when it is noData.
+func (p *prepared) get() *prepared {
+	if p == noData {
+		return nil
+	}
 	return p
 }
 
@@ -157,12 +169,12 @@ func (s *Server) targetAnswer(inst *instance, qtype uint16) *prepared {
 		}
 		return load(sl, func() *prepared {
 			name := s.names.target(in)
-			return build(name, qtype, [][]dns.RR{{s.addrRR(name, in.Address)}}, nil, nil)
+			return build(name, qtype, []dns.RR{s.addrRR(name, in.Address)}, nil)
 		})
 	case dns.TypeTXT:
 		return load(&inst.txt, func() *prepared {
 			name := s.names.target(in)
-			return build(name, dns.TypeTXT, [][]dns.RR{{s.txtRR(name, in)}}, nil, nil)
+			return build(name, dns.TypeTXT, []dns.RR{s.txtRR(name, in)}, nil)
 		})
 	}
 	return nil
@@ -177,14 +189,14 @@ func (s *Server) dnssdAnswer(inst *instance, qtype uint16) *prepared {
 		return load(&inst.srv, func() *prepared {
 			name := s.names.dnssd(in, inst.proto)
 			glue := []dns.RR{s.addrRR(s.names.target(in), in.Address)}
-			return build(name, dns.TypeSRV, [][]dns.RR{{s.srvRR(name, in)}}, nil, glue)
+			return build(name, dns.TypeSRV, []dns.RR{s.srvRR(name, in)}, glue)
 		})
 	case dns.TypeTXT:
 		// The TXT at the target name is another name; this slot is
 		// only reached for DNS-SD names, so keep it apart.
 		return load(&inst.dnssdTXT, func() *prepared {
 			name := s.names.dnssd(in, inst.proto)
-			return build(name, dns.TypeTXT, [][]dns.RR{{s.txtRR(name, in)}}, nil, nil)
+			return build(name, dns.TypeTXT, []dns.RR{s.txtRR(name, in)}, nil)
 		})
 	}
 	return nil
@@ -194,7 +206,7 @@ func (s *Server) apex(qtype uint16) *prepared {
 	switch qtype {
 	case dns.TypeSOA, dns.TypeANY:
 		return load(&s.apexSOA, func() *prepared {
-			return build(s.cfg.Zone, dns.TypeSOA, [][]dns.RR{{s.soa()}}, nil, nil)
+			return build(s.cfg.Zone, dns.TypeSOA, []dns.RR{s.soa()}, nil)
 		})
 	case dns.TypeNS:
 		return load(&s.apexNS, func() *prepared {
@@ -203,7 +215,7 @@ func (s *Server) apex(qtype uint16) *prepared {
 			for _, a := range s.cfg.NSAddrs {
 				glue = append(glue, s.addrRR(s.nsFQDN(), a))
 			}
-			return build(s.cfg.Zone, dns.TypeNS, [][]dns.RR{{ns}}, nil, glue)
+			return build(s.cfg.Zone, dns.TypeNS, []dns.RR{ns}, glue)
 		})
 	}
 	return nil
@@ -227,7 +239,7 @@ func (s *Server) nsAddr(qtype uint16) *prepared {
 		if len(rrs) == 0 {
 			return nil
 		}
-		return build(s.nsFQDN(), qtype, [][]dns.RR{rrs}, nil, nil)
+		return build(s.nsFQDN(), qtype, rrs, nil)
 	})
 }
 

@@ -2,57 +2,36 @@ package dnsserver
 
 import (
 	"encoding/binary"
-	"sync/atomic"
 
 	"github.com/miekg/dns"
 )
 
-// prepared is a packed answer for one name and type, in several orders.
-// Queries take the next order in turn, so answers rotate like Route 53's.
+// prepared is a packed answer of a few records for one name and type
+// (SOA, NS, an instance's A, AAAA, TXT or SRV). Lists of records (a
+// service's SRV, A, PTR) are rrsets instead.
 type prepared struct {
-	variants []variant
-	next     atomic.Uint32
-}
-
-// variant is one packed response: header (ID zero), the question in lower
-// case, and the records. Everything before addOff is a complete response
-// without the Additional section (pointers only ever point backwards).
-type variant struct {
+	// msg is the packed response: header (ID zero), the question in
+	// lower case, and the records. Everything before addOff is a complete
+	// response without the Additional section (pointers only ever point
+	// backwards).
 	msg    []byte
 	addOff int
 }
 
-func (p *prepared) pick() *variant {
-	if len(p.variants) == 1 {
-		return &p.variants[0]
-	}
-	n := p.next.Add(1)
-	return &p.variants[n%uint32(len(p.variants))]
-}
-
-// build packs a NOERROR answer for qname/qtype in every order of answer,
-// with the given authority and additional records.
-func build(qname string, qtype uint16, answers [][]dns.RR, ns, extra []dns.RR) *prepared {
-	if len(answers) == 0 || len(answers[0]) == 0 {
+// build packs a NOERROR answer for qname/qtype with the given additional
+// records; nil when there are no answers (NODATA) or they cannot be packed.
+func build(qname string, qtype uint16, ans, extra []dns.RR) *prepared {
+	if len(ans) == 0 {
 		return nil // NODATA: answered per query with the SOA
 	}
-	p := &prepared{variants: make([]variant, 0, len(answers))}
-	for _, ans := range answers {
-		v, ok := packVariant(qname, qtype, ans, ns, extra)
-		for !ok && len(ans) > 1 {
-			// Too large even for TCP: serve fewer records per answer; the
-			// rotation still hands every one out in turn.
-			ans = ans[:len(ans)/2]
-			v, ok = packVariant(qname, qtype, ans, ns, extra)
-		}
-		if ok {
-			p.variants = append(p.variants, v)
-		}
+	v, ok := packVariant(qname, qtype, ans, nil, extra)
+	if !ok {
+		return nil
 	}
-	return p
+	return &v
 }
 
-func packVariant(qname string, qtype uint16, ans, ns, extra []dns.RR) (variant, bool) {
+func packVariant(qname string, qtype uint16, ans, ns, extra []dns.RR) (prepared, bool) {
 	m := new(dns.Msg)
 	m.Response = true
 	m.Authoritative = true
@@ -64,7 +43,7 @@ func packVariant(qname string, qtype uint16, ans, ns, extra []dns.RR) (variant, 
 	msg, err := m.Pack()
 	if err != nil || len(msg) > dns.MaxMsgSize {
 		if len(extra) == 0 {
-			return variant{}, false
+			return prepared{}, false
 		}
 		// Too large with the glue: serve it without.
 		return packVariant(qname, qtype, ans, ns, nil)
@@ -73,9 +52,9 @@ func packVariant(qname string, qtype uint16, ans, ns, extra []dns.RR) (variant, 
 	// it (pointers only point backwards): find where it starts.
 	off, ok := skipRRs(msg, len(ans)+len(ns))
 	if !ok {
-		return variant{}, false
+		return prepared{}, false
 	}
-	return variant{msg: msg, addOff: off}, true
+	return prepared{msg: msg, addOff: off}, true
 }
 
 // skipRRs returns the offset just past the question and the next n

@@ -1,8 +1,11 @@
 // Package dnsserver is signpost's authoritative DNS server for one zone. It
-// answers from the registry's in-memory index; every answer is packed once
-// per name and type when first asked for, kept until that service changes,
-// and handed out in rotating order with only the ID and question patched
-// per query.
+// answers from the registry's in-memory index. Every answer is packed once
+// per name and type and kept until its service changes: a service's lists
+// (SRV, A, AAAA, PTR) as records that can follow one another in any order,
+// so that a query copies as many whole records as fit, starting where the
+// weighted rotation is; other answers as whole messages. Only the ID and
+// the question are patched per query. Large services are packed by a
+// background builder, off the packet path.
 package dnsserver
 
 import (
