@@ -40,6 +40,10 @@ func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
 	fs.StringVar(&cfg.Etcd.Prefix, "etcd-prefix", "/signpost/", "etcd key prefix of the registry, with --store etcd")
 	fs.BoolVar(&cfg.SkyDNS, "skydns", false, "with --store etcd: also keep every serving instance under /skydns/ in etcd, the layout CoreDNS's etcd plugin serves")
 	fs.DurationVar(&cfg.Etcd.Timeout, "etcd-timeout", 5*time.Second, "timeout of each etcd call; writes fail with 503 past it")
+	tcpMax := fs.Int("dns-tcp-max-conns", 1000, "open DNS TCP connections in all; past it the connection idle the longest is closed")
+	tcpPerClient := fs.Int("dns-tcp-max-conns-per-client", 100, "open DNS TCP connections per client address; past it that client's connection idle the longest is closed")
+	tcpIdle := fs.Duration("dns-tcp-idle-timeout", 10*time.Second, "close a DNS TCP connection that has not sent a whole query for this long")
+	fs.BoolVar(&cfg.AllowLinkLocal, "allow-link-local", false, "accept registrations of link-local addresses (169.254.0.0/16, fe80::/10), refused by default")
 	return func() (server.Config, error) {
 		cfg.DNS = dnsserver.Config{
 			Zone:       *zone,
@@ -48,6 +52,10 @@ func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
 			FailOpen:   *failOpen,
 			MaxUDPSize: *maxUDP,
 			UDPBatch:   *udpBatch,
+		}
+		cfg.DNS.MaxTCPConns, cfg.DNS.MaxTCPConnsPerClient, cfg.DNS.TCPIdleTimeout = *tcpMax, *tcpPerClient, *tcpIdle
+		if *tcpMax < 1 || *tcpPerClient < 1 || *tcpIdle < 100*time.Millisecond {
+			return cfg, fmt.Errorf("--dns-tcp-max-conns and --dns-tcp-max-conns-per-client: want at least 1; --dns-tcp-idle-timeout: at least 100ms")
 		}
 		if *ttl < time.Second || *negTTL < time.Second {
 			return cfg, fmt.Errorf("--ttl and --negative-ttl: want at least 1s")

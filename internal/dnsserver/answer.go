@@ -171,8 +171,8 @@ func (s *Server) respond(req, out []byte, tcp bool) []byte {
 	for rel < q.nlabels && int(q.labels[rel]) < start {
 		rel++
 	}
-	p, exists := s.lookup(&q, rel)
-	if p == nil || len(p.variants) == 0 {
+	f, exists := s.lookup(&q, rel)
+	if f.empty() {
 		rcode = rcodeNoError
 		if !exists {
 			rcode = rcodeNXDomain
@@ -181,7 +181,10 @@ func (s *Server) respond(req, out []byte, tcp bool) []byte {
 		return s.negative(req, out, &q, start, rcode, limit)
 	}
 	s.metrics.count(q.qtype, rcodeNoError)
-	return s.answer(req, out, &q, p, limit)
+	if f.rs != nil {
+		return s.answerSet(req, out, &q, f.rs, limit, tcp)
+	}
+	return s.answer(req, out, &q, f.p, limit)
 }
 
 // boundary reports whether off starts a label of the question name.
@@ -267,9 +270,14 @@ func (s *Server) negative(req, out []byte, q *query, zoneOff int, rcode int, lim
 		setCounts(out, 1, 0, 0, 0)
 	} else {
 		setCounts(out, 1, 0, 1, 0)
-		binary.BigEndian.PutUint16(out[n:], 0xc000|uint16(headerLen+zoneOff))
+		ptr := 0xc000 | uint16(headerLen+zoneOff)
+		binary.BigEndian.PutUint16(out[n:], ptr)
 		n += 2
-		n += copy(out[n:], tail)
+		copy(out[n:], tail)
+		m, r := s.soaPtrs()
+		binary.BigEndian.PutUint16(out[n+m:], ptr)
+		binary.BigEndian.PutUint16(out[n+r:], ptr)
+		n += len(tail)
 	}
 	if q.edns {
 		n = s.appendOPT(out, n, q, rcode)
@@ -277,20 +285,19 @@ func (s *Server) negative(req, out []byte, q *query, zoneOff int, rcode int, lim
 	return out[:n]
 }
 
-// answer writes one of p's prepared orders, fitted to limit: whole; or
-// without Additional; or, if even the answer does not fit, truncated (TC)
-// so that the client asks again over TCP.
+// answer writes p, fitted to limit: whole; or without Additional; or, if
+// even the answer does not fit, truncated (TC) so that the client asks
+// again over TCP.
 func (s *Server) answer(req, out []byte, q *query, p *prepared, limit int) []byte {
-	v := p.pick()
 	opt := 0
 	if q.edns {
 		opt = optLen
 	}
-	msg := v.msg
+	msg := p.msg
 	dropAR, tc := false, false
 	if len(msg)+opt > limit {
-		if v.addOff+opt <= limit {
-			msg, dropAR = msg[:v.addOff], true
+		if p.addOff+opt <= limit {
+			msg, dropAR = msg[:p.addOff], true
 		} else {
 			msg, tc = msg[:q.qEnd], true
 		}

@@ -37,6 +37,22 @@ func newTestServer(tb testing.TB, n int) *Server {
 			evs = append(evs, registry.Event{Type: registry.EventPut, Rev: rev, Instance: in})
 		}
 	}
+	// Two services too large for UDP: equal weights (rotation) and mixed
+	// weights (weighted orders).
+	for _, svc := range []string{"big", "wbig"} {
+		for j := 0; j < 40; j++ {
+			rev++
+			in := registry.Instance{
+				ID: fmt.Sprintf("%s-instance-%02d", svc, j), Service: svc, Protocol: "tcp",
+				Address: netip.AddrFrom4([4]byte{10, 200, byte(len(svc)), byte(j + 1)}), Port: uint16(9000 + j),
+				Weight: 1, Health: registry.Health{Status: registry.HealthPassing},
+			}
+			if svc == "wbig" {
+				in.Weight = uint16(1 + j%5)
+			}
+			evs = append(evs, registry.Event{Type: registry.EventPut, Rev: rev, Instance: in})
+		}
+	}
 	ix.Apply(evs)
 	return s
 }
@@ -72,6 +88,11 @@ func FuzzRespond(f *testing.F) {
 		packQuery(f, z, dns.TypeSOA, 0, nil),
 		packQuery(f, z, dns.TypeNS, 0, nil),
 		packQuery(f, "nope."+z, dns.TypeA, 0, nil),
+		packQuery(f, "big."+z, dns.TypeSRV, 0, nil),
+		packQuery(f, "_big._tcp."+z, dns.TypeSRV, 1232, nil),
+		packQuery(f, "wbig."+z, dns.TypeA, 0, nil),
+		packQuery(f, "_wbig._tcp."+z, dns.TypePTR, 700, nil),
+		packQuery(f, "_dns-sd._udp."+z, dns.TypePTR, 0, nil),
 		packQuery(f, "example.com.", dns.TypeA, 0, nil),
 		packQuery(f, "svc1."+z, dns.TypeANY, 0, nil),
 		packQuery(f, "svc1."+z, dns.TypeA, 1232, func(m *dns.Msg) { m.IsEdns0().SetVersion(1) }),

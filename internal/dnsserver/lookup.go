@@ -1,81 +1,92 @@
 package dnsserver
 
 import (
-	"sort"
+	"encoding/binary"
 
 	"github.com/miekg/dns"
-
-	"github.com/signpost-dns/signpost/internal/registry"
 )
 
-// lookup finds the prepared answer for the question, packing it on first
-// use. rel is how many labels come before the zone. exists is false when
-// the name is not in the zone at all (NXDOMAIN).
-func (s *Server) lookup(q *query, rel int) (p *prepared, exists bool) {
+// found is what lookup found for a question: a prepared single answer,
+// a list answer, or neither (NODATA when exists, else NXDOMAIN).
+type found struct {
+	p  *prepared
+	rs *rrset
+}
+
+func (f found) empty() bool {
+	return f.p == nil && (f.rs == nil || f.rs.len() == 0)
+}
+
+// lookup finds the answer to the question, packing single answers on
+// first use. rel is how many labels come before the zone. exists is false
+// when the name is not in the zone at all (NXDOMAIN).
+func (s *Server) lookup(q *query, rel int) (f found, exists bool) {
 	switch rel {
 	case 0:
-		return s.apex(q.qtype), true
+		return found{p: s.apex(q.qtype)}, true
 	case 1:
 		l := q.label(0)
 		if string(l) == s.cfg.NSName {
-			return s.nsAddr(q.qtype), true
+			return found{p: s.nsAddr(q.qtype)}, true
 		}
 		if string(l) == "_tcp" || string(l) == "_udp" {
-			return nil, true // empty non-terminal
+			return found{}, true // empty non-terminal
 		}
 		svc := s.zone.get(l)
 		if svc == nil {
-			return nil, false
+			return found{}, false
 		}
-		return s.serviceAnswer(svc, q.qtype), true
+		return found{rs: s.serviceAnswer(svc, q.qtype)}, true
 	case 2:
 		l0, l1 := q.label(0), q.label(1)
 		if len(l0) > 1 && l0[0] == '_' {
+			if string(l0) == "_dns-sd" && string(l1) == "_udp" {
+				// The empty non-terminal above _services._dns-sd._udp:
+				// NODATA, not NXDOMAIN (RFC 8020).
+				return found{}, true
+			}
 			p := protoIndex(l1)
 			if p < 0 {
-				if string(l0) == "_dns-sd" && string(l1) == "_udp" {
-					return nil, true // empty non-terminal
-				}
-				return nil, false
+				return found{}, false
 			}
 			svc := s.zone.get(l0[1:])
 			if svc == nil || !svc.hasProto[p] {
-				return nil, false
+				return found{}, false
 			}
-			return s.protoAnswer(svc, p, q.qtype), true
+			return found{rs: s.protoAnswer(svc, p, q.qtype)}, true
 		}
 		svc := s.zone.get(l1)
 		if svc == nil {
-			return nil, false
+			return found{}, false
 		}
 		inst := svc.byID[string(l0)]
 		if inst == nil {
-			return nil, false
+			return found{}, false
 		}
-		return s.targetAnswer(inst, q.qtype), true
+		return found{p: s.targetAnswer(inst, q.qtype)}, true
 	case 3:
 		l0, l1, l2 := q.label(0), q.label(1), q.label(2)
 		if string(l0) == "_services" && string(l1) == "_dns-sd" && string(l2) == "_udp" {
 			if q.qtype != dns.TypePTR && q.qtype != dns.TypeANY {
-				return nil, true
+				return found{}, true
 			}
-			return s.browseAnswer(), true
+			return found{rs: s.zone.browse.Load()}, true
 		}
 		p := protoIndex(l2)
 		if p < 0 || len(l1) < 2 || l1[0] != '_' {
-			return nil, false
+			return found{}, false
 		}
 		svc := s.zone.get(l1[1:])
 		if svc == nil {
-			return nil, false
+			return found{}, false
 		}
 		inst := svc.byID[string(l0)]
 		if inst == nil || inst.proto != p {
-			return nil, false
+			return found{}, false
 		}
-		return s.dnssdAnswer(inst, q.qtype), true
+		return found{p: s.dnssdAnswer(inst, q.qtype)}, true
 	}
-	return nil, false
+	return found{}, false
 }
 
 func protoIndex(l []byte) int {
@@ -92,45 +103,46 @@ func protoIndex(l []byte) int {
 // queries racing on an empty slot both pack; either result is right.
 func load(sl *slot, mk func() *prepared) *prepared {
 	if p := sl.p.Load(); p != nil {
-		return p
+		return p.get()
 	}
 	p := mk()
 	if p == nil {
-		p = &prepared{}
+		p = noData
 	}
 	sl.p.Store(p)
+	return p.get()
+}
+
+// noData marks a slot whose answer is NODATA, so that it is not packed
+// again.
+var noData = &prepared{}
+
+// get returns p, or nil when it is noData.
+func (p *prepared) get() *prepared {
+	if p == noData {
+		return nil
+	}
 	return p
 }
 
-func (s *Server) serviceAnswer(svc *service, qtype uint16) *prepared {
+func (s *Server) serviceAnswer(svc *service, qtype uint16) *rrset {
 	switch qtype {
 	case dns.TypeSRV, dns.TypeANY:
-		return load(&svc.srv, func() *prepared { return s.srvAnswer(s.names.service(svc.name), svc.serving) })
+		return s.list(svc, listSRV)
 	case dns.TypeA:
-		return load(&svc.a, func() *prepared { return s.addrAnswer(s.names.service(svc.name), dns.TypeA, svc.serving) })
+		return s.list(svc, listA)
 	case dns.TypeAAAA:
-		return load(&svc.aaaa, func() *prepared { return s.addrAnswer(s.names.service(svc.name), dns.TypeAAAA, svc.serving) })
+		return s.list(svc, listAAAA)
 	}
 	return nil
 }
 
-func (s *Server) protoAnswer(svc *service, p int, qtype uint16) *prepared {
+func (s *Server) protoAnswer(svc *service, p int, qtype uint16) *rrset {
 	switch qtype {
 	case dns.TypeSRV, dns.TypeANY:
-		return load(&svc.protoSRV[p], func() *prepared { return s.srvAnswer(s.names.proto(svc.name, p), filterProto(svc.serving, p)) })
+		return s.list(svc, listProtoSRV+p)
 	case dns.TypePTR:
-		return load(&svc.protoPTR[p], func() *prepared {
-			name := s.names.proto(svc.name, p)
-			list := filterProto(svc.serving, p)
-			ws := make([]weighted, 0, len(list))
-			for _, in := range list {
-				ws = append(ws, weighted{rr: &dns.PTR{Hdr: s.hdr(name, dns.TypePTR), Ptr: s.names.dnssd(in, p)}, weight: in.Weight})
-			}
-			if len(ws) == 0 {
-				return nil
-			}
-			return build(name, dns.TypePTR, orders(ws), nil, nil)
-		})
+		return s.list(svc, listProtoPTR+p)
 	}
 	return nil
 }
@@ -157,12 +169,12 @@ func (s *Server) targetAnswer(inst *instance, qtype uint16) *prepared {
 		}
 		return load(sl, func() *prepared {
 			name := s.names.target(in)
-			return build(name, qtype, [][]dns.RR{{s.addrRR(name, in.Address)}}, nil, nil)
+			return build(name, qtype, []dns.RR{s.addrRR(name, in.Address)}, nil)
 		})
 	case dns.TypeTXT:
 		return load(&inst.txt, func() *prepared {
 			name := s.names.target(in)
-			return build(name, dns.TypeTXT, [][]dns.RR{{s.txtRR(name, in)}}, nil, nil)
+			return build(name, dns.TypeTXT, []dns.RR{s.txtRR(name, in)}, nil)
 		})
 	}
 	return nil
@@ -174,44 +186,27 @@ func (s *Server) dnssdAnswer(inst *instance, qtype uint16) *prepared {
 	in := inst.in
 	switch qtype {
 	case dns.TypeSRV, dns.TypeANY:
-		return load(&inst.srv, func() *prepared { return s.srvAnswer(s.names.dnssd(in, inst.proto), []*registry.Instance{in}) })
+		return load(&inst.srv, func() *prepared {
+			name := s.names.dnssd(in, inst.proto)
+			glue := []dns.RR{s.addrRR(s.names.target(in), in.Address)}
+			return build(name, dns.TypeSRV, []dns.RR{s.srvRR(name, in)}, glue)
+		})
 	case dns.TypeTXT:
 		// The TXT at the target name is another name; this slot is
 		// only reached for DNS-SD names, so keep it apart.
 		return load(&inst.dnssdTXT, func() *prepared {
 			name := s.names.dnssd(in, inst.proto)
-			return build(name, dns.TypeTXT, [][]dns.RR{{s.txtRR(name, in)}}, nil, nil)
+			return build(name, dns.TypeTXT, []dns.RR{s.txtRR(name, in)}, nil)
 		})
 	}
 	return nil
-}
-
-func (s *Server) browseAnswer() *prepared {
-	return load(&s.zone.browse, func() *prepared {
-		name := "_services._dns-sd._udp." + s.cfg.Zone
-		s.zone.mu.RLock()
-		var rrs []dns.RR
-		for _, svc := range s.zone.services {
-			for p := range protoLabels {
-				if svc.hasProto[p] {
-					rrs = append(rrs, &dns.PTR{Hdr: s.hdr(name, dns.TypePTR), Ptr: s.names.proto(svc.name, p)})
-				}
-			}
-		}
-		s.zone.mu.RUnlock()
-		if len(rrs) == 0 {
-			return nil
-		}
-		dns.Dedup(rrs, nil)
-		return build(name, dns.TypePTR, [][]dns.RR{sortRRs(rrs)}, nil, nil)
-	})
 }
 
 func (s *Server) apex(qtype uint16) *prepared {
 	switch qtype {
 	case dns.TypeSOA, dns.TypeANY:
 		return load(&s.apexSOA, func() *prepared {
-			return build(s.cfg.Zone, dns.TypeSOA, [][]dns.RR{{s.soa()}}, nil, nil)
+			return build(s.cfg.Zone, dns.TypeSOA, []dns.RR{s.soa()}, nil)
 		})
 	case dns.TypeNS:
 		return load(&s.apexNS, func() *prepared {
@@ -220,7 +215,7 @@ func (s *Server) apex(qtype uint16) *prepared {
 			for _, a := range s.cfg.NSAddrs {
 				glue = append(glue, s.addrRR(s.nsFQDN(), a))
 			}
-			return build(s.cfg.Zone, dns.TypeNS, [][]dns.RR{{ns}}, nil, glue)
+			return build(s.cfg.Zone, dns.TypeNS, []dns.RR{ns}, glue)
 		})
 	}
 	return nil
@@ -244,7 +239,7 @@ func (s *Server) nsAddr(qtype uint16) *prepared {
 		if len(rrs) == 0 {
 			return nil
 		}
-		return build(s.nsFQDN(), qtype, [][]dns.RR{rrs}, nil, nil)
+		return build(s.nsFQDN(), qtype, rrs, nil)
 	})
 }
 
@@ -266,12 +261,36 @@ func (s *Server) soa() *dns.SOA {
 // setSerial moves the SOA serial and repacks what carries it.
 func (s *Server) setSerial(serial uint32) {
 	s.serial.Store(serial)
-	tail := packRRTail(s.soa())
+	tail := s.soaTailFor(serial)
 	s.soaTail.Store(&tail)
 	s.apexSOA.p.Store(nil)
 }
 
-func sortRRs(rrs []dns.RR) []dns.RR {
-	sort.Slice(rrs, func(i, j int) bool { return rrs[i].String() < rrs[j].String() })
-	return rrs
+// Offsets in the SOA tail of the pointers to the zone, patched per query.
+func (s *Server) soaPtrs() (mname, rname int) {
+	mname = 10 + 1 + len(s.cfg.NSName)
+	return mname, mname + 2 + 1 + len("hostmaster")
+}
+
+// soaTailFor packs the zone's SOA after its owner name: type, class, TTL,
+// RDLENGTH and data, with the two names in the data (ns.Z, hostmaster.Z)
+// ending in pointers to the zone, which negative answers fill in with
+// where the zone is in their question. Negative answers stay small in a
+// long zone.
+func (s *Server) soaTailFor(serial uint32) []byte {
+	b := binary.BigEndian.AppendUint16(nil, dns.TypeSOA)
+	b = binary.BigEndian.AppendUint16(b, dns.ClassINET)
+	b = binary.BigEndian.AppendUint32(b, s.cfg.NegTTL)
+	b = append(b, 0, 0)
+	b = append(b, byte(len(s.cfg.NSName)))
+	b = append(b, s.cfg.NSName...)
+	b = append(b, 0xc0, 0)
+	b = append(b, byte(len("hostmaster")))
+	b = append(b, "hostmaster"...)
+	b = append(b, 0xc0, 0)
+	for _, v := range []uint32{serial, 3600, 600, 86400, s.cfg.NegTTL} {
+		b = binary.BigEndian.AppendUint32(b, v)
+	}
+	binary.BigEndian.PutUint16(b[8:], uint16(len(b)-10))
+	return b
 }

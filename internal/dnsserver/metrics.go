@@ -7,6 +7,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// Reasons a TCP connection is closed to make room (metrics.tcpClosed).
+const (
+	tcpClientShare = iota
+	tcpServerFull
+	tcpRefused
+)
+
 // Query types counted by name; anything else counts as "other".
 var countedTypes = []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeSRV, dns.TypeTXT, dns.TypePTR, dns.TypeSOA, dns.TypeNS, dns.TypeANY}
 
@@ -18,6 +25,10 @@ var countedRcodes = []int{rcodeNoError, rcodeFormErr, rcodeNXDomain, rcodeNotImp
 type metrics struct {
 	queries [9][7]prometheus.Counter // [type][rcode]
 	dropped prometheus.Counter
+	// tcpClosed counts TCP connections closed to make room, by reason.
+	tcpClosed [3]prometheus.Counter
+	// buildSeconds times the background packing of large services.
+	buildSeconds prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -29,14 +40,26 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "signpost_dns_dropped_total",
 		Help: "DNS packets dropped without an answer (too short, or not a query).",
 	})
+	closed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "signpost_dns_tcp_closed_total",
+		Help: "DNS TCP connections closed to make room: client_share (the client's own oldest idle one, at its share), server_full (the oldest idle one of all), refused (the new one: none idle).",
+	}, []string{"reason"})
+	build := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "signpost_dns_build_seconds",
+		Help:    "Time to pack the answers of a large service after it changed, in the background; queries get its previous answers meanwhile.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+	})
 	if reg != nil {
-		for _, c := range []prometheus.Collector{vec, dropped} {
+		for _, c := range []prometheus.Collector{vec, dropped, closed, build} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register DNS metrics: %w", err)
 			}
 		}
 	}
-	m := &metrics{dropped: dropped}
+	m := &metrics{dropped: dropped, buildSeconds: build}
+	for i, r := range []string{"client_share", "server_full", "refused"} {
+		m.tcpClosed[i] = closed.WithLabelValues(r)
+	}
 	for ti := range m.queries {
 		tname := "other"
 		if ti < len(countedTypes) {

@@ -2,127 +2,36 @@ package dnsserver
 
 import (
 	"encoding/binary"
-	"math"
-	"math/rand/v2"
-	"sync/atomic"
 
 	"github.com/miekg/dns"
 )
 
-// maxVariants caps how many answer orders are prepared per name and type.
-const maxVariants = 64
-
-// prepared is a packed answer for one name and type, in several orders.
-// Queries take the next order in turn, so answers rotate like Route 53's.
+// prepared is a packed answer of a few records for one name and type
+// (SOA, NS, an instance's A, AAAA, TXT or SRV). Lists of records (a
+// service's SRV, A, PTR) are rrsets instead.
 type prepared struct {
-	variants []variant
-	next     atomic.Uint32
-}
-
-// variant is one packed response: header (ID zero), the question in lower
-// case, and the records. Everything before addOff is a complete response
-// without the Additional section (pointers only ever point backwards).
-type variant struct {
+	// msg is the packed response: header (ID zero), the question in
+	// lower case, and the records. Everything before addOff is a complete
+	// response without the Additional section (pointers only ever point
+	// backwards).
 	msg    []byte
 	addOff int
 }
 
-func (p *prepared) pick() *variant {
-	if len(p.variants) == 1 {
-		return &p.variants[0]
-	}
-	n := p.next.Add(1)
-	return &p.variants[n%uint32(len(p.variants))]
-}
-
-// weighted is a record to rotate, with the weight that decides how often it
-// comes first.
-type weighted struct {
-	rr     dns.RR
-	weight uint16
-}
-
-// orders returns up to maxVariants orders of rrs: plain rotations when all
-// weights are equal (exact round robin), weighted shuffles otherwise.
-func orders(rrs []weighted) [][]dns.RR {
-	n := len(rrs)
-	if n <= 1 {
-		out := make([]dns.RR, n)
-		for i := range rrs {
-			out[i] = rrs[i].rr
-		}
-		return [][]dns.RR{out}
-	}
-	equal := true
-	for _, w := range rrs[1:] {
-		if w.weight != rrs[0].weight {
-			equal = false
-			break
-		}
-	}
-	if equal {
-		count := min(n, maxVariants)
-		res := make([][]dns.RR, count)
-		for v := 0; v < count; v++ {
-			start := v * n / count
-			o := make([]dns.RR, n)
-			for i := 0; i < n; i++ {
-				o[i] = rrs[(start+i)%n].rr
-			}
-			res[v] = o
-		}
-		return res
-	}
-	// Weighted random order (Efraimidis-Spirakis), seeded so that a
-	// rebuild of the same data gives the same orders.
-	rng := rand.New(rand.NewPCG(uint64(n), 0x5167))
-	res := make([][]dns.RR, maxVariants)
-	keys := make([]float64, n)
-	idx := make([]int, n)
-	for v := range res {
-		for i := range rrs {
-			w := float64(max(rrs[i].weight, 1))
-			keys[i] = math.Pow(rng.Float64(), 1/w)
-			idx[i] = i
-		}
-		// Sort indices by key, descending (n is small: insertion sort).
-		for i := 1; i < n; i++ {
-			for j := i; j > 0 && keys[idx[j]] > keys[idx[j-1]]; j-- {
-				idx[j], idx[j-1] = idx[j-1], idx[j]
-			}
-		}
-		o := make([]dns.RR, n)
-		for i, k := range idx {
-			o[i] = rrs[k].rr
-		}
-		res[v] = o
-	}
-	return res
-}
-
-// build packs a NOERROR answer for qname/qtype in every order of answer,
-// with the given authority and additional records.
-func build(qname string, qtype uint16, answers [][]dns.RR, ns, extra []dns.RR) *prepared {
-	if len(answers) == 0 || len(answers[0]) == 0 {
+// build packs a NOERROR answer for qname/qtype with the given additional
+// records; nil when there are no answers (NODATA) or they cannot be packed.
+func build(qname string, qtype uint16, ans, extra []dns.RR) *prepared {
+	if len(ans) == 0 {
 		return nil // NODATA: answered per query with the SOA
 	}
-	p := &prepared{variants: make([]variant, 0, len(answers))}
-	for _, ans := range answers {
-		v, ok := packVariant(qname, qtype, ans, ns, extra)
-		for !ok && len(ans) > 1 {
-			// Too large even for TCP: serve fewer records per answer; the
-			// rotation still hands every one out in turn.
-			ans = ans[:len(ans)/2]
-			v, ok = packVariant(qname, qtype, ans, ns, extra)
-		}
-		if ok {
-			p.variants = append(p.variants, v)
-		}
+	v, ok := packVariant(qname, qtype, ans, nil, extra)
+	if !ok {
+		return nil
 	}
-	return p
+	return &v
 }
 
-func packVariant(qname string, qtype uint16, ans, ns, extra []dns.RR) (variant, bool) {
+func packVariant(qname string, qtype uint16, ans, ns, extra []dns.RR) (prepared, bool) {
 	m := new(dns.Msg)
 	m.Response = true
 	m.Authoritative = true
@@ -134,7 +43,7 @@ func packVariant(qname string, qtype uint16, ans, ns, extra []dns.RR) (variant, 
 	msg, err := m.Pack()
 	if err != nil || len(msg) > dns.MaxMsgSize {
 		if len(extra) == 0 {
-			return variant{}, false
+			return prepared{}, false
 		}
 		// Too large with the glue: serve it without.
 		return packVariant(qname, qtype, ans, ns, nil)
@@ -143,9 +52,9 @@ func packVariant(qname string, qtype uint16, ans, ns, extra []dns.RR) (variant, 
 	// it (pointers only point backwards): find where it starts.
 	off, ok := skipRRs(msg, len(ans)+len(ns))
 	if !ok {
-		return variant{}, false
+		return prepared{}, false
 	}
-	return variant{msg: msg, addOff: off}, true
+	return prepared{msg: msg, addOff: off}, true
 }
 
 // skipRRs returns the offset just past the question and the next n
@@ -184,25 +93,4 @@ func skipName(msg []byte, off int) (int, bool) {
 		off += 1 + l
 	}
 	return 0, false
-}
-
-// packRRTail packs rr and returns the bytes after its owner name: type,
-// class, TTL, rdlength and rdata, with no compression.
-func packRRTail(rr dns.RR) []byte {
-	buf := make([]byte, dns.Len(rr)+256)
-	n, err := dns.PackRR(rr, buf, 0, nil, false)
-	if err != nil {
-		return nil
-	}
-	off := nameLen(buf[:n])
-	return append([]byte(nil), buf[off:n]...)
-}
-
-// nameLen returns the length of the uncompressed wire name at the start of b.
-func nameLen(b []byte) int {
-	i := 0
-	for i < len(b) && b[i] != 0 {
-		i += int(b[i]) + 1
-	}
-	return i + 1
 }

@@ -1,8 +1,11 @@
 // Package dnsserver is signpost's authoritative DNS server for one zone. It
-// answers from the registry's in-memory index; every answer is packed once
-// per name and type when first asked for, kept until that service changes,
-// and handed out in rotating order with only the ID and question patched
-// per query.
+// answers from the registry's in-memory index. Every answer is packed once
+// per name and type and kept until its service changes: a service's lists
+// (SRV, A, AAAA, PTR) as records that can follow one another in any order,
+// so that a query copies as many whole records as fit, starting where the
+// weighted rotation is; other answers as whole messages. Only the ID and
+// the question are patched per query. Large services are packed by a
+// background builder, off the packet path.
 package dnsserver
 
 import (
@@ -50,9 +53,14 @@ type Config struct {
 	// UDPBatch is how many datagrams one system call reads or writes
 	// (recvmmsg/sendmmsg; default 32, 1 turns batching off).
 	UDPBatch int
-	// MaxTCPConns caps open TCP connections; past it new ones are closed
-	// at once (default 1000).
+	// MaxTCPConns caps open TCP connections (default 1000). A new
+	// connection past it closes the connection idle the longest, or is
+	// itself closed when none is idle.
 	MaxTCPConns int
+	// MaxTCPConnsPerClient is each client address's share of MaxTCPConns
+	// (default 100): past it, the client's own connection idle the longest
+	// is closed, so that one client cannot lock others out.
+	MaxTCPConnsPerClient int
 	// Log gets the server's logs (default slog.Default()).
 	Log *slog.Logger
 	// Registerer gets the server's metrics (default: none kept).
@@ -69,15 +77,27 @@ type Server struct {
 	metrics  *metrics
 	log      *slog.Logger
 
+	builder builder
+
 	serial                       atomic.Uint32
 	soaTail                      atomic.Pointer[[]byte]
 	apexSOA, apexNS, nsA, nsAAAA slot
 
-	mu       sync.Mutex
-	closed   bool
-	conns    []io.Closer
-	tcpConns map[*net.TCPConn]struct{}
-	wg       sync.WaitGroup
+	mu        sync.Mutex
+	closed    bool
+	conns     []io.Closer
+	tcpConns  map[*tcpConn]struct{}
+	perClient map[netip.Addr]int
+	wg        sync.WaitGroup
+}
+
+// tcpConn is one DNS-over-TCP connection and since when it has been idle.
+type tcpConn struct {
+	c      *net.TCPConn
+	client netip.Addr
+	// idleSince is when the connection started waiting for a query (Unix
+	// nanoseconds), 0 while a query is being answered.
+	idleSince atomic.Int64
 }
 
 // New returns a server for cfg that answers from ix. It registers itself as
@@ -118,6 +138,10 @@ func New(cfg Config, ix *registry.Index) (*Server, error) {
 	if cfg.MaxTCPConns <= 0 {
 		cfg.MaxTCPConns = 1000
 	}
+	if cfg.MaxTCPConnsPerClient <= 0 {
+		cfg.MaxTCPConnsPerClient = 100
+	}
+	cfg.MaxTCPConnsPerClient = min(cfg.MaxTCPConnsPerClient, cfg.MaxTCPConns)
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -131,15 +155,17 @@ func New(cfg Config, ix *registry.Index) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:      cfg,
-		index:    ix,
-		names:    names{zone: cfg.Zone},
-		zoneWire: wire[:n],
-		zone:     zone{services: map[string]*service{}},
-		metrics:  m,
-		log:      cfg.Log,
-		tcpConns: map[*net.TCPConn]struct{}{},
+		cfg:       cfg,
+		index:     ix,
+		names:     names{zone: cfg.Zone},
+		zoneWire:  wire[:n],
+		zone:      zone{services: map[string]*service{}},
+		metrics:   m,
+		log:       cfg.Log,
+		tcpConns:  map[*tcpConn]struct{}{},
+		perClient: map[netip.Addr]int{},
 	}
+	s.zone.browse.Store(emptySet)
 	s.setSerial(uint32(ix.Rev()))
 	ix.OnChange(s.rebuild)
 	if names := ix.ServiceNames(); len(names) > 0 {
@@ -192,7 +218,7 @@ func (s *Server) Close() error {
 	s.closed = true
 	conns := s.conns
 	for c := range s.tcpConns {
-		conns = append(conns, c)
+		conns = append(conns, c.c)
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
@@ -226,43 +252,132 @@ func (s *Server) serveTCP(tl *net.TCPListener) {
 	}
 }
 
-// serveConn answers queries on one TCP connection (RFC 7766: pipelined
-// queries are answered in order) until it idles out or the server closes.
-func (s *Server) serveConn(c *net.TCPConn) {
-	defer c.Close()
+// clientKey is what shares a client's TCP connections: its IPv4 address,
+// or its IPv6 /64 (one host's usual allocation, which it can fill with
+// addresses at will).
+func clientKey(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		if p, err := a.WithZone("").Prefix(64); err == nil {
+			return p.Addr()
+		}
+	}
+	return a
+}
+
+// admit registers c, making room by closing the oldest idle connection of
+// the same client when it is at its share, or the oldest idle of all when
+// the server is full. It reports false when c must be closed instead.
+func (s *Server) admit(c *tcpConn) bool {
 	s.mu.Lock()
-	if s.closed || len(s.tcpConns) >= s.cfg.MaxTCPConns {
-		s.mu.Unlock()
-		s.metrics.dropped.Inc()
-		return
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.perClient[c.client] >= s.cfg.MaxTCPConnsPerClient {
+		if !s.evictLocked(c.client, true) {
+			s.metrics.tcpClosed[tcpRefused].Inc()
+			return false
+		}
+		s.metrics.tcpClosed[tcpClientShare].Inc()
+	} else if len(s.tcpConns) >= s.cfg.MaxTCPConns {
+		if !s.evictLocked(netip.Addr{}, false) {
+			s.metrics.tcpClosed[tcpRefused].Inc()
+			return false
+		}
+		s.metrics.tcpClosed[tcpServerFull].Inc()
 	}
 	s.tcpConns[c] = struct{}{}
-	s.mu.Unlock()
+	s.perClient[c.client]++
+	return true
+}
+
+// evictLocked closes the connection idle the longest, of client when
+// sameClient, else of all. It reports false when none is idle.
+func (s *Server) evictLocked(client netip.Addr, sameClient bool) bool {
+	var oldest *tcpConn
+	var since int64
+	for c := range s.tcpConns {
+		if sameClient && c.client != client {
+			continue
+		}
+		if t := c.idleSince.Load(); t != 0 && (oldest == nil || t < since) {
+			oldest, since = c, t
+		}
+	}
+	if oldest == nil {
+		return false
+	}
+	s.dropLocked(oldest)
+	_ = oldest.c.Close()
+	return true
+}
+
+func (s *Server) dropLocked(c *tcpConn) {
+	if _, ok := s.tcpConns[c]; !ok {
+		return
+	}
+	delete(s.tcpConns, c)
+	if s.perClient[c.client]--; s.perClient[c.client] <= 0 {
+		delete(s.perClient, c.client)
+	}
+}
+
+// serveConn answers queries on one TCP connection (RFC 7766: pipelined
+// queries are answered in order) until it idles out, is closed to make
+// room, or the server closes.
+func (s *Server) serveConn(nc *net.TCPConn) {
+	defer nc.Close()
+	c := &tcpConn{c: nc}
+	if ap, err := netip.ParseAddrPort(nc.RemoteAddr().String()); err == nil {
+		c.client = clientKey(ap.Addr())
+	}
+	c.idleSince.Store(time.Now().UnixNano())
+	if !s.admit(c) {
+		return
+	}
 	defer func() {
 		s.mu.Lock()
-		delete(s.tcpConns, c)
+		s.dropLocked(c)
 		s.mu.Unlock()
 	}()
 	req := make([]byte, 65535)
 	out := make([]byte, 2+65536+optLen)
 	var lenBuf [2]byte
 	for {
-		_ = c.SetReadDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
-		if _, err := io.ReadFull(c, lenBuf[:]); err != nil {
+		// Waiting for a query, even one half sent, counts as idle: such a
+		// connection is the first to go when room is needed.
+		c.idleSince.Store(time.Now().UnixNano())
+		_ = nc.SetReadDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
+		if _, err := io.ReadFull(nc, lenBuf[:]); err != nil {
 			return
 		}
 		n := int(binary.BigEndian.Uint16(lenBuf[:]))
-		if _, err := io.ReadFull(c, req[:n]); err != nil {
+		if _, err := io.ReadFull(nc, req[:n]); err != nil {
 			return
 		}
+		c.idleSince.Store(0)
 		resp := s.respond(req[:n], out[2:], true)
 		if resp == nil {
 			continue
 		}
 		binary.BigEndian.PutUint16(out, uint16(len(resp)))
-		_ = c.SetWriteDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
-		if _, err := c.Write(out[:2+len(resp)]); err != nil {
+		_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
+		if _, err := nc.Write(out[:2+len(resp)]); err != nil {
 			return
 		}
+	}
+}
+
+// ReservedServices returns the service names that cannot be registered in
+// this zone, each with the reason: their names would collide with the
+// zone's own.
+func (s *Server) ReservedServices() map[string]string {
+	return map[string]string{
+		s.cfg.NSName: "the zone's name server is " + s.nsFQDN(),
+		"dns-sd":     "_dns-sd._udp." + s.cfg.Zone + " holds DNS-SD browsing (RFC 6763)",
+		"services":   "_services is DNS-SD's browsing label (RFC 6763)",
+		"tcp":        "_tcp is a protocol label",
+		"udp":        "_udp is a protocol label",
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -20,8 +21,23 @@ const (
 
 var protoLabels = [2]string{"_tcp", "_udp"}
 
+// Lists of a service: the answers that carry one record per instance.
+const (
+	listSRV = iota
+	listA
+	listAAAA
+	listProtoSRV // + proto
+	listProtoPTR = listProtoSRV + 2
+	nLists       = listProtoPTR + 2
+)
+
+// inlineMax is the largest service whose lists are packed by the first
+// query that needs them (microseconds). Larger services are packed by a
+// background builder, and queries meanwhile get the previous answers.
+const inlineMax = 128
+
 // service is an immutable view of one service's instances, replaced whole
-// when the service changes. Answers are packed on first use and kept.
+// when the service changes. Answers are packed once and kept.
 type service struct {
 	name     string
 	all      []*registry.Instance // sorted by ID
@@ -29,8 +45,14 @@ type service struct {
 	hasProto [2]bool
 	byID     map[string]*instance
 
-	srv, a, aaaa       slot
-	protoSRV, protoPTR [2]slot
+	lists [nLists]atomic.Pointer[rrset]
+	// The weighted order of serving, computed once (see order).
+	orderOnce sync.Once
+	perm      []int
+	starts    []uint32
+	// stale holds the previous version's lists while a large service's
+	// new ones are being built.
+	stale [nLists]atomic.Pointer[rrset]
 }
 
 // instance holds the answers at an instance's own names.
@@ -48,9 +70,9 @@ type zone struct {
 	mu       sync.RWMutex
 	services map[string]*service
 
-	// browse is the PTR answer at _services._dns-sd._udp; cleared when the
-	// set of services changes.
-	browse slot
+	// browse is the PTR answer at _services._dns-sd._udp, built again
+	// when the set of services changes.
+	browse atomic.Pointer[rrset]
 }
 
 func newService(name string, list []registry.Instance, failOpen bool) *service {
@@ -152,30 +174,101 @@ func escapeTXT(v string) string {
 	return b.String()
 }
 
-// glue returns the A/AAAA records of the targets of list.
-func (s *Server) glue(list []*registry.Instance) []dns.RR {
-	out := make([]dns.RR, 0, len(list))
-	for _, in := range list {
-		out = append(out, s.addrRR(s.names.target(in), in.Address))
+// listSet builds list i of svc.
+func (s *Server) listSet(svc *service, i int) *rrset {
+	switch {
+	case i == listSRV:
+		return s.srvSet(svc, s.names.service(svc.name), svc.serving, nil)
+	case i == listA:
+		return s.addrSet(s.names.service(svc.name), true, svc.serving)
+	case i == listAAAA:
+		return s.addrSet(s.names.service(svc.name), false, svc.serving)
+	case i < listProtoPTR:
+		p := i - listProtoSRV
+		list := filterProto(svc.serving, p)
+		var same *rrset
+		if len(list) == len(svc.serving) {
+			// One protocol: the records at calc.Z serve _calc._tcp.Z
+			// as they are (owners point at the question); only the
+			// glue's owners differ.
+			same = svc.lists[listSRV].Load()
+		}
+		return s.srvSet(svc, s.names.proto(svc.name, p), list, same)
+	default:
+		p := i - listProtoPTR
+		list := filterProto(svc.serving, p)
+		if len(list) == 0 {
+			return nil
+		}
+		perm, starts := svc.order(list)
+		b := newRRBuilder(s, s.names.proto(svc.name, p), len(list), 2+len(svc.name)+len(list)*24)
+		for j := range list {
+			in := list[pick(perm, j)]
+			b.ptr(in.ID, "_"+svc.name, protoLabels[p])
+		}
+		return b.done(starts)
 	}
-	return out
 }
 
-func (s *Server) srvAnswer(qname string, list []*registry.Instance) *prepared {
-	ws := make([]weighted, 0, len(list))
-	for _, in := range list {
-		ws = append(ws, weighted{rr: s.srvRR(qname, in), weight: in.Weight})
+// order returns the weighted order of list: computed once per service
+// version for its whole serving list, which most lists are.
+func (svc *service) order(list []*registry.Instance) ([]int, []uint32) {
+	if len(list) == len(svc.serving) {
+		svc.orderOnce.Do(func() { svc.perm, svc.starts = weightedOrder(weightsOf(svc.serving)) })
+		return svc.perm, svc.starts
 	}
-	return build(qname, dns.TypeSRV, orders(ws), nil, s.glue(list))
+	return weightedOrder(weightsOf(list))
 }
 
-// addrAnswer answers A (v4) or AAAA with the distinct addresses of list,
+func weightsOf(list []*registry.Instance) []uint16 {
+	ws := make([]uint16, len(list))
+	for i, in := range list {
+		ws[i] = in.Weight
+	}
+	return ws
+}
+
+// pick returns the j-th index of perm, or j when there is no permutation.
+func pick(perm []int, j int) int {
+	if perm == nil {
+		return j
+	}
+	return perm[j]
+}
+
+// srvSet answers SRV at qname with list, glue for every target apart.
+// same, when not nil, holds the same records packed for another name.
+func (s *Server) srvSet(svc *service, qname string, list []*registry.Instance, same *rrset) *rrset {
+	if len(list) == 0 {
+		return nil
+	}
+	g := newRRBuilder(s, qname, len(list), len(list)*(36+len(svc.name)))
+	for _, in := range list {
+		g.addr(in.Address, in.ID, svc.name)
+	}
+	var rs *rrset
+	if same != nil && same != emptySet {
+		rs = &rrset{recs: same.recs, off: same.off, starts: same.starts}
+	} else {
+		perm, starts := svc.order(list)
+		b := newRRBuilder(s, qname, len(list), len(list)*(24+len(svc.name)+len(s.zoneWire)))
+		for i := range list {
+			in := list[pick(perm, i)]
+			b.srv(in.Priority, in.Weight, in.Port, in.ID, svc.name)
+		}
+		rs = b.done(starts)
+	}
+	rs.glue, rs.nglue = g.buf, len(list)
+	return rs
+}
+
+// addrSet answers A (v4) or AAAA with the distinct addresses of list,
 // each weighted by the sum of its instances' weights.
-func (s *Server) addrAnswer(qname string, qtype uint16, list []*registry.Instance) *prepared {
+func (s *Server) addrSet(qname string, v4 bool, list []*registry.Instance) *rrset {
 	weights := map[netip.Addr]int{}
 	var addrs []netip.Addr
 	for _, in := range list {
-		if in.Address.Is4() != (qtype == dns.TypeA) {
+		if in.Address.Is4() != v4 {
 			continue
 		}
 		if _, ok := weights[in.Address]; !ok {
@@ -186,11 +279,16 @@ func (s *Server) addrAnswer(qname string, qtype uint16, list []*registry.Instanc
 	if len(addrs) == 0 {
 		return nil
 	}
-	ws := make([]weighted, 0, len(addrs))
-	for _, a := range addrs {
-		ws = append(ws, weighted{rr: s.addrRR(qname, a), weight: uint16(min(weights[a], 65535))})
+	ws := make([]uint16, len(addrs))
+	for i, a := range addrs {
+		ws[i] = uint16(min(weights[a], 65535))
 	}
-	return build(qname, qtype, orders(ws), nil, nil)
+	perm, starts := weightedOrder(ws)
+	b := newRRBuilder(s, qname, len(addrs), len(addrs)*28)
+	for i := range addrs {
+		b.addr(addrs[pick(perm, i)])
+	}
+	return b.done(starts)
 }
 
 func filterProto(list []*registry.Instance, p int) []*registry.Instance {
@@ -207,28 +305,200 @@ func filterProto(list []*registry.Instance, p int) []*registry.Instance {
 	return out
 }
 
-// rebuild replaces the named services from the index. It is the index's
-// change hook.
-func (s *Server) rebuild(changed []string) {
-	built := make(map[string]*service, len(changed))
-	for _, name := range changed {
-		list, _ := s.index.Instances(name)
-		if len(list) == 0 {
-			built[name] = nil
-			continue
-		}
-		built[name] = newService(name, list, s.cfg.FailOpen)
+// emptySet marks a list that has no records (NODATA), so that it is not
+// built again.
+var emptySet = &rrset{off: []uint32{0}}
+
+// list returns list i of svc: built, or built now when the service is
+// small, or the previous version's while a large one is being built.
+func (s *Server) list(svc *service, i int) *rrset {
+	if rs := svc.lists[i].Load(); rs != nil {
+		return rs
 	}
-	s.zone.mu.Lock()
-	for name, svc := range built {
+	if len(svc.all) > inlineMax {
+		return svc.stale[i].Load()
+	}
+	rs := s.listSet(svc, i)
+	if rs == nil {
+		rs = emptySet
+	}
+	svc.lists[i].Store(rs)
+	return rs
+}
+
+// buildAll builds every list of svc and drops the stale ones.
+func (s *Server) buildAll(svc *service) {
+	for i := range svc.lists {
+		if svc.lists[i].Load() == nil {
+			rs := s.listSet(svc, i)
+			if rs == nil {
+				rs = emptySet
+			}
+			svc.lists[i].Store(rs)
+		}
+		svc.stale[i].Store(nil)
+	}
+}
+
+// builder packs large services' lists one at a time, off the packet path
+// and off the index's change hook. A service that changes again before
+// its turn is built once, in its latest version.
+type builder struct {
+	mu      sync.Mutex
+	pending map[string]*service
+	running bool
+	// hold, when set (tests), is called before each build.
+	hold func(name string)
+}
+
+func (s *Server) queueBuild(svc *service) {
+	b := &s.builder
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.pending == nil {
+		b.pending = map[string]*service{}
+	}
+	b.pending[svc.name] = svc
+	if !b.running {
+		b.running = true
+		go s.runBuilds()
+	}
+}
+
+func (s *Server) runBuilds() {
+	b := &s.builder
+	for {
+		b.mu.Lock()
+		var svc *service
+		for _, v := range b.pending {
+			svc = v
+			break
+		}
 		if svc == nil {
+			b.running = false
+			b.mu.Unlock()
+			return
+		}
+		delete(b.pending, svc.name)
+		hold := b.hold
+		b.mu.Unlock()
+		if hold != nil {
+			hold(svc.name)
+		}
+		if s.zone.get([]byte(svc.name)) != svc {
+			continue // replaced meanwhile: the newer version is queued
+		}
+		start := time.Now()
+		s.buildAll(svc)
+		s.metrics.buildSeconds.Observe(time.Since(start).Seconds())
+	}
+}
+
+// rebuild replaces the named services from the index. It is the index's
+// change hook: it copies the instances (O(n log n) for a service of n)
+// and leaves the packing of large services to the builder, serving their
+// previous answers meanwhile. Hooks never run concurrently.
+func (s *Server) rebuild(changed []string) {
+	type change struct{ old, svc *service }
+	chs := make(map[string]change, len(changed))
+	var queue []*service
+	for _, name := range changed {
+		c := change{old: s.zone.get([]byte(name))}
+		if list, _ := s.index.Instances(name); len(list) > 0 {
+			if list = s.servable(list); len(list) > 0 {
+				c.svc = newService(name, list, s.cfg.FailOpen)
+			}
+		}
+		if c.svc != nil && len(c.svc.all) > inlineMax {
+			missing := false
+			for i := range c.svc.stale {
+				var prev *rrset
+				if c.old != nil {
+					if prev = c.old.lists[i].Load(); prev == nil {
+						prev = c.old.stale[i].Load()
+					}
+				}
+				c.svc.stale[i].Store(prev)
+				missing = missing || prev == nil
+			}
+			if missing {
+				// Nothing to serve meanwhile (a new large service):
+				// build now, on the hook, never on the packet path.
+				s.buildAll(c.svc)
+			} else {
+				queue = append(queue, c.svc)
+			}
+		}
+		chs[name] = c
+	}
+	setChanged := false
+	s.zone.mu.Lock()
+	for name, c := range chs {
+		if c.svc == nil {
 			delete(s.zone.services, name)
 		} else {
-			s.zone.services[name] = svc
+			s.zone.services[name] = c.svc
+		}
+		if (c.old == nil) != (c.svc == nil) || c.old != nil && c.svc != nil && c.old.hasProto != c.svc.hasProto {
+			setChanged = true
 		}
 	}
 	s.zone.mu.Unlock()
-	// The browse list is packed again on its next query.
-	s.zone.browse.p.Store(nil)
+	for _, svc := range queue {
+		s.queueBuild(svc)
+	}
+	if setChanged || s.zone.browse.Load() == nil {
+		s.zone.browse.Store(s.browseSet())
+	}
 	s.setSerial(uint32(s.index.Rev()))
+}
+
+// servable drops the instances whose names DNS cannot carry in this zone
+// (labels over 63 bytes, names over 255): registrations are refused at
+// the door, but a store may hold older ones, and one unpackable name
+// must not break a whole answer.
+func (s *Server) servable(list []registry.Instance) []registry.Instance {
+	room := 255 - len(s.zoneWire) - 8 // <id>._<service>._tcp.Z
+	out := list[:0]
+	for _, in := range list {
+		if len(in.ID) > 63 || len(in.Service) > 62 || len(in.ID)+len(in.Service) > room {
+			s.log.Warn("instance not served: its DNS names would break DNS limits in this zone; deregister it", "id", in.ID, "service", in.Service, "zone", s.cfg.Zone)
+			continue
+		}
+		out = append(out, in)
+	}
+	return out
+}
+
+// browseSet answers PTR at _services._dns-sd._udp.Z: every service and
+// protocol, _name._proto.Z (RFC 6763 s9).
+func (s *Server) browseSet() *rrset {
+	s.zone.mu.RLock()
+	type sp struct {
+		name string
+		p    int
+	}
+	var all []sp
+	for _, svc := range s.zone.services {
+		for p := range protoLabels {
+			if svc.hasProto[p] {
+				all = append(all, sp{svc.name, p})
+			}
+		}
+	}
+	s.zone.mu.RUnlock()
+	if len(all) == 0 {
+		return emptySet
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].name != all[j].name {
+			return all[i].name < all[j].name
+		}
+		return all[i].p < all[j].p
+	})
+	b := newRRBuilder(s, "_services._dns-sd._udp."+s.cfg.Zone, len(all), len(all)*24)
+	for _, e := range all {
+		b.ptr("_"+e.name, protoLabels[e.p])
+	}
+	return b.done(nil)
 }

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Kind is what a check does.
@@ -157,7 +158,7 @@ func (c Config) Default() Spec {
 // characters, which the registry refuses.
 func Bound(s string) string {
 	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) { // C0, DEL and C1: the registry refuses them all
 			return ' '
 		}
 		return r

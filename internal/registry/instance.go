@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Protocols an instance may speak.
@@ -41,6 +43,11 @@ const (
 	MaxMetaValLen = 255
 	MaxMetaBytes  = 4096
 	MaxOutputLen  = 1024
+	// MaxServiceLen keeps the DNS-SD label "_<service>" within 63 bytes.
+	MaxServiceLen = MaxLabel - 1
+	// MaxTXTString is the longest character string a TXT record carries:
+	// each meta "key=value", and "tags=a,b,...", must fit in one.
+	MaxTXTString = 255
 )
 
 // Health is the state of an instance's health check as its agent last saw it.
@@ -98,6 +105,9 @@ func ParseServiceName(given string) (name, proto string, err error) {
 	}
 	if err := CheckLabel(s); err != nil {
 		return "", "", &FieldError{"service", given, err.Error()}
+	}
+	if len(s) > MaxServiceLen {
+		return "", "", &FieldError{"service", given, fmt.Sprintf("longer than %d characters: the DNS-SD label _%s would exceed %d bytes", MaxServiceLen, s, MaxLabel)}
 	}
 	return s, proto, nil
 }
@@ -181,8 +191,8 @@ func (in *Instance) Validate() error {
 	if !in.Address.IsValid() {
 		return &FieldError{"address", in.Address.String(), "not an IPv4 or IPv6 address"}
 	}
-	if in.Address.IsUnspecified() || in.Address.IsMulticast() {
-		return &FieldError{"address", in.Address.String(), "unspecified or multicast address cannot be reached"}
+	if in.Address.IsUnspecified() || in.Address.IsMulticast() || in.Address == broadcast {
+		return &FieldError{"address", in.Address.String(), "unspecified, broadcast or multicast address cannot be reached"}
 	}
 	if in.Address.Zone() != "" {
 		return &FieldError{"address", in.Address.String(), "zoned IPv6 addresses cannot be published in DNS"}
@@ -190,11 +200,10 @@ func (in *Instance) Validate() error {
 	if in.Port == 0 {
 		return &FieldError{"port", "0", "want 1-65535"}
 	}
-	if len(in.Node) > MaxNodeLen {
-		return &FieldError{"node", in.Node, fmt.Sprintf("longer than %d characters", MaxNodeLen)}
-	}
-	if err := checkPrintable(in.Node); err != nil {
-		return &FieldError{"node", in.Node, err.Error()}
+	if in.Node != "" {
+		if err := CheckNode(in.Node); err != nil {
+			return err
+		}
 	}
 	if len(in.Container) > MaxNodeLen {
 		return &FieldError{"container", in.Container, fmt.Sprintf("longer than %d characters", MaxNodeLen)}
@@ -213,6 +222,9 @@ func (in *Instance) Validate() error {
 			return &FieldError{"tags", t, err.Error()}
 		}
 	}
+	if n := tagsTXTLen(in.Tags); n > MaxTXTString {
+		return &FieldError{"tags", clip(strings.Join(in.Tags, ",")), fmt.Sprintf("published in TXT as \"tags=%s\", %d bytes: a TXT string holds %d", clip(strings.Join(in.Tags, ",")), n, MaxTXTString)}
+	}
 	if err := checkMeta(in.Meta); err != nil {
 		return err
 	}
@@ -222,9 +234,54 @@ func (in *Instance) Validate() error {
 		return &FieldError{"health.status", in.Health.Status, `want "passing", "critical" or "pending"`}
 	}
 	if len(in.Health.Output) > MaxOutputLen {
-		return &FieldError{"health.output", in.Health.Output[:32] + "...", fmt.Sprintf("longer than %d bytes", MaxOutputLen)}
+		return &FieldError{"health.output", clip(in.Health.Output), fmt.Sprintf("longer than %d bytes", MaxOutputLen)}
+	}
+	if err := checkPrintable(in.Health.Output); err != nil {
+		return &FieldError{"health.output", clip(in.Health.Output), err.Error()}
 	}
 	return nil
+}
+
+// broadcast is the limited broadcast address, never one host's.
+var broadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+// CheckNode reports whether node is a usable node name: 1 to MaxNodeLen
+// bytes of printable text.
+func CheckNode(node string) error {
+	if node == "" {
+		return &FieldError{"node", "", "empty"}
+	}
+	if len(node) > MaxNodeLen {
+		return &FieldError{"node", clip(node), fmt.Sprintf("longer than %d characters", MaxNodeLen)}
+	}
+	if err := checkPrintable(node); err != nil {
+		return &FieldError{"node", clip(node), err.Error()}
+	}
+	return nil
+}
+
+// tagsTXTLen is the length of the TXT string "tags=a,b" that carries tags.
+func tagsTXTLen(tags []string) int {
+	if len(tags) == 0 {
+		return 0
+	}
+	n := len("tags=") + len(tags) - 1
+	for _, t := range tags {
+		n += len(t)
+	}
+	return n
+}
+
+// clip shortens a long value for an error message.
+func clip(s string) string {
+	if len(s) <= 40 {
+		return s
+	}
+	cut := 37
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }
 
 func checkMeta(meta map[string]string) error {
@@ -243,10 +300,13 @@ func checkMeta(meta map[string]string) error {
 			return &FieldError{"meta key", k, err.Error()}
 		}
 		if len(v) > MaxMetaValLen {
-			return &FieldError{"meta." + k, v[:32] + "...", fmt.Sprintf("longer than %d bytes", MaxMetaValLen)}
+			return &FieldError{"meta." + k, clip(v), fmt.Sprintf("longer than %d bytes", MaxMetaValLen)}
 		}
 		if err := checkPrintable(v); err != nil {
-			return &FieldError{"meta." + k, v, err.Error()}
+			return &FieldError{"meta." + k, clip(v), err.Error()}
+		}
+		if n := len(k) + 1 + len(v); n > MaxTXTString {
+			return &FieldError{"meta." + k, clip(v), fmt.Sprintf("published in TXT as \"%s=...\", %d bytes: a TXT string holds %d", k, n, MaxTXTString)}
 		}
 		total += len(k) + len(v) + 2
 	}
@@ -256,9 +316,14 @@ func checkMeta(meta map[string]string) error {
 	return nil
 }
 
+// checkPrintable refuses text a terminal or a DNS client could
+// misread: invalid UTF-8 and control characters (C0, DEL and C1).
 func checkPrintable(s string) error {
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("not valid UTF-8")
+	}
 	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) {
 			return fmt.Errorf("contains control character %U", r)
 		}
 	}

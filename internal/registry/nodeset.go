@@ -26,8 +26,10 @@ func Unchanged(old, in *Instance) bool {
 // instances normalized, each owned by node, by ID. Stores call it first, so
 // that all of them refuse the same input with the same *FieldError.
 func PrepareNodeSet(node string, ttl time.Duration, insts []Instance) (map[string]Instance, error) {
-	if node == "" {
-		return nil, &FieldError{Field: "node", Value: "", Reason: "empty"}
+	// The node name is checked even when insts is empty: it is a key in
+	// the store whatever the node owns.
+	if err := CheckNode(node); err != nil {
+		return nil, err
 	}
 	if ttl <= 0 {
 		return nil, &FieldError{Field: "ttl", Value: ttl.String(), Reason: "must be positive"}

@@ -73,9 +73,25 @@ func TestValidate(t *testing.T) {
 		{"meta too big in all", func(in *Instance) {
 			in.Meta = map[string]string{}
 			for i := 0; i < 20; i++ {
-				in.Meta[strings.Repeat("k", 10)+string(rune('a'+i))] = strings.Repeat("v", 250)
+				in.Meta[strings.Repeat("k", 10)+string(rune('a'+i))] = strings.Repeat("v", 240)
 			}
 		}, "meta"},
+		{"meta key=value over a TXT string", func(in *Instance) { in.Meta = map[string]string{strings.Repeat("k", 10): strings.Repeat("v", 250)} }, "meta.kkkkkkkkkk"},
+		{"meta value with C1 control", func(in *Instance) { in.Meta = map[string]string{"k": "a\u009b31m"} }, "meta.k"},
+		{"meta value not UTF-8", func(in *Instance) { in.Meta = map[string]string{"k": "a\xff"} }, "meta.k"},
+		{"tags over a TXT string", func(in *Instance) {
+			in.Tags = []string{strings.Repeat("a", 200), strings.Repeat("b", 60)}
+		}, "tags"},
+		{"tags that fit a TXT string", func(in *Instance) {
+			in.Tags = []string{strings.Repeat("a", 200), strings.Repeat("b", 49)}
+		}, ""},
+		{"service longer than 62", func(in *Instance) { in.Service = strings.Repeat("s", 63) }, "service"},
+		{"service of 62", func(in *Instance) { in.Service = strings.Repeat("s", 62) }, ""},
+		{"broadcast", func(in *Instance) { in.Address = netip.MustParseAddr("255.255.255.255") }, "address"},
+		{"v6 unspecified", func(in *Instance) { in.Address = netip.MustParseAddr("::") }, "address"},
+		{"v6 multicast", func(in *Instance) { in.Address = netip.MustParseAddr("ff02::1") }, "address"},
+		{"escape in output", func(in *Instance) { in.Health.Output = "ok\x1b[2J" }, "health.output"},
+		{"control in node", func(in *Instance) { in.Node = "host\r1" }, "node"},
 		{"bad health", func(in *Instance) { in.Health.Status = "ok" }, "health.status"},
 		{"long output", func(in *Instance) { in.Health.Output = strings.Repeat("x", 2000) }, "health.output"},
 	}
@@ -149,5 +165,73 @@ func TestIndexRelistAppliesTheDifference(t *testing.T) {
 	defer wcancel()
 	if err := ix.WaitRev(wctx, 20); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestDNSNames(t *testing.T) {
+	reserved := map[string]string{"ns": "the name server"}
+	n, err := NewDNSNames("servicediscovery.internal", reserved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 255 - 27 (zone) - 8 = 220 bytes for id and service together.
+	if n.Room() != 220 {
+		t.Fatalf("room %d, want 220", n.Room())
+	}
+	ok := Instance{ID: "calc-1", Service: "calc", Protocol: TCP, Address: netip.MustParseAddr("10.0.0.1"), Port: 80}
+	cases := []struct {
+		name  string
+		mut   func(*Instance)
+		field string
+	}{
+		{"valid", func(*Instance) {}, ""},
+		{"reserved service", func(in *Instance) { in.Service = "ns" }, "service"},
+		{"metadata service address", func(in *Instance) { in.Address = netip.MustParseAddr("169.254.169.254") }, "address"},
+		{"v6 link-local", func(in *Instance) { in.Address = netip.MustParseAddr("fe80::1") }, "address"},
+	}
+	for _, c := range cases {
+		in := ok
+		c.mut(&in)
+		err := n.Check(&in)
+		var fe *FieldError
+		if c.field == "" && err != nil || c.field != "" && (!errors.As(err, &fe) || fe.Field != c.field) {
+			t.Errorf("%s: %v, want field %q", c.name, err, c.field)
+		}
+	}
+	n.AllowLinkLocal = true
+	ll := ok
+	ll.Address = netip.MustParseAddr("169.254.1.1")
+	if err := n.Check(&ll); err != nil {
+		t.Errorf("link-local allowed: %v", err)
+	}
+
+	// A zone of 210 bytes in wire form leaves 37: a 40-byte id and an 8-byte
+	// service no longer fit, a 29-byte id does (the name is then 255 bytes).
+	long := strings.Repeat(strings.Repeat("z", 49)+".", 4) + "internal"
+	n, err = NewDNSNames(long, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := ok
+	in.ID, in.Service = strings.Repeat("i", 40), "service8"
+	var fe *FieldError
+	if err := n.Check(&in); !errors.As(err, &fe) || fe.Field != "id" || !strings.Contains(err.Error(), "255") {
+		t.Errorf("long names in a long zone: %v", err)
+	}
+	in.ID = strings.Repeat("i", 29)
+	if err := n.Check(&in); err != nil {
+		t.Errorf("names that fit: %v", err)
+	}
+	if _, err := NewDNSNames(strings.Repeat(strings.Repeat("z", 60)+".", 4)+"x", nil); err == nil {
+		t.Error("a zone that leaves no room was accepted")
+	}
+}
+
+func TestNodeSetChecksNodeWithoutInstances(t *testing.T) {
+	for _, node := range []string{strings.Repeat("n", 40000), "a\nb", ""} {
+		var fe *FieldError
+		if _, err := PrepareNodeSet(node, time.Second, nil); !errors.As(err, &fe) || fe.Field != "node" {
+			t.Errorf("node %.20q with no instances: %v", node, err)
+		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -187,6 +189,7 @@ func TestDNSAnswers(t *testing.T) {
 			for _, p := range records[*dns.PTR](r.Answer) {
 				browse = append(browse, p.Ptr)
 			}
+			sort.Strings(browse) // the list rotates like any other
 			if strings.Join(browse, " ") != "_calc._tcp."+zone+" _resolver._udp."+zone {
 				t.Fatalf("browse PTR: %v", browse)
 			}
@@ -233,6 +236,7 @@ func TestDNSNegativeAnswers(t *testing.T) {
 		{"calc." + zone, dns.TypeAAAA, "NOERROR", true},        // NODATA: v4 only
 		{"calc-1.calc." + zone, dns.TypeAAAA, "NOERROR", true}, // NODATA
 		{"_tcp." + zone, dns.TypeA, "NOERROR", true},           // empty non-terminal
+		{"_dns-sd._udp." + zone, dns.TypePTR, "NOERROR", true}, // empty non-terminal (RFC 8020)
 		{zone, dns.TypeA, "NOERROR", true},                     // apex NODATA
 		{"example.com.", dns.TypeA, "REFUSED", false},          // never an open resolver
 		{"internal.", dns.TypeSOA, "REFUSED", false},           // parent of the zone
@@ -293,42 +297,60 @@ func TestDNSTruncationAndEDNS(t *testing.T) {
 	for i := 0; i < 40; i++ {
 		ts.register(t, inst(fmt.Sprintf("big-%02d", i), "big", fmt.Sprintf("10.2.0.%d", i+1), uint16(20000+i)))
 	}
-	// No EDNS: 512 bytes, so TC and no records; the client retries over TCP.
-	r := ts.ask(t, "udp", "big."+zone, dns.TypeSRV, 0)
-	if !r.Truncated || len(r.Answer) != 0 {
-		t.Fatalf("plain UDP: tc=%v answers=%d", r.Truncated, len(r.Answer))
+	// What does not fit in UDP comes back truncated (TC) with as many whole
+	// records as fit, rotating like any answer (RFC 2181 s9), and no glue:
+	// 512 bytes without EDNS, the client's EDNS size capped at 1232.
+	seen := map[string]bool{}
+	for _, c := range []struct {
+		edns     uint16
+		size     int
+		min, max int
+	}{{0, 512, 5, 10}, {1232, 1232, 12, 25}, {4096, 1232, 12, 25}} {
+		for q := 0; q < 8; q++ {
+			r := ts.ask(t, "udp", "big."+zone, dns.TypeSRV, c.edns)
+			srvs := records[*dns.SRV](r.Answer)
+			if !r.Truncated || len(srvs) < c.min || len(srvs) > c.max || len(r.Extra) > 1 {
+				t.Fatalf("UDP, EDNS %d: tc=%v answers=%d extra=%d", c.edns, r.Truncated, len(srvs), len(r.Extra))
+			}
+			if c.edns > 0 && (r.IsEdns0() == nil || r.IsEdns0().UDPSize() != 1232) {
+				t.Fatalf("EDNS %d: OPT %v", c.edns, r.IsEdns0())
+			}
+			r.Compress = true
+			if n := r.Len(); n > c.size {
+				t.Fatalf("EDNS %d: %d bytes over %d", c.edns, n, c.size)
+			}
+			for _, s := range srvs {
+				seen[s.Target] = true
+			}
+		}
 	}
-	// EDNS 4096: we cap at 1232, the answer alone (about 2 KB) still does not fit.
-	r = ts.ask(t, "udp", "big."+zone, dns.TypeSRV, 4096)
-	if !r.Truncated || r.IsEdns0() == nil || r.IsEdns0().UDPSize() != 1232 {
-		t.Fatalf("EDNS UDP: tc=%v opt=%v", r.Truncated, r.IsEdns0())
+	if len(seen) < 30 {
+		t.Errorf("truncated answers rotate: %d of 40 targets seen in 24 answers", len(seen))
 	}
-	r = ts.ask(t, "tcp", "big."+zone, dns.TypeSRV, 0)
+	r := ts.ask(t, "tcp", "big."+zone, dns.TypeSRV, 0)
 	if r.Truncated || len(records[*dns.SRV](r.Answer)) != 40 || len(r.Extra) != 40 {
 		t.Fatalf("TCP: tc=%v answers=%d extra=%d", r.Truncated, len(r.Answer), len(r.Extra))
 	}
-	// A answers: 40 addresses are 40*16+header bytes, about 700 with the
-	// name compressed: no fit in 512, fits 1232.
+	// A answers: 40 addresses of 16 bytes: no fit in 512, fits 1232.
 	r = ts.ask(t, "udp", "big."+zone, dns.TypeA, 0)
-	if !r.Truncated {
-		t.Fatalf("A over plain UDP should be truncated, got %d answers", len(r.Answer))
+	if !r.Truncated || len(r.Answer) < 20 {
+		t.Fatalf("A over plain UDP: tc=%v answers=%d", r.Truncated, len(r.Answer))
 	}
 	r = ts.ask(t, "udp", "big."+zone, dns.TypeA, 1232)
 	if r.Truncated || len(r.Answer) != 40 {
 		t.Fatalf("A over EDNS: tc=%v answers=%d", r.Truncated, len(r.Answer))
 	}
-	// An answer that fits without its glue drops the glue, not the answer:
-	// 8 SRV records are about 630 bytes with glue, about 500 without (SRV
-	// targets are never compressed, RFC 2782).
-	for i := 0; i < 8; i++ {
+	// An answer that fits without its glue drops the glue, not the answer
+	// (SRV targets are never compressed, RFC 2782).
+	for i := 0; i < 7; i++ {
 		ts.register(t, inst(fmt.Sprintf("mid-%02d", i), "mid", fmt.Sprintf("10.3.0.%d", i+1), uint16(30000+i)))
 	}
 	r = ts.ask(t, "udp", "mid."+zone, dns.TypeSRV, 0)
-	if r.Truncated || len(r.Answer) != 8 || len(r.Extra) != 0 {
+	if r.Truncated || len(r.Answer) != 7 || len(r.Extra) != 0 {
 		t.Fatalf("mid over 512: tc=%v answers=%d extra=%d", r.Truncated, len(r.Answer), len(r.Extra))
 	}
 	r = ts.ask(t, "udp", "mid."+zone, dns.TypeSRV, 1232)
-	if r.Truncated || len(r.Answer) != 8 || len(r.Extra) != 9 { // 8 glue + OPT
+	if r.Truncated || len(r.Answer) != 7 || len(r.Extra) != 8 { // 7 glue + OPT
 		t.Fatalf("mid over EDNS: tc=%v answers=%d extra=%d", r.Truncated, len(r.Answer), len(r.Extra))
 	}
 }
@@ -563,6 +585,30 @@ func TestDig(t *testing.T) {
 	}
 	if out := run("+bufsize=512", "+ignore", "calc.servicediscovery.internal", "SRV"); !strings.Contains(out, "flags: qr aa") {
 		t.Errorf("dig flags: %s", out)
+	}
+	// 40 instances: UDP answers are truncated (TC) and carry whole
+	// records; dig +tcp gets all 40.
+	for i := 0; i < 40; i++ {
+		ts.register(t, inst(fmt.Sprintf("big-%02d", i), "big", fmt.Sprintf("10.2.0.%d", i+1), uint16(20000+i)))
+	}
+	answers := regexp.MustCompile(`ANSWER: (\d+),`)
+	for _, size := range []string{"+bufsize=512", "+bufsize=1232", "+noedns"} {
+		out := run(size, "+ignore", "big.servicediscovery.internal", "SRV")
+		m := answers.FindStringSubmatch(out)
+		if !strings.Contains(out, "flags: qr aa tc") || m == nil || m[1] == "0" || m[1] == "40" {
+			t.Errorf("dig %s: want TC with some whole records:\n%s", size, out)
+		}
+		if strings.Contains(out, "Warning") || strings.Contains(out, "malformed") {
+			t.Errorf("dig %s complains:\n%s", size, out)
+		}
+	}
+	out := run("+tcp", "big.servicediscovery.internal", "SRV")
+	if m := answers.FindStringSubmatch(out); m == nil || m[1] != "40" || strings.Contains(out, " tc") {
+		t.Errorf("dig +tcp: want all 40:\n%s", out)
+	}
+	// Without +ignore, dig retries over TCP by itself.
+	if out := run("+short", "big.servicediscovery.internal", "SRV"); len(strings.Split(strings.TrimSpace(out), "\n")) != 40 {
+		t.Errorf("dig retrying over TCP: %s", out)
 	}
 }
 

@@ -54,6 +54,9 @@ type Config struct {
 	// SkyDNS, with the etcd store, also keeps every serving instance in
 	// the SkyDNS layout under /skydns/, for CoreDNS's etcd plugin.
 	SkyDNS bool
+	// AllowLinkLocal accepts registrations of link-local addresses
+	// (169.254.0.0/16, fe80::/10), refused by default.
+	AllowLinkLocal bool
 	// Store, when set, is used as it is, whatever StoreKind says. The
 	// server closes it on exit.
 	Store registry.Store
@@ -184,7 +187,14 @@ func New(cfg Config) (_ *Server, err error) {
 	if s.dns, err = dnsserver.New(dcfg, s.index); err != nil {
 		return nil, err
 	}
-	s.api, err = api.New(api.Config{Store: s.store, Index: s.index, Token: token, DefaultTTL: cfg.DefaultTTL, Registry: reg, Log: cfg.Log, HealthChecks: cfg.HealthChecks})
+	// Writes are checked against the zone before they reach the store:
+	// what is accepted can be served.
+	names, err := registry.NewDNSNames(s.dns.Zone(), s.dns.ReservedServices())
+	if err != nil {
+		return nil, err
+	}
+	names.AllowLinkLocal = cfg.AllowLinkLocal
+	s.api, err = api.New(api.Config{Store: names.Guard(s.store), Index: s.index, Token: token, DefaultTTL: cfg.DefaultTTL, Registry: reg, Log: cfg.Log, HealthChecks: cfg.HealthChecks})
 	if err != nil {
 		return nil, err
 	}
