@@ -129,6 +129,9 @@ func runLookup(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(srvs) == 0 {
 		return fmt.Errorf("%s: no healthy instances (NODATA from %s)", name, *dnsAddr)
 	}
+	if err := resolveMissingGlue(ctx, *dnsAddr, *timeout, srvs, addrs); err != nil {
+		return err
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PRIORITY\tWEIGHT\tPORT\tTARGET\tADDRESS\tTTL")
 	for _, s := range srvs {
