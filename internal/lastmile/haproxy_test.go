@@ -1,0 +1,278 @@
+package lastmile
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// backend is one instance's HTTP server, answering with its id and
+// remembering when it was last asked.
+type backend struct {
+	id   string
+	port uint16
+	srv  *httptest.Server
+
+	mu         sync.Mutex
+	first, last time.Time
+}
+
+func startBackend(t *testing.T, id string) *backend {
+	t.Helper()
+	b := &backend{id: id}
+	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		now := time.Now()
+		b.mu.Lock()
+		if b.first.IsZero() {
+			b.first = now
+		}
+		b.last = now
+		b.mu.Unlock()
+		_, _ = io.WriteString(w, b.id)
+	}))
+	t.Cleanup(b.srv.Close)
+	b.port = uint16(b.srv.Listener.Addr().(*net.TCPAddr).Port)
+	return b
+}
+
+func (b *backend) hits() (first, last time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.first, b.last
+}
+
+func (b *backend) reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.first, b.last = time.Time{}, time.Time{}
+}
+
+// haproxy is HAProxy run with docs/resolvers/haproxy.cfg.
+type haproxy struct {
+	addr, sock string
+}
+
+func startHAProxy(t *testing.T, sp *signpost) *haproxy {
+	t.Helper()
+	prog := need(t, "haproxy")
+	dir := t.TempDir()
+	h := &haproxy{addr: "127.0.0.1:" + strconv.Itoa(freePort(t)), sock: filepath.Join(dir, "admin.sock")}
+	conf := docConfig(t, "haproxy.cfg",
+		"tcp@127.0.0.1:8053", "tcp@"+sp.DNSAddr(),
+		"bind 127.0.0.1:8000", "bind "+h.addr,
+		"/run/haproxy/admin.sock", h.sock)
+	path := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, prog, "-db", "-f", path)
+	waitFor(t, "haproxy runtime API", 20*time.Second, func() error {
+		_, err := h.servers()
+		return err
+	})
+	return h
+}
+
+// servers returns the ports of backend calc's servers that HAProxy would
+// send a request to now, from its runtime API ("show servers state").
+func (h *haproxy) servers() ([]uint16, error) {
+	c, err := net.DialTimeout("unix", h.sock, 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "show servers state calc\n"); err != nil {
+		return nil, err
+	}
+	var ports []uint16
+	sc := bufio.NewScanner(io.LimitReader(c, 1<<20))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		// be_id be_name srv_id srv_name srv_addr srv_op_state
+		// srv_admin_state ... srv_port (19th)
+		if len(f) < 19 || f[1] != "calc" {
+			continue
+		}
+		// Running, and not in maintenance (forced, inherited, from the
+		// configuration, or for want of an address) nor draining:
+		// admin-state bits 0x01-0x20. 0x40 only says the name came
+		// from an SRV record.
+		admin, err := strconv.ParseUint(f[6], 10, 8)
+		if err != nil || f[5] != "2" || admin&0x3f != 0 {
+			continue
+		}
+		p, err := strconv.ParseUint(f[18], 10, 16)
+		if err != nil {
+			return nil, fmt.Errorf("runtime API line %q: port: %w", sc.Text(), err)
+		}
+		ports = append(ports, uint16(p))
+	}
+	return ports, sc.Err()
+}
+
+// waitServers waits until HAProxy's servers are exactly want's ports.
+func (h *haproxy) waitServers(t *testing.T, want []*backend) time.Duration {
+	t.Helper()
+	var ports []uint16
+	for _, b := range want {
+		ports = append(ports, b.port)
+	}
+	slices.Sort(ports)
+	return waitFor(t, fmt.Sprintf("haproxy following %d instances", len(want)), 30*time.Second, func() error {
+		got, err := h.servers()
+		if err != nil {
+			return err
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, ports) {
+			return fmt.Errorf("haproxy has %d servers, signpost %d instances", len(got), len(ports))
+		}
+		return nil
+	})
+}
+
+// TestHAProxy follows a service from 2 to 40 instances and back to 0
+// through HAProxy configured as docs/resolvers/haproxy.cfg says, and
+// measures how long HAProxy takes to send requests to an added instance
+// and to stop sending them to a removed one.
+func TestHAProxy(t *testing.T) {
+	sp := startSignpost(t)
+	h := startHAProxy(t, sp)
+	backends := make([]*backend, bigService)
+	for i := range backends {
+		backends[i] = startBackend(t, instanceID("calc", i))
+	}
+	register := func(bs ...*backend) {
+		for _, b := range bs {
+			sp.register(t, "calc", b.id, "127.0.0.1", b.port)
+		}
+	}
+	register(backends[:2]...)
+	h.waitServers(t, backends[:2])
+
+	// From now on signpost always has an instance until the end: HAProxy
+	// must always have a server, and every request must be answered.
+	var registered atomic.Bool
+	registered.Store(true)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var samples, empty, requests, failed atomic.Int64
+	var firstFailure atomic.Value
+	wg.Add(2)
+	go func() { // the runtime API, every 50 ms
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			had := registered.Load()
+			got, err := h.servers()
+			if err == nil && had && registered.Load() {
+				samples.Add(1)
+				if len(got) == 0 {
+					empty.Add(1)
+				}
+			}
+		}
+	}()
+	go func() { // requests through HAProxy, every 10 ms, bounded
+		defer wg.Done()
+		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		for range 20000 {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			had := registered.Load()
+			resp, err := client.Get("http://" + h.addr + "/")
+			ok := err == nil && resp.StatusCode == http.StatusOK
+			if resp != nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+			}
+			if had && registered.Load() {
+				requests.Add(1)
+				if !ok {
+					failed.Add(1)
+					firstFailure.CompareAndSwap(nil, fmt.Sprint(err, resp))
+				}
+			}
+		}
+	}()
+	halt := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	t.Cleanup(halt)
+
+	// Follow times: one instance added to a service of two, then removed.
+	var adds, removes []time.Duration
+	extra := backends[2]
+	for range 5 {
+		extra.reset()
+		at := time.Now()
+		register(extra)
+		waitFor(t, "first request to an added instance", 30*time.Second, func() error {
+			if f, _ := extra.hits(); f.IsZero() {
+				return fmt.Errorf("no request yet")
+			}
+			return nil
+		})
+		first, _ := extra.hits()
+		adds = append(adds, first.Sub(at))
+		at = time.Now()
+		sp.deregister(t, extra.id)
+		h.waitServers(t, backends[:2])
+		_, last := extra.hits()
+		removes = append(removes, max(0, last.Sub(at)))
+	}
+	t.Logf("HAProxy follow times (5 rounds): instance added to first request %v; removed to last request %v", adds, removes)
+
+	// 2 to 40 and back to 2, in steps.
+	for _, n := range []int{10, 20, 40} {
+		register(backends[2:n]...)
+		h.waitServers(t, backends[:n])
+		for _, b := range backends[2:n] {
+			sp.deregister(t, b.id)
+		}
+		h.waitServers(t, backends[:2])
+		register(backends[2:n]...)
+		h.waitServers(t, backends[:n])
+		for _, b := range backends[2:n] {
+			sp.deregister(t, b.id)
+		}
+		h.waitServers(t, backends[:2])
+	}
+	// And to 0.
+	registered.Store(false)
+	at := time.Now()
+	sp.deregister(t, backends[0].id)
+	sp.deregister(t, backends[1].id)
+	h.waitServers(t, nil)
+	t.Logf("HAProxy emptied %s after the last instance left", time.Since(at).Round(10*time.Millisecond))
+	halt()
+
+	if samples.Load() == 0 || requests.Load() == 0 {
+		t.Fatalf("no observation: %d runtime API samples, %d requests", samples.Load(), requests.Load())
+	}
+	if n := empty.Load(); n > 0 {
+		t.Errorf("HAProxy had no server in %d of %d samples while signpost had instances", n, samples.Load())
+	}
+	if n := failed.Load(); n > 0 {
+		t.Errorf("%d of %d requests failed while signpost had instances; first: %v", n, requests.Load(), firstFailure.Load())
+	}
+	t.Logf("%d runtime API samples, %d requests, all while signpost had instances", samples.Load(), requests.Load())
+}
