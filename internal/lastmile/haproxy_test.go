@@ -25,7 +25,7 @@ type backend struct {
 	port uint16
 	srv  *httptest.Server
 
-	mu         sync.Mutex
+	mu          sync.Mutex
 	first, last time.Time
 }
 
