@@ -39,7 +39,12 @@ func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
 	fs.StringVar(&cfg.Etcd.Prefix, "etcd-prefix", "/signpost/", "etcd key prefix of the registry, with --store etcd")
 	fs.BoolVar(&cfg.SkyDNS, "skydns", false, "with --store etcd: also keep every serving instance under /skydns/ in etcd, the layout CoreDNS's etcd plugin serves")
 	fs.DurationVar(&cfg.Etcd.Timeout, "etcd-timeout", 5*time.Second, "timeout of each etcd call; writes fail with 503 past it")
+	mkResolver := resolverFlags(fs)
 	return func() (server.Config, error) {
+		var err error
+		if cfg.Resolver, err = mkResolver(); err != nil {
+			return cfg, err
+		}
 		cfg.DNS = dnsserver.Config{
 			Zone:       *zone,
 			TTL:        uint32(ttl.Seconds()),
