@@ -18,7 +18,7 @@ const refreshEvery = 5 * time.Second
 
 // DefaultAllow returns loopback and the networks of the host's Docker
 // bridges (docker0, docker_gwbridge, and br-<id> of user networks), as
-// they are now.
+// they are now, without link-local ones.
 func DefaultAllow() []netip.Prefix {
 	out := slices.Clone(loopback)
 	ifs, err := net.Interfaces()
@@ -35,7 +35,9 @@ func DefaultAllow() []netip.Prefix {
 		}
 		for _, a := range addrs {
 			if n, ok := a.(*net.IPNet); ok {
-				if p, err := netip.ParsePrefix(n.String()); err == nil {
+				// Link-local prefixes (fe80::/64) are the same on every
+				// link: allowing them would allow the whole LAN.
+				if p, err := netip.ParsePrefix(n.String()); err == nil && !p.Addr().IsLinkLocalUnicast() {
 					out = append(out, p.Masked())
 				}
 			}

@@ -122,6 +122,11 @@ func New(cfg Config, zone Zone) (*Resolver, error) {
 		inflight: make(chan struct{}, cfg.MaxInflight),
 		log:      cfg.Log,
 	}
+	for _, p := range cfg.Allow {
+		if !p.IsValid() || p.Bits() == 0 {
+			return nil, fmt.Errorf("resolver: allowed network %q: would let anyone use signpost as a resolver (an open resolver); name the networks of your clients", p)
+		}
+	}
 	if len(cfg.Allow) > 0 {
 		r.allow = fixedAllow(cfg.Allow)
 	} else {

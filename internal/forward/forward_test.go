@@ -228,6 +228,9 @@ func TestConfigErrors(t *testing.T) {
 	if _, err := forward.New(forward.Config{Addr: "127.0.0.1:0", Upstreams: []string{"no-port"}}, zoneOnly{}); err == nil || !strings.Contains(err.Error(), "no-port") {
 		t.Errorf("bad upstream: %v, want an error naming it", err)
 	}
+	if _, err := forward.New(forward.Config{Addr: "127.0.0.1:0", Upstreams: []string{"127.0.0.1:53"}, Allow: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}}, zoneOnly{}); err == nil || !strings.Contains(err.Error(), "open resolver") {
+		t.Errorf("allow 0.0.0.0/0: %v, want a refusal to be an open resolver", err)
+	}
 	if _, err := forward.New(forward.Config{Addr: "127.0.0.1:0", ResolvConf: "/nonexistent/resolv.conf"}, zoneOnly{}); err == nil || !strings.Contains(err.Error(), "/nonexistent/resolv.conf") {
 		t.Errorf("missing resolv.conf: %v, want an error naming it", err)
 	}
@@ -245,8 +248,8 @@ func TestDefaultAllowHasLoopback(t *testing.T) {
 		}
 	}
 	for _, p := range got {
-		if p.Bits() == 0 {
-			t.Errorf("DefaultAllow() = %v allows everyone", got)
+		if p.Bits() == 0 || p.Addr().IsLinkLocalUnicast() {
+			t.Errorf("DefaultAllow() = %v allows everyone, or every link-local address", got)
 		}
 	}
 }
