@@ -288,8 +288,9 @@ func (r *Resolver) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 	_ = w.WriteMsg(resp)
 }
 
-// forward asks each upstream in turn and returns the first answer, made
-// the answer to req; nil when none answers.
+// forward asks each upstream in turn and returns the first answer that
+// is neither SERVFAIL nor REFUSED (or else the last answer), made the
+// answer to req; nil when none answers.
 func (r *Resolver) forward(req *dns.Msg) *dns.Msg {
 	m := req.Copy()
 	m.Id = dns.Id() // an ID of our own: the client's could be guessed
@@ -300,6 +301,7 @@ func (r *Resolver) forward(req *dns.Msg) *dns.Msg {
 	} else {
 		opt.SetUDPSize(upstreamUDPSize)
 	}
+	var last *dns.Msg
 	for _, u := range r.cfg.Upstreams {
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
 		c := &dns.Client{Net: "udp", UDPSize: upstreamUDPSize, Timeout: r.cfg.Timeout}
@@ -318,9 +320,13 @@ func (r *Resolver) forward(req *dns.Msg) *dns.Msg {
 		if req.IsEdns0() == nil {
 			in.Extra = slices.DeleteFunc(in.Extra, func(rr dns.RR) bool { return rr.Header().Rrtype == dns.TypeOPT })
 		}
-		return in
+		if in.Rcode != dns.RcodeServerFailure && in.Rcode != dns.RcodeRefused {
+			return in
+		}
+		r.log.Debug("resolver: upstream failed the query; trying the next", "upstream", u, "name", req.Question[0].Name, "rcode", dns.RcodeToString[in.Rcode])
+		last = in
 	}
-	return nil
+	return last
 }
 
 // reply answers req with an empty answer and rcode.

@@ -61,13 +61,20 @@ func startUpstream(t *testing.T) *upstream {
 		}
 		_ = w.WriteMsg(m)
 	})
+	u.addr = serve(t, h)
+	return u
+}
+
+// serve answers with h on a free loopback port, UDP and TCP, until the
+// test ends, and returns the address.
+func serve(t *testing.T, h dns.Handler) string {
+	t.Helper()
 	pc, l := listenBoth(t)
-	u.addr = pc.LocalAddr().String()
 	for _, s := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: l, Handler: h}} {
 		go func() { _ = s.ActivateAndServe() }()
 		t.Cleanup(func() { _ = s.Shutdown() })
 	}
-	return u
+	return pc.LocalAddr().String()
 }
 
 // start runs a signpost server with its resolver for containers on a
@@ -171,6 +178,27 @@ func TestTruncatedForUDPWholeOverTCP(t *testing.T) {
 	if r := ask(t, addr, "tcp", "big.example.test.", dns.TypeA, 0); r.Truncated || len(r.Answer) != 60 {
 		t.Errorf("TCP: TC=%v with %d records, want all 60", r.Truncated, len(r.Answer))
 	}
+}
+
+func TestNextUpstreamWhenOneFails(t *testing.T) {
+	down := startUpstream(t)
+	down.silent.Store(true)
+	refusing := startRefusing(t)
+	up := startUpstream(t)
+	addr := start(t, forward.Config{Upstreams: []string{down.addr, refusing, up.addr}, Timeout: 300 * time.Millisecond})
+	if r := ask(t, addr, "udp", "www.example.test.", dns.TypeA, 0); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+		t.Errorf("with the first upstreams silent and refusing: %v, want the third's answer", r)
+	}
+}
+
+// startRefusing runs an upstream that answers REFUSED to everything.
+func startRefusing(t *testing.T) string {
+	t.Helper()
+	return serve(t, dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetRcode(req, dns.RcodeRefused)
+		_ = w.WriteMsg(m)
+	}))
 }
 
 func TestUpstreamDownIsServfail(t *testing.T) {
