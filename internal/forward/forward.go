@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/netutil"
 )
 
@@ -71,6 +72,8 @@ type Config struct {
 	MaxTCPConns int
 	// Log gets the resolver's logs (default slog.Default()).
 	Log *slog.Logger
+	// Registerer gets the resolver's metrics (default: none kept).
+	Registerer prometheus.Registerer
 }
 
 // Resolver is the listening resolver for containers.
@@ -81,6 +84,7 @@ type Resolver struct {
 	allow    *allowList
 	inflight chan struct{}
 	warned   atomic.Int64 // unix time of the last overload log
+	metrics  *metrics
 	log      *slog.Logger
 
 	udp net.PacketConn
@@ -132,11 +136,14 @@ func New(cfg Config, zone Zone) (*Resolver, error) {
 	} else {
 		r.allow = hostAllow()
 	}
+	var err error
+	if r.metrics, err = newMetrics(cfg.Registerer); err != nil {
+		return nil, err
+	}
 	if err := r.listen(); err != nil {
 		return nil, err
 	}
 	bound := r.Addr()
-	var err error
 	if len(r.cfg.Upstreams) == 0 {
 		if r.cfg.Upstreams, err = ReadResolvConf(cfg.ResolvConf); err != nil {
 			_ = r.Close()
@@ -255,6 +262,7 @@ func (r *Resolver) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 			r.reply(w, req, dns.RcodeFormatError)
 			return
 		}
+		r.metrics.zone.Inc()
 		if resp := r.zone.Respond(packed, tcp); resp != nil {
 			_, _ = w.Write(resp)
 		}
@@ -263,13 +271,16 @@ func (r *Resolver) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 	client := addrOf(w.RemoteAddr())
 	if !r.allow.contains(client) {
 		r.log.Debug("resolver: refused a name outside the zone", "client", client, "name", q.Name)
+		r.metrics.refused.Inc()
 		r.reply(w, req, dns.RcodeRefused)
 		return
 	}
 	select {
 	case r.inflight <- struct{}{}:
-		defer func() { <-r.inflight }()
+		r.metrics.inflight.Inc()
+		defer func() { <-r.inflight; r.metrics.inflight.Dec() }()
 	default:
+		r.metrics.overloaded.Inc()
 		if now := time.Now().Unix(); r.warned.Swap(now) < now-10 { // at most one log line per 10 s
 			r.log.Warn("resolver: too many queries being forwarded; answering SERVFAIL", "max_inflight", r.cfg.MaxInflight, "name", q.Name)
 		}
@@ -278,9 +289,11 @@ func (r *Resolver) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	resp := r.forward(req)
 	if resp == nil {
+		r.metrics.failed.Inc()
 		r.reply(w, req, dns.RcodeServerFailure)
 		return
 	}
+	r.metrics.forwarded.Inc()
 	if !tcp {
 		resp.Compress = true
 		resp.Truncate(clientUDPSize(req))

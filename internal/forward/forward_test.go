@@ -16,6 +16,7 @@ import (
 	"github.com/signpost-dns/signpost/internal/apiclient"
 	"github.com/signpost-dns/signpost/internal/dnsserver"
 	"github.com/signpost-dns/signpost/internal/forward"
+	"github.com/signpost-dns/signpost/internal/metricstest"
 	"github.com/signpost-dns/signpost/internal/registry"
 	"github.com/signpost-dns/signpost/internal/server"
 	"github.com/signpost-dns/signpost/internal/signposttest"
@@ -99,6 +100,12 @@ func listenBoth(t *testing.T) (net.PacketConn, net.Listener) {
 
 func start(t *testing.T, rc forward.Config) string {
 	t.Helper()
+	return startServer(t, rc).ResolverAddr()
+}
+
+// startServer is start, returning the server.
+func startServer(t *testing.T, rc forward.Config) *signposttest.Server {
+	t.Helper()
 	rc.Addr = "127.0.0.1:0"
 	srv := signposttest.Start(t, server.Config{DNS: dnsserver.Config{FailOpen: true}, Resolver: rc})
 	api, err := apiclient.New(srv.URL(), "")
@@ -109,7 +116,7 @@ func start(t *testing.T, rc forward.Config) string {
 	if _, err := api.Register(context.Background(), in); err != nil {
 		t.Fatal(err)
 	}
-	return srv.ResolverAddr()
+	return srv
 }
 
 func ask(t *testing.T, addr, netw, name string, qtype uint16, edns uint16) *dns.Msg {
@@ -153,7 +160,8 @@ func TestZoneForEveryoneAndRecursionForAllowed(t *testing.T) {
 
 func TestRefusedOutsideAllowedNetworks(t *testing.T) {
 	up := startUpstream(t)
-	addr := start(t, forward.Config{Upstreams: []string{up.addr}, Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	srv := startServer(t, forward.Config{Upstreams: []string{up.addr}, Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	addr := srv.ResolverAddr()
 	for _, netw := range []string{"udp", "tcp"} {
 		if r := ask(t, addr, netw, "www.example.test.", dns.TypeA, 0); r.Rcode != dns.RcodeRefused || len(r.Answer) != 0 || r.RecursionAvailable {
 			t.Errorf("%s: a client outside --allow-recursion got %v, want REFUSED", netw, r)
@@ -164,6 +172,12 @@ func TestRefusedOutsideAllowedNetworks(t *testing.T) {
 	}
 	if n := up.queries.Load(); n != 0 {
 		t.Errorf("the upstream was asked %d times for a refused client", n)
+	}
+	if n := metricstest.Counter(t, srv.Registry(), "signpost_resolver_queries_total", "result", "refused"); n != 2 {
+		t.Errorf("signpost_resolver_queries_total{result=refused} = %v, want 2", n)
+	}
+	if n := metricstest.Counter(t, srv.Registry(), "signpost_resolver_queries_total", "result", "zone"); n != 2 {
+		t.Errorf("signpost_resolver_queries_total{result=zone} = %v, want 2", n)
 	}
 }
 

@@ -188,6 +188,7 @@ func New(cfg Config) (_ *Server, err error) {
 	if cfg.Resolver.Addr != "" {
 		rcfg := cfg.Resolver
 		rcfg.Log = cfg.Log
+		rcfg.Registerer = reg
 		if s.fwd, err = forward.New(rcfg, s.dns); err != nil {
 			return nil, err
 		}
