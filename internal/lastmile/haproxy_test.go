@@ -240,6 +240,10 @@ func TestHAProxy(t *testing.T) {
 		removes = append(removes, max(0, last.Sub(at)))
 	}
 	t.Logf("HAProxy follow times (5 rounds): instance added to first request %v; removed to last request %v", adds, removes)
+	// The documented bound (docs/resolvers.md), as for the resolvers.
+	if slices.Max(adds) > propagationBound || slices.Max(removes) > propagationBound {
+		t.Errorf("HAProxy followed a change after more than %s: added %v, removed %v", propagationBound, adds, removes)
+	}
 
 	// 2 to 40 and back to 2, in steps.
 	for _, n := range []int{10, 20, 40} {
