@@ -181,6 +181,30 @@ func TestRefusedOutsideAllowedNetworks(t *testing.T) {
 	}
 }
 
+func TestZoneAnswersAsSignpostDoes(t *testing.T) {
+	srv := startServer(t, forward.Config{Upstreams: []string{startUpstream(t).addr}})
+	api, err := apiclient.New(srv.URL(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		in := registry.Instance{ID: fmt.Sprintf("big-%02d", i), Service: "big", Address: netip.AddrFrom4([4]byte{10, 0, 1, byte(i + 1)}), Port: 9000}
+		if _, err := api.Register(context.Background(), in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, size := range []uint16{0, 1232} {
+		direct := ask(t, srv.DNSAddr(), "udp", "_big._tcp."+zone, dns.TypeSRV, size)
+		via := ask(t, srv.ResolverAddr(), "udp", "_big._tcp."+zone, dns.TypeSRV, size)
+		if via.Truncated != direct.Truncated || len(via.Answer) != len(direct.Answer) || via.Rcode != direct.Rcode {
+			t.Errorf("bufsize %d over UDP: through the resolver TC=%v with %d records, signpost itself TC=%v with %d", size, via.Truncated, len(via.Answer), direct.Truncated, len(direct.Answer))
+		}
+	}
+	if r := ask(t, srv.ResolverAddr(), "tcp", "_big._tcp."+zone, dns.TypeSRV, 0); r.Truncated || len(r.Answer) != 40 {
+		t.Errorf("over TCP through the resolver: TC=%v with %d records, want all 40", r.Truncated, len(r.Answer))
+	}
+}
+
 func TestTruncatedForUDPWholeOverTCP(t *testing.T) {
 	up := startUpstream(t)
 	addr := start(t, forward.Config{Upstreams: []string{up.addr}})
