@@ -64,13 +64,19 @@ type haproxy struct {
 	addr, sock string
 }
 
-func startHAProxy(t *testing.T, sp *signpost) *haproxy {
+// startHAProxy runs HAProxy with docs/resolvers/haproxy.cfg pointed at
+// sp; with udp, its nameserver is a plain UDP one instead of tcp@.
+func startHAProxy(t *testing.T, sp *signpost, udp bool) *haproxy {
 	t.Helper()
 	prog := need(t, "haproxy")
 	dir := t.TempDir()
 	h := &haproxy{addr: "127.0.0.1:" + strconv.Itoa(freePort(t)), sock: filepath.Join(dir, "admin.sock")}
+	nameserver := "tcp@" + sp.DNSAddr()
+	if udp {
+		nameserver = sp.DNSAddr()
+	}
 	conf := docConfig(t, "haproxy.cfg",
-		"tcp@127.0.0.1:8053", "tcp@"+sp.DNSAddr(),
+		"tcp@127.0.0.1:8053", nameserver,
 		"bind 127.0.0.1:8000", "bind "+h.addr,
 		"/run/haproxy/admin.sock", h.sock)
 	path := filepath.Join(dir, "haproxy.cfg")
@@ -123,6 +129,31 @@ func (h *haproxy) servers() ([]uint16, error) {
 	return ports, sc.Err()
 }
 
+// waitSome waits until HAProxy has at least least servers, all of them
+// among of's ports.
+func (h *haproxy) waitSome(t *testing.T, of []*backend, least int) {
+	t.Helper()
+	ports := map[uint16]bool{}
+	for _, b := range of {
+		ports[b.port] = true
+	}
+	waitFor(t, fmt.Sprintf("haproxy with at least %d of %d instances", least, len(of)), 30*time.Second, func() error {
+		got, err := h.servers()
+		if err != nil {
+			return err
+		}
+		for _, p := range got {
+			if !ports[p] {
+				return fmt.Errorf("haproxy has a server on port %d, not an instance", p)
+			}
+		}
+		if len(got) < least {
+			return fmt.Errorf("haproxy has %d servers", len(got))
+		}
+		return nil
+	})
+}
+
 // waitServers waits until HAProxy's servers are exactly want's ports.
 func (h *haproxy) waitServers(t *testing.T, want []*backend) time.Duration {
 	t.Helper()
@@ -150,7 +181,7 @@ func (h *haproxy) waitServers(t *testing.T, want []*backend) time.Duration {
 // and to stop sending them to a removed one.
 func TestHAProxy(t *testing.T) {
 	sp := startSignpost(t)
-	h := startHAProxy(t, sp)
+	h := startHAProxy(t, sp, false)
 	backends := make([]*backend, bigService)
 	for i := range backends {
 		backends[i] = startBackend(t, instanceID("calc", i))
@@ -165,58 +196,7 @@ func TestHAProxy(t *testing.T) {
 
 	// From now on signpost always has an instance until the end: HAProxy
 	// must always have a server, and every request must be answered.
-	var registered atomic.Bool
-	registered.Store(true)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var samples, empty, requests, failed atomic.Int64
-	var firstFailure atomic.Value
-	wg.Add(2)
-	go func() { // the runtime API, every 50 ms
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			had := registered.Load()
-			got, err := h.servers()
-			if err == nil && had && registered.Load() {
-				samples.Add(1)
-				if len(got) == 0 {
-					empty.Add(1)
-				}
-			}
-		}
-	}()
-	go func() { // requests through HAProxy, every 10 ms, bounded
-		defer wg.Done()
-		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-		for range 20000 {
-			select {
-			case <-stop:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-			had := registered.Load()
-			resp, err := client.Get("http://" + h.addr + "/")
-			ok := err == nil && resp.StatusCode == http.StatusOK
-			if resp != nil {
-				_, _ = io.Copy(io.Discard, resp.Body)
-				_ = resp.Body.Close()
-			}
-			if had && registered.Load() {
-				requests.Add(1)
-				if !ok {
-					failed.Add(1)
-					firstFailure.CompareAndSwap(nil, fmt.Sprint(err, resp))
-				}
-			}
-		}
-	}()
-	halt := sync.OnceFunc(func() { close(stop); wg.Wait() })
-	t.Cleanup(halt)
+	w := startWatch(t, h)
 
 	// Follow times: one instance added to a service of two, then removed.
 	var adds, removes []time.Duration
@@ -261,22 +241,139 @@ func TestHAProxy(t *testing.T) {
 		h.waitServers(t, backends[:2])
 	}
 	// And to 0.
-	registered.Store(false)
+	w.registered.Store(false)
 	at := time.Now()
 	sp.deregister(t, backends[0].id)
 	sp.deregister(t, backends[1].id)
 	h.waitServers(t, nil)
 	t.Logf("HAProxy emptied %s after the last instance left", time.Since(at).Round(10*time.Millisecond))
-	halt()
+	w.check(t)
+}
 
-	if samples.Load() == 0 || requests.Load() == 0 {
-		t.Fatalf("no observation: %d runtime API samples, %d requests", samples.Load(), requests.Load())
+// watch samples HAProxy's servers (every 50 ms) and sends requests
+// through it (every 10 ms) while signpost has instances.
+type watch struct {
+	h *haproxy
+	// registered says signpost has instances: only then are samples and
+	// requests counted.
+	registered atomic.Bool
+
+	stop                             chan struct{}
+	wg                               sync.WaitGroup
+	halt                             func()
+	samples, empty, requests, failed atomic.Int64
+	firstFailure                     atomic.Value
+}
+
+func startWatch(t *testing.T, h *haproxy) *watch {
+	w := &watch{h: h, stop: make(chan struct{})}
+	w.registered.Store(true)
+	w.wg.Add(2)
+	go w.sample()
+	go w.request()
+	w.halt = sync.OnceFunc(func() { close(w.stop); w.wg.Wait() })
+	t.Cleanup(w.halt)
+	return w
+}
+
+func (w *watch) sample() {
+	defer w.wg.Done()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+		had := w.registered.Load()
+		got, err := w.h.servers()
+		if err == nil && had && w.registered.Load() {
+			w.samples.Add(1)
+			if len(got) == 0 {
+				w.empty.Add(1)
+			}
+		}
 	}
-	if n := empty.Load(); n > 0 {
-		t.Errorf("HAProxy had no server in %d of %d samples while signpost had instances", n, samples.Load())
+}
+
+func (w *watch) request() {
+	defer w.wg.Done()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for range 20000 { // bounded
+		select {
+		case <-w.stop:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		had := w.registered.Load()
+		resp, err := client.Get("http://" + w.h.addr + "/")
+		ok := err == nil && resp.StatusCode == http.StatusOK
+		if resp != nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+		}
+		if had && w.registered.Load() {
+			w.requests.Add(1)
+			if !ok {
+				w.failed.Add(1)
+				w.firstFailure.CompareAndSwap(nil, fmt.Sprint(err, resp))
+			}
+		}
 	}
-	if n := failed.Load(); n > 0 {
-		t.Errorf("%d of %d requests failed while signpost had instances; first: %v", n, requests.Load(), firstFailure.Load())
+}
+
+// check stops the watch and fails the test if HAProxy ever had no server,
+// or a request failed, while signpost had instances.
+func (w *watch) check(t *testing.T) {
+	t.Helper()
+	w.halt()
+	if w.samples.Load() == 0 || w.requests.Load() == 0 {
+		t.Fatalf("no observation: %d runtime API samples, %d requests", w.samples.Load(), w.requests.Load())
 	}
-	t.Logf("%d runtime API samples, %d requests, all while signpost had instances", samples.Load(), requests.Load())
+	if n := w.empty.Load(); n > 0 {
+		t.Errorf("HAProxy had no server in %d of %d samples while signpost had instances", n, w.samples.Load())
+	}
+	if n := w.failed.Load(); n > 0 {
+		t.Errorf("%d of %d requests failed while signpost had instances; first: %v", n, w.requests.Load(), w.firstFailure.Load())
+	}
+	t.Logf("%d runtime API samples, %d requests, all while signpost had instances", w.samples.Load(), w.requests.Load())
+}
+
+// TestHAProxyOverUDP is the documented configuration with a plain UDP
+// nameserver, as most people first write it: HAProxy 2.6 does not retry
+// a truncated answer over TCP, so it sees only the records that fit. It
+// must still never be left without a server while the service grows to
+// 40 instances and back (issue 13: with truncated answers carrying no
+// record, it dropped every server and answered 503).
+func TestHAProxyOverUDP(t *testing.T) {
+	sp := startSignpost(t)
+	backends := make([]*backend, bigService)
+	for i := range backends {
+		backends[i] = startBackend(t, instanceID("calc", i))
+	}
+	register := func(bs ...*backend) {
+		for _, b := range bs {
+			sp.register(t, "calc", b.id, "127.0.0.1", b.port)
+		}
+	}
+	register(backends...)
+	needPartialTruncation(t, sp, "_calc._tcp."+zone)
+	for _, b := range backends[2:] {
+		sp.deregister(t, b.id)
+	}
+	h := startHAProxy(t, sp, true)
+	h.waitServers(t, backends[:2])
+	w := startWatch(t, h)
+	for range 2 {
+		register(backends[2:]...)
+		h.waitSome(t, backends, 4) // at least what fits in 512 bytes
+		for _, b := range backends[2:] {
+			sp.deregister(t, b.id)
+		}
+		h.waitServers(t, backends[:2])
+	}
+	w.registered.Store(false)
+	sp.deregister(t, backends[0].id)
+	sp.deregister(t, backends[1].id)
+	h.waitServers(t, nil)
+	w.check(t)
 }

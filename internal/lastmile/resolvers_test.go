@@ -145,6 +145,26 @@ func TestBrokenSettings(t *testing.T) {
 	})
 }
 
+// needPartialTruncation skips a test whose assertions need signpost's
+// truncated UDP answers to carry the whole records that fit (issue 13),
+// while signpost's own answer for qname still carries none.
+//
+// TODO(lead): remove once internal/dnsserver's partial truncated answers
+// are merged: the tests calling it are written for them.
+func needPartialTruncation(t *testing.T, sp *signpost, qname string) {
+	t.Helper()
+	r, err := ask(sp.DNSAddr(), "udp", qname, dns.TypeSRV, 1232)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Truncated {
+		t.Fatalf("%s SRV over UDP at 1232 bytes is not truncated: the test needs a larger service", qname)
+	}
+	if len(r.Answer) == 0 {
+		t.Skip("SKIPPING: signpost's own truncated UDP answers carry no records yet (internal/dnsserver, issue 13)")
+	}
+}
+
 // waitUp waits until a resolver answers (anything) for the zone's SOA.
 func waitUp(t *testing.T, what, addr string) {
 	t.Helper()
@@ -161,11 +181,7 @@ func TestDnsmasq(t *testing.T) {
 	// dnsmasq relays signpost's own truncated UDP answer. Needs signpost's
 	// partial truncated answers (issue 13, internal/dnsserver).
 	t.Run("truncated_udp_answer_carries_records", func(t *testing.T) {
-		if r, err := ask(sp.DNSAddr(), "udp", "_big._tcp."+zone, dns.TypeSRV, 1232); err == nil && r.Truncated && len(r.Answer) == 0 {
-			// TODO(lead): drop this guard once d-dns's partial truncated
-			// answers are merged; the assertions below are for them.
-			t.Skip("SKIPPING: signpost's own truncated UDP answers carry no records yet (internal/dnsserver, issue 13)")
-		}
+		needPartialTruncation(t, sp, "_big._tcp."+zone)
 		for _, size := range []uint16{512, 1232} {
 			r, err := ask(addr, "udp", "_big._tcp."+zone, dns.TypeSRV, size)
 			if err != nil {
