@@ -29,6 +29,21 @@ type backend struct {
 	first, last time.Time
 }
 
+// calcBackends starts the backends of a 40-instance calc, and returns
+// them with a function that registers some of them with sp.
+func calcBackends(t *testing.T, sp *signpost) ([]*backend, func(...*backend)) {
+	t.Helper()
+	backends := make([]*backend, bigService)
+	for i := range backends {
+		backends[i] = startBackend(t, instanceID("calc", i))
+	}
+	return backends, func(bs ...*backend) {
+		for _, b := range bs {
+			sp.register(t, "calc", b.id, "127.0.0.1", b.port)
+		}
+	}
+}
+
 func startBackend(t *testing.T, id string) *backend {
 	t.Helper()
 	b := &backend{id: id}
@@ -182,15 +197,7 @@ func (h *haproxy) waitServers(t *testing.T, want []*backend) time.Duration {
 func TestHAProxy(t *testing.T) {
 	sp := startSignpost(t)
 	h := startHAProxy(t, sp, false)
-	backends := make([]*backend, bigService)
-	for i := range backends {
-		backends[i] = startBackend(t, instanceID("calc", i))
-	}
-	register := func(bs ...*backend) {
-		for _, b := range bs {
-			sp.register(t, "calc", b.id, "127.0.0.1", b.port)
-		}
-	}
+	backends, register := calcBackends(t, sp)
 	register(backends[:2]...)
 	h.waitServers(t, backends[:2])
 
@@ -346,15 +353,7 @@ func (w *watch) check(t *testing.T) {
 // record, it dropped every server and answered 503).
 func TestHAProxyOverUDP(t *testing.T) {
 	sp := startSignpost(t)
-	backends := make([]*backend, bigService)
-	for i := range backends {
-		backends[i] = startBackend(t, instanceID("calc", i))
-	}
-	register := func(bs ...*backend) {
-		for _, b := range bs {
-			sp.register(t, "calc", b.id, "127.0.0.1", b.port)
-		}
-	}
+	backends, register := calcBackends(t, sp)
 	register(backends...)
 	needPartialTruncation(t, sp, "_calc._tcp."+zone)
 	for _, b := range backends[2:] {
