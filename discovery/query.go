@@ -225,3 +225,26 @@ func boolInt(b bool) int {
 	}
 	return 0
 }
+
+// LookupAddrs returns the addresses of host (an SRV target, say) from its
+// A and then its AAAA records, asked of Server without the cache: what a
+// client does when an SRV answer came without glue, as Unbound's
+// minimal-responses and dnsmasq's cached answers send it. A name that does
+// not exist has no addresses and no error.
+func (r *Resolver) LookupAddrs(ctx context.Context, host string) ([]netip.Addr, error) {
+	name := dns.CanonicalName(strings.TrimSpace(host))
+	if _, ok := dns.IsDomainName(name); !ok || name == "." {
+		return nil, fmt.Errorf("discovery: host %q: not a domain name", host)
+	}
+	found, err := r.lookupAddrs(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: host %q: %w", host, err)
+	}
+	out := make([]netip.Addr, 0, len(found))
+	for _, a := range found {
+		if !slices.Contains(out, a.addr) {
+			out = append(out, a.addr)
+		}
+	}
+	return out, nil
+}

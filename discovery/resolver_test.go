@@ -363,3 +363,24 @@ func TestTruncatedAnswerFallsBackToTCP(t *testing.T) {
 		t.Errorf("queries: %d over UDP, %d over TCP; want 1 and 1", udp, tcp)
 	}
 }
+
+func TestLookupAddrs(t *testing.T) {
+	srv := startDNS(t)
+	srv.Add(discoverytest.Record{Service: "_calc._tcp", Target: "calc-6", Addr: netip.MustParseAddr("::1"), Port: 8082, TTL: 30})
+	srv.Add(discoverytest.Record{Service: "_calc._tcp", Target: "calc-6", Addr: netip.MustParseAddr("127.0.0.2"), Port: 8082, TTL: 30})
+	r := newResolver(srv)
+	ctx := context.Background()
+	got, err := r.LookupAddrs(ctx, "calc-6."+zone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0] != netip.MustParseAddr("127.0.0.2") || got[1] != netip.MustParseAddr("::1") {
+		t.Errorf("LookupAddrs(calc-6) = %v, want [127.0.0.2 ::1]", got)
+	}
+	if got, err := r.LookupAddrs(ctx, "nothing."+zone); err != nil || len(got) != 0 {
+		t.Errorf("LookupAddrs(nothing) = %v, %v; want no address and no error", got, err)
+	}
+	if _, err := r.LookupAddrs(ctx, "bad..name"); err == nil || !strings.Contains(err.Error(), "bad..name") {
+		t.Errorf("LookupAddrs(bad..name) = %v, want an error naming it", err)
+	}
+}

@@ -44,7 +44,12 @@ func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
 	tcpPerClient := fs.Int("dns-tcp-max-conns-per-client", 100, "open DNS TCP connections per client address; past it that client's connection idle the longest is closed")
 	tcpIdle := fs.Duration("dns-tcp-idle-timeout", 10*time.Second, "close a DNS TCP connection that has not sent a whole query for this long")
 	fs.BoolVar(&cfg.AllowLinkLocal, "allow-link-local", false, "accept registrations of link-local addresses (169.254.0.0/16, fe80::/10), refused by default")
+	mkResolver := resolverFlags(fs)
 	return func() (server.Config, error) {
+		var err error
+		if cfg.Resolver, err = mkResolver(); err != nil {
+			return cfg, err
+		}
 		cfg.DNS = dnsserver.Config{
 			Zone:       *zone,
 			TTL:        uint32(ttl.Seconds()),

@@ -180,6 +180,9 @@ func runLookup(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(srvs) == 0 {
 		return fmt.Errorf("%s: no healthy instances (NODATA from %s)", name, *dnsAddr)
 	}
+	if err := resolveMissingGlue(ctx, *dnsAddr, *timeout, srvs, addrs); err != nil {
+		return err
+	}
 	answers := make([]srvAnswer, 0, len(srvs))
 	for _, s := range srvs {
 		answers = append(answers, srvAnswer{Priority: s.Priority, Weight: s.Weight, Port: s.Port, Target: s.Target, Addresses: addrs[s.Target], TTL: s.Hdr.Ttl})

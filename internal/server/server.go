@@ -22,6 +22,7 @@ import (
 
 	"github.com/signpost-dns/signpost/internal/api"
 	"github.com/signpost-dns/signpost/internal/dnsserver"
+	"github.com/signpost-dns/signpost/internal/forward"
 	"github.com/signpost-dns/signpost/internal/registry"
 	"github.com/signpost-dns/signpost/internal/store/embedded"
 	etcdstore "github.com/signpost-dns/signpost/internal/store/etcd"
@@ -45,6 +46,10 @@ type Config struct {
 	UDPSockets int
 	// DNS is the DNS server's configuration.
 	DNS dnsserver.Config
+	// Resolver, when Resolver.Addr is set, also answers on that address
+	// as the resolver of containers (internal/forward): the zone for
+	// everyone, other names forwarded for allowed clients only.
+	Resolver forward.Config
 	// DefaultTTL is the node lease TTL when an agent names none.
 	DefaultTTL time.Duration
 	// StoreKind is "embedded" (default: bbolt in DataDir) or "etcd".
@@ -72,6 +77,7 @@ type Server struct {
 	store registry.Store
 	index *registry.Index
 	dns   *dnsserver.Server
+	fwd   *forward.Resolver
 	api   *api.API
 	mux   *http.ServeMux // the API, and the web UI under /ui/
 	log   *slog.Logger
@@ -187,6 +193,14 @@ func New(cfg Config) (_ *Server, err error) {
 	if s.dns, err = dnsserver.New(dcfg, s.index); err != nil {
 		return nil, err
 	}
+	if cfg.Resolver.Addr != "" {
+		rcfg := cfg.Resolver
+		rcfg.Log = cfg.Log
+		rcfg.Registerer = reg
+		if s.fwd, err = forward.New(rcfg, s.dns); err != nil {
+			return nil, err
+		}
+	}
 	// Writes are checked against the zone before they reach the store:
 	// what is accepted can be served.
 	names, err := registry.NewDNSNames(s.dns.Zone(), s.dns.ReservedServices())
@@ -219,6 +233,9 @@ func New(cfg Config) (_ *Server, err error) {
 
 func (s *Server) closeAll() {
 	_ = s.dnsl.Close()
+	if s.fwd != nil {
+		_ = s.fwd.Close()
+	}
 	if s.http != nil {
 		_ = s.http.Close()
 	}
@@ -232,6 +249,15 @@ func (s *Server) closeAll() {
 
 // DNSAddr is the address DNS answers on.
 func (s *Server) DNSAddr() string { return s.dnsl.Addr() }
+
+// ResolverAddr is the address of the resolver for containers, or "" when
+// it is off.
+func (s *Server) ResolverAddr() string {
+	if s.fwd == nil {
+		return ""
+	}
+	return s.fwd.Addr()
+}
 
 // HTTPAddr is the address the API answers on.
 func (s *Server) HTTPAddr() string { return s.http.Addr().String() }
@@ -280,7 +306,7 @@ func (s *Server) pingStore(ctx context.Context, p registry.Pinger) {
 func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- s.index.Run(ctx, s.store) }()
 	// Answer nothing until the registry is loaded: an empty zone would
 	// tell clients that every service is gone.
@@ -304,6 +330,9 @@ func (s *Server) Run(ctx context.Context) error {
 	// carry it as resident memory.
 	debug.FreeOSMemory()
 	go func() { errc <- s.dns.Serve(ctx, s.dnsl) }()
+	if s.fwd != nil {
+		go func() { errc <- s.fwd.Serve(ctx) }()
+	}
 	if p, ok := s.store.(registry.Pinger); ok {
 		go s.pingStore(ctx, p)
 	}
@@ -345,6 +374,9 @@ func (s *Server) Run(ctx context.Context) error {
 	defer scancel()
 	_ = hs.Shutdown(sctx)
 	_ = s.dns.Close()
+	if s.fwd != nil {
+		_ = s.fwd.Close()
+	}
 	if err := s.store.Close(); err != nil && first == nil {
 		first = err
 	}

@@ -1,0 +1,231 @@
+package lastmile
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/signpost-dns/signpost/internal/apiclient"
+	"github.com/signpost-dns/signpost/internal/dnsserver"
+	"github.com/signpost-dns/signpost/internal/registry"
+	"github.com/signpost-dns/signpost/internal/server"
+	"github.com/signpost-dns/signpost/internal/signposttest"
+)
+
+const zone = "servicediscovery.internal."
+
+// ttl is the server's answer TTL in the tests: signpost's default.
+const ttl = 5 * time.Second
+
+// signpost is a real server on random loopback ports with an API client.
+type signpost struct {
+	*signposttest.Server
+	api *apiclient.Client
+}
+
+func startSignpost(t *testing.T) *signpost {
+	t.Helper()
+	s := &signpost{Server: signposttest.Start(t, server.Config{DNS: dnsserver.Config{FailOpen: true, TTL: uint32(ttl / time.Second)}})}
+	var err error
+	if s.api, err = apiclient.New(s.URL(), ""); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// register adds an instance of service and returns its id.
+func (s *signpost) register(t *testing.T, service, id, addr string, port uint16) string {
+	t.Helper()
+	in := registry.Instance{ID: id, Service: service, Address: netip.MustParseAddr(addr), Port: port}
+	if _, err := s.api.Register(context.Background(), in); err != nil {
+		t.Fatalf("register %s: %v", id, err)
+	}
+	return id
+}
+
+func (s *signpost) deregister(t *testing.T, id string) {
+	t.Helper()
+	if _, err := s.api.Deregister(context.Background(), id); err != nil {
+		t.Fatalf("deregister %s: %v", id, err)
+	}
+}
+
+// instanceID is a realistic instance id: 28 characters, as the agent
+// derives them from container ids.
+func instanceID(service string, i int) string {
+	return fmt.Sprintf("%s-%03d-5f2c1d9e8a7b6c5d4e3f2a1b", service, i)[:28]
+}
+
+// need skips the test when a program is missing, except in CI where
+// .ci/run installs it.
+func need(t *testing.T, prog string) string {
+	t.Helper()
+	p, err := exec.LookPath(prog)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is required in CI (.ci/run installs it): %v", prog, err)
+		}
+		t.Skipf("SKIPPING: %s is not installed (apt-get install %s)", prog, prog)
+	}
+	return p
+}
+
+// docConfig returns docs/resolvers/<name> with each of the documented
+// placeholders replaced, and fails if one is missing, so that the test
+// runs exactly what the documentation says.
+func docConfig(t *testing.T, name string, replace ...string) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	path := filepath.Join(filepath.Dir(file), "..", "..", "docs", "resolvers", name)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("documented configuration: %v", err)
+	}
+	text := string(b)
+	for i := 0; i+1 < len(replace); i += 2 {
+		if !strings.Contains(text, replace[i]) {
+			t.Fatalf("%s no longer contains %q: update the test with the documentation", path, replace[i])
+		}
+		text = strings.ReplaceAll(text, replace[i], replace[i+1])
+	}
+	return text
+}
+
+// freePort returns a loopback port free for both UDP and TCP right now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	for range 20 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := pc.LocalAddr().(*net.UDPAddr).Port
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		_ = pc.Close()
+		if err == nil {
+			_ = l.Close()
+			return port
+		}
+	}
+	t.Fatal("no free loopback port")
+	return 0
+}
+
+// lockedBuffer collects a process's output.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.b.Len() > 1<<20 {
+		return len(p), nil // bounded: enough to diagnose
+	}
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// run starts a program for the rest of the test, stops it at the end, and
+// shows its output if the test failed.
+func run(t *testing.T, prog string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(prog, args...)
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", prog, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("%s output:\n%s", filepath.Base(prog), out.String())
+		}
+	})
+	return cmd
+}
+
+// ask sends one query over netw ("udp" or "tcp") with an EDNS0 size (0:
+// none) and returns the answer.
+func ask(addr, netw, name string, qtype uint16, edns uint16) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), qtype)
+	if edns > 0 {
+		m.SetEdns0(edns, false)
+	}
+	c := &dns.Client{Net: netw, Timeout: 3 * time.Second, UDPSize: edns}
+	r, _, err := c.Exchange(m, addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s over %s at %s: %w", name, dns.TypeToString[qtype], netw, addr, err)
+	}
+	return r, nil
+}
+
+// resolve asks like a stub resolver: UDP, then TCP if truncated.
+func resolve(addr, name string, qtype uint16) (*dns.Msg, error) {
+	r, err := ask(addr, "udp", name, qtype, 1232)
+	if err == nil && r.Truncated {
+		r, err = ask(addr, "tcp", name, qtype, 1232)
+	}
+	return r, err
+}
+
+// waitFor polls cond until it holds or a generous deadline passes.
+func waitFor(t *testing.T, what string, within time.Duration, cond func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var err error
+	for {
+		if err = cond(); err == nil {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			t.Fatalf("%s: not after %s: %v", what, within, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// srvs returns the SRV records of an answer.
+func srvs(m *dns.Msg) []*dns.SRV {
+	var out []*dns.SRV
+	for _, rr := range m.Answer {
+		if s, ok := rr.(*dns.SRV); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// addrsOf returns the A records' addresses of an answer's section.
+func addrsOf(rrs []dns.RR) []string {
+	var out []string
+	for _, rr := range rrs {
+		if a, ok := rr.(*dns.A); ok {
+			out = append(out, a.A.String())
+		}
+	}
+	return out
+}
