@@ -315,6 +315,17 @@ func TestPolicyActionsMatchTheCode(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
 		t.Fatalf("repository root not found at %s: %v", root, err)
 	}
+	// The recording runs name the zone by id, as the template does.
+	agentCmd := templateCommand(t, tpl, nil)
+	sweepCmd, err := strs(containerOf(t, tpl, "SweepTaskDefinition")["Command"])
+	if err != nil {
+		t.Fatalf("SweepTaskDefinition: Command: %v", err)
+	}
+	for what, cmd := range map[string][]string{"agent": agentCmd, "sweep": sweepCmd} {
+		if !slices.Contains(cmd, "--zone-id") {
+			t.Fatalf("the template's %s command %q has no --zone-id: the policies below assume it", what, cmd)
+		}
+	}
 	static := staticOps(t, root)
 	recorded := map[string]map[string]bool{
 		"AgentTaskRole": recordAgent(t),
