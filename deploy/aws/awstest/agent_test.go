@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/signpost-dns/signpost/internal/signposttest"
 )
@@ -259,10 +262,35 @@ func registerContainers(t *testing.T, c cli, tpl *template, zoneID string, publi
 	delete(want, "_calc._tcp."+zoneName+". SRV")
 	waitFor(t, "calc's record gone after its container stopped", 60*time.Second, holds(want))
 
+	// The sweep, with the template's command line: time's container stops
+	// while no agent runs (a dead host), so only the sweep can remove its
+	// record, after --failures 3 runs; the healthy portal's stays.
+	stopAgent()
+	mustCommand(t, "", nil, "docker", "stop", "-t", "2", prefix+"-time")
+	resolver := hostResolver(t, host)
+	sweep := sweepCommand(t, tpl, map[string]string{"ZoneName": zoneName, "PrivateHostedZone": zoneID, "AWS::Region": "us-east-1"},
+		filepath.Join(t.TempDir(), "check.json"))
+	sweep = append(sweep, "--route53-endpoint", c.endpoint, "--resolver", resolver, "--timeout", "1s")
+	if publicZone {
+		sweep = append(sweep, "--allow-public-zone")
+	}
+	t.Logf("sweep: signpost %s", strings.Join(sweep, " "))
+	for run := 1; run <= 3; run++ {
+		out, err := command("", awsEnv(), bin, sweep...)
+		if err != nil {
+			t.Fatalf("sweep run %d: %v", run, err)
+		}
+		t.Logf("sweep run %d: %s", run, out)
+		if run < 3 {
+			waitFor(t, fmt.Sprintf("time's record kept after %d failed probe(s)", run), 5*time.Second, holds(want))
+		}
+	}
+	delete(want, "_time._tcp."+zoneName+". SRV")
+	waitFor(t, "time's record removed by the third sweep, the portal's kept", 10*time.Second, holds(want))
+
 	// A graceful stop leaves the records (no --deregister-on-exit, so that a
 	// restarted agent takes them over with no gap); the README's cleanup
 	// removes them so that the zone can be deleted.
-	stopAgent()
 	waitFor(t, "records kept after the agent's graceful stop", 10*time.Second, holds(want))
 	batch := filepath.Join(t.TempDir(), "cleanup.json")
 	out := c.run("route53", "list-resource-record-sets", "--hosted-zone-id", zoneID, "--query", cleanupQuery)
@@ -276,3 +304,50 @@ func registerContainers(t *testing.T, c cli, tpl *template, zoneID string, publi
 // cleanupQuery is the README's JMESPath that turns the zone's records
 // (all but SOA and NS) into a change batch that deletes them.
 const cleanupQuery = "{Changes: ResourceRecordSets[?Type != 'SOA' && Type != 'NS'].{Action: 'DELETE', ResourceRecordSet: @}}"
+
+// sweepCommand returns the sweep's command line as the template writes it,
+// with the references resolved from refs and its state file at state.
+func sweepCommand(t *testing.T, tpl *template, refs map[string]string, state string) []string {
+	t.Helper()
+	args, err := strs(containerOf(t, tpl, "SweepTaskDefinition")["Command"])
+	if err != nil {
+		t.Fatalf("SweepTaskDefinition: Command: %v", err)
+	}
+	for i, a := range args {
+		if v, ok := refs[a]; ok {
+			args[i] = v
+		}
+		if i > 0 && args[i-1] == "--state-file" {
+			args[i] = state
+		}
+	}
+	return args
+}
+
+// hostResolver serves DNS on 127.0.0.1 until the test ends, answering
+// host's A query with 127.0.0.1 (where the containers publish their ports)
+// and every other name with NXDOMAIN, and returns its address: the sweep
+// resolves SRV targets with it as it would with the VPC resolver.
+func hostResolver(t *testing.T, host string) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fqdn := dns.Fqdn(host)
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		if len(q.Question) == 1 && strings.EqualFold(q.Question[0].Name, fqdn) {
+			if q.Question[0].Qtype == dns.TypeA {
+				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 0}, A: net.IPv4(127, 0, 0, 1)})
+			}
+		} else {
+			m.Rcode = dns.RcodeNameError
+		}
+		_ = w.WriteMsg(m)
+	})}
+	go func() { _ = srv.ActivateAndServe() }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return pc.LocalAddr().String()
+}
