@@ -229,13 +229,20 @@ func deleteStack(t *testing.T, s *stack) {
 	if out, err := c.try("cloudformation", "describe-stacks", "--stack-name", s.name); err == nil && !strings.Contains(out, "DELETE_COMPLETE") {
 		t.Errorf("stack %s still there after delete-stack: %s", s.name, tail(out, 10))
 	}
+	listed := map[string]string{} // one listing per type
+	list := func(args ...string) string {
+		k := strings.Join(args, " ")
+		if _, ok := listed[k]; !ok {
+			listed[k] = c.run(args...)
+		}
+		return listed[k]
+	}
 	for id, r := range s.Resources {
 		var gone bool
 		var out string
 		switch r.ResourceType {
 		case "AWS::IAM::Role":
-			_, err := c.try("iam", "get-role", "--role-name", r.PhysicalResourceId)
-			gone = err != nil && strings.Contains(err.Error(), "NoSuchEntity")
+			gone = !strings.Contains(list("iam", "list-roles", "--query", "Roles[].RoleName"), `"`+r.PhysicalResourceId+`"`)
 		case "AWS::AutoScaling::AutoScalingGroup":
 			out = c.run("autoscaling", "describe-auto-scaling-groups", "--auto-scaling-group-names", r.PhysicalResourceId)
 			gone = !strings.Contains(out, r.PhysicalResourceId)
@@ -252,7 +259,7 @@ func deleteStack(t *testing.T, s *stack) {
 			out = c.run("ec2", "describe-instances", "--instance-ids", r.PhysicalResourceId, "--query", "Reservations[].Instances[].State.Name")
 			gone = strings.Contains(out, "terminated")
 		case "AWS::EC2::Subnet", "AWS::EC2::SecurityGroup", "AWS::EC2::LaunchTemplate":
-			gone = !strings.Contains(c.run("ec2", describeEC2[r.ResourceType]), r.PhysicalResourceId)
+			gone = !strings.Contains(list("ec2", describeEC2[r.ResourceType]), r.PhysicalResourceId)
 		default:
 			continue
 		}
