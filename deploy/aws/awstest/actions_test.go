@@ -19,6 +19,7 @@ package awstest
 
 import (
 	"context"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -344,6 +345,28 @@ func TestPolicyActionsMatchTheCode(t *testing.T) {
 		}
 	}
 
+	// No other role may touch Route 53, and no role holds a FullAccess
+	// or Route 53 managed policy.
+	for id, r := range tpl.Resources {
+		if r.Type != "AWS::IAM::Role" {
+			continue
+		}
+		arns, _ := r.Properties["ManagedPolicyArns"].([]any)
+		for _, a := range arns {
+			if as := strings.ToLower(fmt.Sprint(a)); strings.Contains(as, "fullaccess") || strings.Contains(as, "route53") {
+				t.Errorf("%s holds the managed policy %v: grant what the code calls, inline", id, a)
+			}
+		}
+		if _, ok := recorded[id]; ok {
+			continue
+		}
+		walkStrings(r.Properties, func(v string) {
+			if strings.HasPrefix(strings.ToLower(v), "route53:") {
+				t.Errorf("%s grants %s: only the agent's and the sweep's roles may touch Route 53", id, v)
+			}
+		})
+	}
+
 	// Every operation in the code is either exercised above, under a
 	// role, or known not to be reached with the template's flags.
 	all := map[string]bool{}
@@ -374,5 +397,25 @@ func TestPolicyActionsMatchTheCode(t *testing.T) {
 	// The excuse holds: naming the zone by name is what calls it.
 	if !byName["ListHostedZonesByName"] || byName["GetHostedZone"] {
 		t.Errorf("opening the zone by name called %v, want ListHostedZonesByName and not GetHostedZone", keys(byName))
+	}
+}
+
+// walkStrings calls fn with every string in a decoded YAML value.
+func walkStrings(v any, fn func(string)) {
+	switch x := v.(type) {
+	case string:
+		fn(x)
+	case []any:
+		for _, e := range x {
+			walkStrings(e, fn)
+		}
+	case map[any]any:
+		for _, e := range x {
+			walkStrings(e, fn)
+		}
+	case map[string]any:
+		for _, e := range x {
+			walkStrings(e, fn)
+		}
 	}
 }
