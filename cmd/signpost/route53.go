@@ -19,7 +19,7 @@ func route53Flags(fs *flag.FlagSet) func(log *slog.Logger) route53backend.Config
 	fs.BoolVar(&c.AllowPublic, "allow-public-zone", false, "route53: accept a public hosted zone")
 	fs.StringVar(&c.Endpoint, "route53-endpoint", "", "route53: API endpoint URL (default: AWS's; for VPC endpoints)")
 	fs.StringVar(&c.Region, "region", "", "route53: AWS region (default: from the environment or instance metadata)")
-	fs.Float64Var(&c.Rate, "route53-rate", route53backend.DefaultRate, "route53: API requests a second at most (the account limit is 5)")
+	fs.Float64Var(&c.Rate, "route53-rate", route53backend.DefaultRate, "route53: API requests a second at most, retries included (Route 53's quota is 10 a second per account, shared by every agent and caller in it)")
 	fs.DurationVar(&c.Window, "route53-window", route53backend.DefaultWindow, "route53: changes arriving within this window go in one request")
 	ttl := fs.Duration("route53-ttl", time.Duration(route53backend.DefaultTTL)*time.Second, "route53: TTL of the records written (the original agent used 0)")
 	return func(log *slog.Logger) route53backend.Config {

@@ -40,8 +40,8 @@ func r53Measure(emu *r53emu.Server) r53Figures {
 }
 
 // benchR53Emu starts an emulator that throttles, as AWS does per account,
-// beyond 5 requests a second (burst 5): a client over the limit would see
-// Throttling answers, counted as failures.
+// beyond 10 requests a second (burst 50; 5 and 5 before 30 July 2026): a
+// client over the limit would see Throttling answers, counted as failures.
 func benchR53Emu(t *testing.T) (*r53emu.Server, string) {
 	t.Helper()
 	emu, err := r53emu.Start()
@@ -50,12 +50,12 @@ func benchR53Emu(t *testing.T) (*r53emu.Server, string) {
 	}
 	t.Cleanup(func() { _ = emu.Close() })
 	zone := emu.AddZone(r53emu.Zone{Name: r53Zone, Private: true})
-	emu.SetRateLimit(5, 5)
+	emu.SetRateLimit(10, 50)
 	return emu, zone
 }
 
 // TestBenchRoute53Events drives the Route 53 backend, with its default
-// limits (4 requests a second, burst 1, 100ms coalescing window), with
+// limits (8 requests a second, burst 1, 100ms coalescing window), with
 // SIGNPOST_BENCH_R53_N (default 1,000) container start events as the agent
 // emits them: one Register per container port, each instance carrying the
 // agent's metadata, spread evenly over SIGNPOST_BENCH_R53_SPREAD (default
@@ -63,7 +63,7 @@ func benchR53Emu(t *testing.T) (*r53emu.Server, string) {
 // containers on a small test machine measures the machine, not the
 // backend (TestBenchRoute53Containers does the real thing with fewer).
 // It checks that every record ends in the zone exactly, that no request
-// failed (the emulator throttles beyond 5 a second), and reports the
+// failed (the emulator throttles beyond 10 a second), and reports the
 // number of ChangeResourceRecordSets calls against one per event.
 //
 //	SIGNPOST_BENCH=1 go test -run TestBenchRoute53Events -v ./internal/agent/
@@ -163,7 +163,7 @@ func benchRoute53Events(t *testing.T, n int, spread time.Duration) {
 func TestBenchRoute53Containers(t *testing.T) {
 	n := benchSize(t, "Route 53 container benchmark", "SIGNPOST_BENCH_R53_CONTAINERS", 50)
 	s := newR53Stack(t)
-	s.emu.SetRateLimit(5, 5)
+	s.emu.SetRateLimit(10, 50)
 	const host = "bench-c.servicediscovery.internal"
 	cfg := s.backendConfig(host)
 	cfg.Rate, cfg.Burst, cfg.Window, cfg.MaxBackoff = 0, 0, 0, 0 // the defaults

@@ -28,9 +28,11 @@ const (
 	// that is gone. Raise it to cut resolver traffic.
 	DefaultTTL = 0
 	// DefaultRate is the most Route 53 API requests a second one backend
-	// makes, every retry included. Route 53 allows five a second per
-	// account; stay under it.
-	DefaultRate = 4.0
+	// makes, every retry included. Route 53's request-rate quota is ten a
+	// second per account (a bucket of 50 refilled at 10 a second, since
+	// 30 July 2026; it was five before), shared by every caller in the
+	// account: stay under it, with room for the others.
+	DefaultRate = 8.0
 	// DefaultBurst is the limiter's burst.
 	DefaultBurst = 1
 	// DefaultWindow is how long changes are gathered before they are
@@ -81,7 +83,7 @@ type Config struct {
 	// Credentials replaces the SDK's default credential chain (tests).
 	Credentials aws.CredentialsProvider
 
-	// Rate is the most API requests a second (default 4); Burst the
+	// Rate is the most API requests a second (default 8); Burst the
 	// limiter's burst (default 1).
 	Rate  float64
 	Burst int
