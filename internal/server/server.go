@@ -22,6 +22,7 @@ import (
 
 	"github.com/signpost-dns/signpost/internal/api"
 	"github.com/signpost-dns/signpost/internal/dnsserver"
+	"github.com/signpost-dns/signpost/internal/httpguard"
 	"github.com/signpost-dns/signpost/internal/registry"
 	"github.com/signpost-dns/signpost/internal/store/embedded"
 	etcdstore "github.com/signpost-dns/signpost/internal/store/etcd"
@@ -37,6 +38,17 @@ type Config struct {
 	DataDir string
 	// TokenFile, when set, holds the bearer token every write needs.
 	TokenFile string
+	// ReadTokenFile, when set, holds a bearer token every read but
+	// /healthz needs (the write token is accepted too). Reads are open by
+	// default: DNS answers the same questions to anyone.
+	ReadTokenFile string
+	// AllowedHosts are the names, beside IP addresses, localhost and the
+	// listen address, that clients may send as the Host header. The check
+	// (against DNS rebinding) runs when there is no write token, or when
+	// AllowedHosts is set.
+	AllowedHosts []string
+	// HTTPLimits bound what API clients may hold (zero fields: defaults).
+	HTTPLimits httpguard.Limits
 	// PprofAddr, when set, serves Go's net/http/pprof profiles there (a
 	// loopback address: profiles show internals).
 	PprofAddr string
@@ -66,6 +78,7 @@ type Server struct {
 	index *registry.Index
 	dns   *dnsserver.Server
 	api   *api.API
+	guard *httpguard.Guard
 	log   *slog.Logger
 
 	reg   *prometheus.Registry
@@ -80,10 +93,49 @@ func ReadToken(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read token file %q: %w", path, err)
 	}
-	tok, _, _ := strings.Cut(string(b), "\n")
-	tok = strings.TrimSpace(tok)
+	lines := strings.Split(string(b), "\n")
+	tok := strings.TrimSpace(lines[0])
 	if tok == "" {
+		for i, l := range lines[1:] {
+			if strings.TrimSpace(l) != "" {
+				return "", fmt.Errorf("token file %q: line 1 is empty and the token is on line %d: put it on the first line", path, i+2)
+			}
+		}
 		return "", fmt.Errorf("token file %q: empty", path)
+	}
+	return tok, nil
+}
+
+// MinTokenLen is the shortest token that is not warned about.
+const MinTokenLen = 16
+
+// TokenFileWarnings says what is weak about a token file and its token:
+// a token shorter than MinTokenLen, a file that others than its owner may
+// read, text after the first line (ignored).
+func TokenFileWarnings(path, token string) []string {
+	var out []string
+	if len(token) < MinTokenLen {
+		out = append(out, fmt.Sprintf("token in %q is %d bytes: use at least %d random bytes (e.g. openssl rand -hex 32)", path, len(token), MinTokenLen))
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		out = append(out, fmt.Sprintf("token file %q has mode %v: group and others can read it; chmod 600 it", path, fi.Mode().Perm()))
+	}
+	if b, err := os.ReadFile(path); err == nil {
+		if _, rest, _ := strings.Cut(string(b), "\n"); strings.TrimSpace(rest) != "" {
+			out = append(out, fmt.Sprintf("token file %q: only the first line is the token; the lines after it are ignored", path))
+		}
+	}
+	return out
+}
+
+// readTokenFile reads a token file and logs its weaknesses.
+func readTokenFile(log *slog.Logger, path string) (string, error) {
+	tok, err := ReadToken(path)
+	if err != nil {
+		return "", err
+	}
+	for _, w := range TokenFileWarnings(path, tok) {
+		log.Warn(w)
 	}
 	return tok, nil
 }
@@ -116,9 +168,14 @@ func New(cfg Config) (_ *Server, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	token := ""
+	token, readToken := "", ""
+	if cfg.ReadTokenFile != "" {
+		if readToken, err = readTokenFile(cfg.Log, cfg.ReadTokenFile); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.TokenFile != "" {
-		if token, err = ReadToken(cfg.TokenFile); err != nil {
+		if token, err = readTokenFile(cfg.Log, cfg.TokenFile); err != nil {
 			return nil, err
 		}
 	} else if !isLoopback(cfg.HTTPAddr) {
@@ -179,10 +236,33 @@ func New(cfg Config) (_ *Server, err error) {
 	if s.dns, err = dnsserver.New(dcfg, s.index); err != nil {
 		return nil, err
 	}
-	s.api, err = api.New(api.Config{Store: s.store, Index: s.index, Token: token, DefaultTTL: cfg.DefaultTTL, Registry: reg, Log: cfg.Log})
+	s.api, err = api.New(api.Config{Store: s.store, Index: s.index, DefaultTTL: cfg.DefaultTTL, Registry: reg, Log: cfg.Log})
 	if err != nil {
 		return nil, err
 	}
+	lim := cfg.HTTPLimits
+	nofile, ferr := httpguard.RaiseFileLimit()
+	if ferr != nil {
+		cfg.Log.Warn("cannot read or raise the open file limit", "err", ferr)
+	}
+	if lim.MaxConns <= 0 {
+		lim.MaxConns = httpguard.ConnsForFileLimit(nofile)
+	}
+	s.guard, err = httpguard.New(httpguard.Config{
+		Limits:       lim,
+		WriteToken:   token,
+		ReadToken:    readToken,
+		ListenAddr:   cfg.HTTPAddr,
+		AllowedHosts: cfg.AllowedHosts,
+		CheckHost:    token == "" || len(cfg.AllowedHosts) > 0,
+		Classify:     api.Classify,
+		Registerer:   reg,
+		Log:          cfg.Log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	cfg.Log.Debug("HTTP limits", "open_files", nofile, "max_conns", lim.MaxConns)
 	if s.http, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("listen on HTTP address %q: %w", cfg.HTTPAddr, err)
 	}
@@ -298,11 +378,13 @@ func (s *Server) Run(ctx context.Context) error {
 			_ = ps.Serve(s.pprof)
 		}()
 	}
-	hs := &http.Server{Handler: s.api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-		// Long-lived watches end when the server does.
-		BaseContext: func(net.Listener) context.Context { return ctx }}
+	var handler http.Handler = s.api
+	hs := s.guard.Server(s.guard.Handler(handler))
+	// Long-lived watches end when the server does.
+	hs.BaseContext = func(net.Listener) context.Context { return ctx }
+	hl := s.guard.Listen(s.http, hs)
 	go func() {
-		err := hs.Serve(s.http)
+		err := hs.Serve(hl)
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}

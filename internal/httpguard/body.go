@@ -1,0 +1,68 @@
+package httpguard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+)
+
+// bodyKey carries a request's bodyCount in its context.
+type bodyKey struct{}
+
+// bodyCount counts the bytes read from a request body, for the per-item
+// check of a node set.
+type bodyCount struct {
+	rc      io.ReadCloser
+	n       int64
+	perItem int64
+}
+
+func (b *bodyCount) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.n += int64(n)
+	return n, err
+}
+
+func (b *bodyCount) Close() error { return b.rc.Close() }
+
+// limitBody refuses a declared body over max at once (413, and the
+// connection closed rather than drained) and cuts a body that grows past
+// max while it is read: the handler's decoder gets a *http.MaxBytesError.
+func (g *Guard) limitBody(w http.ResponseWriter, r *http.Request, kind Kind) (*http.Request, bool) {
+	max := g.lim.OtherBody
+	switch kind {
+	case WriteInstance:
+		max = g.lim.InstanceBody
+	case WriteNodeSet:
+		max = g.lim.NodeSetBody
+	}
+	if r.ContentLength > max {
+		w.Header().Set("Connection", "close")
+		g.refused.WithLabelValues("body_too_large").Inc()
+		refuse(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is over the limit of %d bytes for this request", r.ContentLength, max))
+		return r, false
+	}
+	bc := &bodyCount{rc: http.MaxBytesReader(w, r.Body, max), perItem: g.lim.InstanceBody}
+	r.Body = bc
+	return r.WithContext(context.WithValue(r.Context(), bodyKey{}, bc)), true
+}
+
+// ErrTooLarge is wrapped by the errors of CheckItems.
+var ErrTooLarge = errors.New("request body too large")
+
+// CheckItems checks, once a body of n items (the instances of a node set)
+// is read, that it is no larger than n times the per-instance limit (plus
+// 1 KiB): a node set's size follows its instance count, whatever its hard
+// cap. It does nothing for a request that did not pass through a Guard.
+func CheckItems(r *http.Request, n int) error {
+	bc, ok := r.Context().Value(bodyKey{}).(*bodyCount)
+	if !ok {
+		return nil
+	}
+	if allowed := 1<<10 + int64(n)*bc.perItem; bc.n > allowed {
+		return fmt.Errorf("%w: %d bytes for %d instances, over %d bytes per instance", ErrTooLarge, bc.n, n, bc.perItem)
+	}
+	return nil
+}
