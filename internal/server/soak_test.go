@@ -270,9 +270,20 @@ func soakConn(ctx context.Context, p *signposttest.Process, from byte) net.Conn 
 	return c
 }
 
-// soakHold keeps conns open until ctx is done, then closes them.
-func soakHold(ctx context.Context, conns []net.Conn) {
-	<-ctx.Done()
+// soakHolders opens a connection from 127.0.0.<from> every interval
+// until ctx is done, lets send write to it what a hostile client would,
+// never reads, and closes them all at the end.
+func soakHolders(ctx context.Context, p *signposttest.Process, from byte, every time.Duration, count *atomic.Int64, send func(i int, c net.Conn)) {
+	var conns []net.Conn
+	for i := 0; ctx.Err() == nil; i++ {
+		if c := soakConn(ctx, p, from); c != nil {
+			_ = c.(*net.TCPConn).SetReadBuffer(4096)
+			send(i, c)
+			conns = append(conns, c)
+			count.Add(1)
+		}
+		sleepCtx(ctx, every)
+	}
 	for _, c := range conns {
 		_ = c.Close()
 	}
@@ -280,53 +291,31 @@ func soakHold(ctx context.Context, conns []net.Conn) {
 
 // soakWatchers opens watches and blocking queries that never read.
 func soakWatchers(ctx context.Context, p *signposttest.Process, counts *soakCounts) {
-	var conns []net.Conn
 	paths := []string{"/v1/watch?index=0", "/v1/watch?service=soak1&index=0", "/v1/services/soak2?index=1&wait=20s", "/v1/instances"}
-	for i := 0; ctx.Err() == nil; i++ {
-		if c := soakConn(ctx, p, 2); c != nil {
-			_ = c.(*net.TCPConn).SetReadBuffer(4096)
-			fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", paths[i%len(paths)])
-			conns = append(conns, c)
-			counts.watchers.Add(1)
-		}
-		sleepCtx(ctx, 200*time.Millisecond)
-	}
-	soakHold(ctx, conns)
+	soakHolders(ctx, p, 2, 200*time.Millisecond, &counts.watchers, func(i int, c net.Conn) {
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", paths[i%len(paths)])
+	})
 }
 
 // soakIdle opens connections that send nothing, and keep-alive ones left
 // idle after a request.
 func soakIdle(ctx context.Context, p *signposttest.Process, counts *soakCounts) {
-	var conns []net.Conn
-	for i := 0; ctx.Err() == nil; i++ {
-		if c := soakConn(ctx, p, 3); c != nil {
-			if i%2 == 0 {
-				fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-			}
-			conns = append(conns, c)
-			counts.idle.Add(1)
+	soakHolders(ctx, p, 3, 100*time.Millisecond, &counts.idle, func(i int, c net.Conn) {
+		if i%2 == 0 {
+			fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
 		}
-		sleepCtx(ctx, 100*time.Millisecond)
-	}
-	soakHold(ctx, conns)
+	})
 }
 
 // soakHalfSent sends requests whose headers or bodies never end.
 func soakHalfSent(ctx context.Context, p *signposttest.Process, counts *soakCounts) {
-	var conns []net.Conn
-	for i := 0; ctx.Err() == nil; i++ {
-		if c := soakConn(ctx, p, 4); c != nil {
-			if i%2 == 0 {
-				fmt.Fprintf(c, "PUT /v1/instances/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
-			} else {
-				fmt.Fprintf(c, "GET /v1/instances HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
-			}
-			conns = append(conns, c)
-			counts.halfSent.Add(1)
+	soakHolders(ctx, p, 4, 200*time.Millisecond, &counts.halfSent, func(i int, c net.Conn) {
+		if i%2 == 0 {
+			fmt.Fprintf(c, "PUT /v1/instances/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+		} else {
+			fmt.Fprintf(c, "GET /v1/instances HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
 		}
-		sleepCtx(ctx, 200*time.Millisecond)
-	}
-	soakHold(ctx, conns)
+	})
 }
 
 // soakOversized sends bodies over the limits; each must get 413.
