@@ -441,7 +441,7 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 			if sn.err != nil {
 				return
 			}
-			if _, err := w.Write(sn.event); err != nil {
+			if _, err := w.Write(sn.sse()); err != nil {
 				return
 			}
 		}

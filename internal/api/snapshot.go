@@ -12,6 +12,10 @@ import (
 	"github.com/signpost-dns/signpost/internal/registry"
 )
 
+// pruneEvery is how many new service snapshots are made between two
+// sweeps of the snapshots of services that no longer exist.
+const pruneEvery = 1024
+
 // snapshots holds the encoded answers of the large reads, made once per
 // revision and shared by every client that asks for that revision: a
 // client that reads slowly, or not at all, holds a reference to shared
@@ -21,76 +25,136 @@ type snapshots struct {
 
 	mu sync.Mutex
 	// service holds, per service, its last encoded list.
-	service map[string]*snapshot
+	service map[string]*serviceSnapshot
+	// made counts the services entered since the last prune.
+	made int
 	// all is the last encoded GET /v1/instances.
 	all *snapshot
 }
 
-// snapshot is one encoded revision. Its fields are built once (under
-// once) and read-only after.
+// serviceSnapshot is the last snapshot of one service. Its lock makes the
+// clients that ask at once wait for one lookup, rather than each copy the
+// service's instances.
+type serviceSnapshot struct {
+	mu  sync.Mutex
+	cur *snapshot
+	// ixRev is the latest index revision cur is known current at.
+	ixRev int64
+}
+
+// snapshot is one revision of a list, encoded once as compact JSON; the
+// indented answer of a GET and the server-sent event of a watch are made
+// from it the first time each is asked for. Every field but ixRev is
+// read-only once made.
 type snapshot struct {
-	rev   int64 // the service's revision (for all: the index's)
-	ixRev int64 // the latest index revision it is known current at; guarded by snapshots.mu
-	once  sync.Once
-	list  []registry.Instance
-	body  []byte // indented JSON, for GET
-	event []byte // server-sent event, for /v1/watch
-	err   error
+	rev int64 // the service's revision (for all: the index's)
 	// dataRev is the revision of the data of forAll (the index may have
 	// moved on between the lookup and the read).
 	dataRev int64
+
+	// value gives what to encode; set before the snapshot is shared,
+	// dropped once it is encoded.
+	value       func() any
+	compactOnce sync.Once
+	compact     []byte
+	err         error
+
+	bodyOnce  sync.Once
+	body      []byte // indented JSON, for GET
+	eventOnce sync.Once
+	event     []byte // server-sent event, for /v1/watch
 }
 
 func newSnapshots(ix *registry.Index) *snapshots {
-	return &snapshots{ix: ix, service: map[string]*snapshot{}}
+	return &snapshots{ix: ix, service: map[string]*serviceSnapshot{}}
+}
+
+// encoded makes the compact JSON, once; every caller waits for it.
+func (sn *snapshot) encoded() *snapshot {
+	sn.compactOnce.Do(func() {
+		sn.compact, sn.err = json.Marshal(sn.value())
+		sn.value = nil
+	})
+	return sn
+}
+
+// indented is the answer of a GET.
+func (sn *snapshot) indented() []byte {
+	sn.bodyOnce.Do(func() {
+		var buf bytes.Buffer
+		buf.Grow(len(sn.compact) * 5 / 4)
+		if err := json.Indent(&buf, sn.compact, "", "  "); err != nil {
+			sn.body = sn.compact // cannot happen: compact is valid JSON
+			return
+		}
+		buf.WriteByte('\n')
+		sn.body = buf.Bytes()
+	})
+	return sn.body
+}
+
+// sse is the server-sent event of a watch.
+func (sn *snapshot) sse() []byte {
+	sn.eventOnce.Do(func() {
+		sn.event = fmt.Appendf(nil, "id: %d\nevent: service\ndata: %s\n\n", sn.rev, sn.compact)
+	})
+	return sn.event
 }
 
 // forService returns the encoded current list of service name.
 func (s *snapshots) forService(name string) *snapshot {
 	ixRev := s.ix.Rev()
 	s.mu.Lock()
-	cur := s.service[name]
-	fresh := cur != nil && cur.ixRev == ixRev
-	s.mu.Unlock()
-	if fresh {
-		return cur.build(name)
+	e := s.service[name]
+	if e == nil {
+		e = &serviceSnapshot{}
+		s.keep(name, e)
 	}
-	list, rev := s.ix.Instances(name)
-	s.mu.Lock()
-	if cur = s.service[name]; cur == nil || cur.rev != rev {
-		cur = &snapshot{rev: rev, list: list}
+	s.mu.Unlock()
+	e.mu.Lock()
+	if e.cur == nil || e.ixRev < ixRev {
+		list, rev := s.ix.Instances(name)
+		if e.cur == nil || e.cur.rev != rev {
+			e.cur = &snapshot{rev: rev, value: func() any {
+				return apiclient.WatchEvent{Service: name, Index: rev, Instances: list}
+			}}
+		}
+		e.ixRev = ixRev // the list is at least as new as ixRev
 		if len(list) == 0 {
-			delete(s.service, name)
-		} else {
-			s.service[name] = cur
+			s.forget(name, e)
 		}
 	}
-	if ixRev > cur.ixRev {
-		cur.ixRev = ixRev
-	}
-	s.mu.Unlock()
-	return cur.build(name)
+	cur := e.cur
+	e.mu.Unlock()
+	return cur.encoded()
 }
 
-// build encodes the snapshot the first time it is asked for.
-func (sn *snapshot) build(service string) *snapshot {
-	sn.once.Do(func() {
-		resp := apiclient.ServiceResponse{Service: service, Index: sn.rev, Instances: sn.list}
-		var buf bytes.Buffer
-		enc := json.NewEncoder(&buf)
-		enc.SetIndent("", "  ")
-		if sn.err = enc.Encode(resp); sn.err != nil {
-			return
+// keep stores the entry of a service seen for the first time, and now
+// and then forgets the services gone since. s.mu is held.
+func (s *snapshots) keep(name string, e *serviceSnapshot) {
+	s.service[name] = e
+	if s.made++; s.made < pruneEvery {
+		return
+	}
+	s.made = 0
+	live := map[string]bool{}
+	for _, n := range s.ix.ServiceNames() {
+		live[n] = true
+	}
+	for n := range s.service {
+		if !live[n] && n != name {
+			delete(s.service, n)
 		}
-		sn.body = buf.Bytes()
-		data, err := json.Marshal(apiclient.WatchEvent(resp))
-		if sn.err = err; err != nil {
-			return
-		}
-		sn.event = fmt.Appendf(nil, "id: %d\nevent: service\ndata: %s\n\n", sn.rev, data)
-		sn.list = nil // the bytes are all that is served from now on
-	})
-	return sn
+	}
+}
+
+// forget drops the entry of a service that has no instances.
+func (s *snapshots) forget(name string, e *serviceSnapshot) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.service[name] == e {
+		delete(s.service, name)
+	}
 }
 
 // forAll returns the encoded list of every instance.
@@ -99,20 +163,16 @@ func (s *snapshots) forAll() *snapshot {
 	s.mu.Lock()
 	cur := s.all
 	if cur == nil || cur.rev != rev {
-		cur = &snapshot{rev: rev, ixRev: rev}
-		s.all = cur
+		sn := &snapshot{rev: rev}
+		sn.value = func() any {
+			list, dataRev := s.ix.All()
+			sn.dataRev = dataRev
+			return list
+		}
+		cur, s.all = sn, sn
 	}
 	s.mu.Unlock()
-	cur.once.Do(func() {
-		list, dataRev := s.ix.All()
-		cur.dataRev = dataRev
-		var buf bytes.Buffer
-		enc := json.NewEncoder(&buf)
-		enc.SetIndent("", "  ")
-		cur.err = enc.Encode(list)
-		cur.body = buf.Bytes()
-	})
-	return cur
+	return cur.encoded()
 }
 
 // serveSnapshot answers with a shared encoded list. all says it is the
@@ -126,9 +186,10 @@ func (a *API) serveSnapshot(w http.ResponseWriter, sn *snapshot, all bool) {
 	if all {
 		rev = sn.dataRev
 	}
+	body := sn.indented()
 	w.Header().Set(apiclient.IndexHeader, strconv.FormatInt(rev, 10))
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(sn.body)))
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(sn.body)
+	_, _ = w.Write(body)
 }
