@@ -25,8 +25,12 @@ import (
 	"github.com/signpost-dns/signpost/internal/registry"
 )
 
-// MaxBodyBytes caps a request body.
+// MaxBodyBytes caps a request body (httpguard's limits, in front, are
+// lower).
 const MaxBodyBytes = 8 << 20
+
+// MaxWait is the longest wait of a blocking query.
+const MaxWait = 10 * time.Minute
 
 // Config configures the API handler.
 type Config struct {
@@ -327,8 +331,8 @@ func blocking(r *http.Request) (index int64, wait time.Duration, err error) {
 	wait = 5 * time.Minute
 	if v := r.URL.Query().Get("wait"); v != "" {
 		wait, err = time.ParseDuration(v)
-		if err != nil || wait <= 0 || wait > 10*time.Minute {
-			return 0, 0, fmt.Errorf("invalid wait %q: want a duration up to 10m", v)
+		if err != nil || wait <= 0 || wait > MaxWait {
+			return 0, 0, fmt.Errorf("invalid wait %q: want a duration up to %s", v, MaxWait)
 		}
 	}
 	return index, wait, nil

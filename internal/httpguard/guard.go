@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -33,6 +34,10 @@ type Config struct {
 	CheckHost bool
 	// Classify says what kind a request is.
 	Classify func(*http.Request) Kind
+	// StreamQuiet is the longest a watch or blocking query may go
+	// without writing (the API's longest wait; default 10m): past it
+	// plus WriteTimeout, its connection is closed.
+	StreamQuiet time.Duration
 	// Registerer gets the guard's metrics (default: none).
 	Registerer prometheus.Registerer
 	Log        *slog.Logger
@@ -59,6 +64,9 @@ func New(cfg Config) (*Guard, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.StreamQuiet <= 0 {
+		cfg.StreamQuiet = 10 * time.Minute
 	}
 	g := &Guard{
 		cfg:     cfg,

@@ -44,10 +44,12 @@ func (g *Guard) acquireStream(ip string) (release func(), status int, msg string
 	}, 0, ""
 }
 
-// stream runs a watch or blocking query: it takes a slot, lifts the
+// stream runs a watch or blocking query: it takes a slot, replaces the
 // server's whole-request deadlines (a blocking query may wait minutes and
-// a watch runs for as long as the client stays), and answers through a
-// writer that gives each write a fresh WriteTimeout.
+// a watch runs for as long as the client stays) with StreamQuiet plus
+// WriteTimeout for the first write, and answers through a writer that
+// gives each write a fresh WriteTimeout. The read deadline is lifted: a
+// stream has no body, and a client that goes away is seen at once.
 func (g *Guard) stream(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	if r.ContentLength != 0 {
 		// Lifting the read deadline is only safe once the body is read:
@@ -71,6 +73,6 @@ func (g *Guard) stream(w http.ResponseWriter, r *http.Request, next http.Handler
 	defer release()
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
-	_ = rc.SetWriteDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Now().Add(g.cfg.StreamQuiet + g.lim.WriteTimeout))
 	next.ServeHTTP(&deadlineWriter{ResponseWriter: w, rc: rc, timeout: g.lim.WriteTimeout}, r)
 }

@@ -256,6 +256,7 @@ func New(cfg Config) (_ *Server, err error) {
 		AllowedHosts: cfg.AllowedHosts,
 		CheckHost:    token == "" || len(cfg.AllowedHosts) > 0,
 		Classify:     api.Classify,
+		StreamQuiet:  api.MaxWait,
 		Registerer:   reg,
 		Log:          cfg.Log,
 	})
