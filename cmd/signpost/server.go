@@ -112,7 +112,7 @@ func httpFlags(fs *flag.FlagSet, cfg *server.Config) *string {
 	fs.DurationVar(&l.IdleTimeout, "http-idle-timeout", d.IdleTimeout, "idle keep-alive connections are closed after this")
 	fs.IntVar(&l.MaxConns, "http-max-conns", 0, "open API connections in all; the oldest idle one is closed for a new one (default: half the open-file limit less 64, at most 4096)")
 	fs.IntVar(&l.MaxConnsPerClient, "http-max-conns-per-client", d.MaxConnsPerClient, "open API connections from one client IP")
-	fs.IntVar(&l.MaxStreams, "http-max-streams", d.MaxStreams, "watches and blocking queries open in all (503 beyond)")
+	fs.IntVar(&l.MaxStreams, "http-max-streams", 0, "watches and blocking queries open in all, 503 beyond (default: half of --http-max-conns)")
 	fs.IntVar(&l.MaxStreamsPerClient, "http-max-streams-per-client", d.MaxStreamsPerClient, "watches and blocking queries open from one client IP (429 beyond)")
 	fs.Int64Var(&l.InstanceBody, "max-instance-body", d.InstanceBody, "largest body of one instance (PUT /v1/instances/ID), and each instance's share of a node set, in bytes")
 	fs.Int64Var(&l.NodeSetBody, "max-node-set-body", d.NodeSetBody, "largest body of a node set (PUT /v1/nodes/NODE), in bytes, whatever its instance count")

@@ -36,6 +36,7 @@ type Limits struct {
 	// MaxConnsPerClient caps open connections from one client IP.
 	MaxConnsPerClient int
 	// MaxStreams caps watches and blocking queries in all (503 beyond).
+	// 0: half of MaxConns, so that streams never take every connection.
 	MaxStreams int
 	// MaxStreamsPerClient caps watches and blocking queries from one
 	// client IP (429 beyond).
@@ -60,7 +61,7 @@ func Defaults() Limits {
 		IdleTimeout:         2 * time.Minute,
 		MaxConns:            0,
 		MaxConnsPerClient:   128,
-		MaxStreams:          4096,
+		MaxStreams:          0,
 		MaxStreamsPerClient: 64,
 		InstanceBody:        16 << 10,
 		NodeSetBody:         4 << 20,
@@ -85,8 +86,9 @@ func (l Limits) withDefaults() Limits {
 			*v = def
 		}
 	}
+	seti(&l.MaxConns, ConnsForFileLimit(0))
 	seti(&l.MaxConnsPerClient, d.MaxConnsPerClient)
-	seti(&l.MaxStreams, d.MaxStreams)
+	seti(&l.MaxStreams, max(1, l.MaxConns/2))
 	seti(&l.MaxStreamsPerClient, d.MaxStreamsPerClient)
 	set64 := func(v *int64, def int64) {
 		if *v <= 0 {

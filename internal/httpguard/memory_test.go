@@ -1,6 +1,7 @@
 package httpguard_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -222,4 +223,47 @@ func TestBodyLimits(t *testing.T) {
 	}
 	// A 1,000-instance node set is fine.
 	putNodeSet(t, p.URL, "n2", "calc", 0, 1000, 0)
+}
+
+// TestWatchOutlivesTimeouts: a watch that reads is not cut by the read or
+// write timeout, however long it stays quiet: each write gets its own.
+func TestWatchOutlivesTimeouts(t *testing.T) {
+	p := signposttest.StartProcess(t, 0, "--http-write-timeout", "1s", "--http-read-timeout", "1s", "--http-idle-timeout", "1s")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", p.URL+"/v1/watch?service=calc&index=0", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				events <- data
+			}
+		}
+		close(events)
+	}()
+	for gen := 1; gen <= 3; gen++ {
+		// Quiet for three times every timeout, then a change.
+		time.Sleep(3 * time.Second)
+		body, _ := json.Marshal(mkInstance("calc", "", 1, gen))
+		if status, msg := call(t, "PUT", p.URL+"/v1/instances/calc-1", string(body), jsonCT); status != 200 {
+			t.Fatalf("PUT: %d %s", status, msg)
+		}
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				t.Fatalf("watch closed after %d quiet periods longer than every timeout", gen)
+			}
+			if !strings.Contains(ev, fmt.Sprintf(`"gen":"%d"`, gen)) {
+				t.Fatalf("event %d: %s", gen, ev)
+			}
+		case <-ctx.Done():
+			t.Fatal("no event")
+		}
+	}
 }
