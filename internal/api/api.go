@@ -192,14 +192,14 @@ func decodeStatus(err error) int {
 // decode reads a JSON body strictly: one value, no unknown fields. The
 // token, Content-Type and size limits are httpguard's, in front.
 func decode(r *http.Request, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return fmt.Errorf("content type %q: want application/json", ct)
-	}
 	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, MaxBodyBytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		if errors.Is(err, io.EOF) {
 			return errors.New("empty body: want a JSON object")
+		}
+		if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
+			return fmt.Errorf("request body over its limit of %d bytes: %w", tooBig.Limit, err)
 		}
 		return fmt.Errorf("bad JSON body: %w", err)
 	}
