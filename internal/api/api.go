@@ -445,7 +445,7 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 			if sn.err != nil {
 				return
 			}
-			if _, err := w.Write(sn.sse()); err != nil {
+			if err := sn.writeEvent(w); err != nil {
 				return
 			}
 		}

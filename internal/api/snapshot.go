@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"sync"
@@ -42,9 +43,9 @@ type serviceSnapshot struct {
 	ixRev int64
 }
 
-// snapshot is one revision of a list, encoded once as compact JSON; the
-// indented answer of a GET and the server-sent event of a watch are made
-// from it the first time each is asked for. Every field but ixRev is
+// snapshot is one revision of a list, encoded once as compact JSON, which
+// the events of a watch carry; the indented answer of a GET is made from
+// it the first time it is asked for. Every field but ixRev is
 // read-only once made.
 type snapshot struct {
 	rev int64 // the service's revision (for all: the index's)
@@ -59,10 +60,8 @@ type snapshot struct {
 	compact     []byte
 	err         error
 
-	bodyOnce  sync.Once
-	body      []byte // indented JSON, for GET
-	eventOnce sync.Once
-	event     []byte // server-sent event, for /v1/watch
+	bodyOnce sync.Once
+	body     []byte // indented JSON, for GET
 }
 
 func newSnapshots(ix *registry.Index) *snapshots {
@@ -93,12 +92,17 @@ func (sn *snapshot) indented() []byte {
 	return sn.body
 }
 
-// sse is the server-sent event of a watch.
-func (sn *snapshot) sse() []byte {
-	sn.eventOnce.Do(func() {
-		sn.event = fmt.Appendf(nil, "id: %d\nevent: service\ndata: %s\n\n", sn.rev, sn.compact)
-	})
-	return sn.event
+// writeEvent writes the server-sent event of a watch, around the shared
+// compact JSON (which has no newline, as an event's data line must not).
+func (sn *snapshot) writeEvent(w io.Writer) error {
+	if _, err := fmt.Fprintf(w, "id: %d\nevent: service\ndata: ", sn.rev); err != nil {
+		return err
+	}
+	if _, err := w.Write(sn.compact); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, "\n\n")
+	return err
 }
 
 // forService returns the encoded current list of service name.

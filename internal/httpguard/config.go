@@ -8,7 +8,7 @@ package httpguard
 
 import (
 	"encoding/json"
-	"net"
+	"net/netip"
 	"net/http"
 	"time"
 
@@ -121,14 +121,21 @@ const (
 // IsWrite reports whether k changes the registry.
 func (k Kind) IsWrite() bool { return k >= WriteInstance }
 
-// clientIP is the address a request or connection comes from (no port).
-// Forwarding headers are not trusted: the API is reached directly.
+// clientIP names the client a request or connection comes from, for its
+// share of the limits: its IPv4 address, or the /64 of its IPv6 address
+// (one host commonly holds a whole /64). Forwarding headers are not
+// trusted: the API is reached directly.
 func clientIP(remote string) string {
-	host, _, err := net.SplitHostPort(remote)
+	ap, err := netip.ParseAddrPort(remote)
 	if err != nil {
 		return remote
 	}
-	return host
+	ip := ap.Addr().Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
 }
 
 // refuse answers with the API's JSON error body.

@@ -154,3 +154,19 @@ func TestConnLimiterEvictsOldestIdle(t *testing.T) {
 		t.Fatalf("%d connections counted, want 2", n)
 	}
 }
+
+func TestClientIP(t *testing.T) {
+	cases := map[string]string{
+		"10.0.0.1:5353":              "10.0.0.1",
+		"[::ffff:10.0.0.1]:80":       "10.0.0.1",
+		"[2001:db8:1:2:3:4:5:6]:443": "2001:db8:1:2::/64",
+		"[2001:db8:1:2::ff]:443":     "2001:db8:1:2::/64",
+		"[fe80::1%eth0]:80":          "fe80::/64",
+		"not an address":             "not an address",
+	}
+	for in, want := range cases {
+		if got := clientIP(in); got != want {
+			t.Errorf("clientIP(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
