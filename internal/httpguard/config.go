@@ -8,8 +8,8 @@ package httpguard
 
 import (
 	"encoding/json"
-	"net/netip"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/signpost-dns/signpost/internal/apiclient"
