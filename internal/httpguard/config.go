@@ -20,6 +20,8 @@ import (
 type Limits struct {
 	// ReadHeaderTimeout bounds reading a request's headers.
 	ReadHeaderTimeout time.Duration
+	// MaxHeaderBytes bounds a request's headers (431 beyond).
+	MaxHeaderBytes int
 	// ReadTimeout bounds reading a whole request, body included: a
 	// request that declares a body it never sends is closed after it.
 	ReadTimeout time.Duration
@@ -56,6 +58,7 @@ type Limits struct {
 func Defaults() Limits {
 	return Limits{
 		ReadHeaderTimeout:   10 * time.Second,
+		MaxHeaderBytes:      16 << 10,
 		ReadTimeout:         30 * time.Second,
 		WriteTimeout:        30 * time.Second,
 		IdleTimeout:         2 * time.Minute,
@@ -86,6 +89,7 @@ func (l Limits) withDefaults() Limits {
 			*v = def
 		}
 	}
+	seti(&l.MaxHeaderBytes, d.MaxHeaderBytes)
 	seti(&l.MaxConns, ConnsForFileLimit(0))
 	seti(&l.MaxConnsPerClient, d.MaxConnsPerClient)
 	seti(&l.MaxStreams, max(1, l.MaxConns/2))

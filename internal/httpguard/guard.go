@@ -143,6 +143,7 @@ func (g *Guard) Server(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: g.lim.ReadHeaderTimeout,
+		MaxHeaderBytes:    g.lim.MaxHeaderBytes,
 		ReadTimeout:       g.lim.ReadTimeout,
 		WriteTimeout:      g.lim.WriteTimeout,
 		IdleTimeout:       g.lim.IdleTimeout,

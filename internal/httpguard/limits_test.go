@@ -160,3 +160,16 @@ func TestLowFileLimit(t *testing.T) {
 		t.Fatalf("%v API connections open under ulimit -n 160: want at most (160-64)/2 = 48 (and a few closing)", open)
 	}
 }
+
+// TestLargeHeadersRefused: headers over 16 KiB get 431, so that a
+// connection cannot make the server hold a megabyte of headers.
+func TestLargeHeadersRefused(t *testing.T) {
+	p := signposttest.StartProcess(t, 0)
+	status, _ := call(t, "GET", p.URL+"/v1/instances", "", map[string]string{"X-Pad": strings.Repeat("x", 64<<10)})
+	if status != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("64 KiB of headers: %d, want 431", status)
+	}
+	if status, _ := call(t, "GET", p.URL+"/v1/instances", "", map[string]string{"X-Pad": strings.Repeat("x", 8<<10)}); status != 200 {
+		t.Fatalf("8 KiB of headers: %d, want 200", status)
+	}
+}
