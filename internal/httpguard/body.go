@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 )
 
 // bodyKey carries a request's bodyCount in its context.
@@ -27,10 +28,35 @@ func (b *bodyCount) Read(p []byte) (int, error) {
 
 func (b *bodyCount) Close() error { return b.rc.Close() }
 
+// inFlight counts the body bytes of writes being served.
+type inFlight struct {
+	mu sync.Mutex
+	n  int64
+}
+
+// reserve takes n bytes of the BodiesInFlight budget, or returns nil
+// when they are not there.
+func (g *Guard) reserve(n int64) (release func()) {
+	f := &g.bodies
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n+n > g.lim.BodiesInFlight {
+		return nil
+	}
+	f.n += n
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.n -= n
+	}
+}
+
 // limitBody refuses a declared body over max at once (413, and the
 // connection closed rather than drained) and cuts a body that grows past
 // max while it is read: the handler's decoder gets a *http.MaxBytesError.
-func (g *Guard) limitBody(w http.ResponseWriter, r *http.Request, kind Kind) (*http.Request, bool) {
+// An instance or node set body also takes its share of BodiesInFlight
+// (503 when there is none left); release gives it back.
+func (g *Guard) limitBody(w http.ResponseWriter, r *http.Request, kind Kind) (_ *http.Request, release func(), ok bool) {
 	max := g.lim.OtherBody
 	switch kind {
 	case WriteInstance:
@@ -42,11 +68,25 @@ func (g *Guard) limitBody(w http.ResponseWriter, r *http.Request, kind Kind) (*h
 		w.Header().Set("Connection", "close")
 		g.refused.WithLabelValues("body_too_large").Inc()
 		refuse(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is over the limit of %d bytes for this request", r.ContentLength, max))
-		return r, false
+		return r, nil, false
+	}
+	release = func() {}
+	if kind == WriteInstance || kind == WriteNodeSet {
+		n := max
+		if r.ContentLength >= 0 {
+			n = r.ContentLength
+		}
+		if release = g.reserve(n); release == nil {
+			g.refused.WithLabelValues("bodies_in_flight").Inc()
+			w.Header().Set("Connection", "close")
+			w.Header().Set("Retry-After", "1")
+			refuse(w, http.StatusServiceUnavailable, fmt.Sprintf("too many large writes being read at once (%d bytes in all, --http-max-bodies-in-flight); retry", g.lim.BodiesInFlight))
+			return r, nil, false
+		}
 	}
 	bc := &bodyCount{rc: http.MaxBytesReader(w, r.Body, max), perItem: g.lim.InstanceBody}
 	r.Body = bc
-	return r.WithContext(context.WithValue(r.Context(), bodyKey{}, bc)), true
+	return r.WithContext(context.WithValue(r.Context(), bodyKey{}, bc)), release, true
 }
 
 // ErrTooLarge is wrapped by the errors of CheckItems.

@@ -49,6 +49,10 @@ type Limits struct {
 	// NodeSetBody is the hard cap on a node set's body (PUT /v1/nodes/N),
 	// whatever its instance count.
 	NodeSetBody int64
+	// BodiesInFlight caps the bytes of instance and node set bodies being
+	// read and decoded at once, in all (503 beyond): each request counts
+	// for its declared length, or its limit when it declares none.
+	BodiesInFlight int64
 	// OtherBody caps every other request body (heartbeats, deletes,
 	// reads), which carry nothing.
 	OtherBody int64
@@ -69,6 +73,7 @@ func Defaults() Limits {
 		InstanceBody:        16 << 10,
 		NodeSetBody:         4 << 20,
 		OtherBody:           4 << 10,
+		BodiesInFlight:      16 << 20,
 	}
 }
 
@@ -102,6 +107,7 @@ func (l Limits) withDefaults() Limits {
 	set64(&l.InstanceBody, d.InstanceBody)
 	set64(&l.NodeSetBody, d.NodeSetBody)
 	set64(&l.OtherBody, d.OtherBody)
+	set64(&l.BodiesInFlight, max(d.BodiesInFlight, l.NodeSetBody))
 	return l
 }
 

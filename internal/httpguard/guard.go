@@ -51,6 +51,7 @@ type Guard struct {
 	hosts   hosts
 	log     *slog.Logger
 	streams streams
+	bodies  inFlight
 
 	refused     *prometheus.CounterVec
 	streamsOpen prometheus.Gauge
@@ -125,10 +126,11 @@ func (g *Guard) Handler(next http.Handler) http.Handler {
 				return
 			}
 		}
-		r, ok := g.limitBody(w, r, kind)
+		r, release, ok := g.limitBody(w, r, kind)
 		if !ok {
 			return
 		}
+		defer release()
 		if kind == Stream {
 			g.stream(w, r, next)
 			return

@@ -267,3 +267,46 @@ func TestWatchOutlivesTimeouts(t *testing.T) {
 		}
 	}
 }
+
+// TestBodiesInFlight: writes whose bodies are being read share one
+// budget; a write beyond it gets 503 and may retry once the others end.
+func TestBodiesInFlight(t *testing.T) {
+	p := signposttest.StartProcess(t, 0, "--max-node-set-body", "100000", "--http-max-bodies-in-flight", "150000", "--http-read-timeout", "2s")
+	// A client that declares 100,000 bytes and sends ten holds them
+	// until the read timeout.
+	c := dial(t, p.HTTP)
+	fmt.Fprintf(c, "PUT /v1/nodes/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"ttl\":\"1")
+	var four []registry.Instance
+	for i := range 4 {
+		four = append(four, mkInstance("calc", "n1", i, 0))
+	}
+	body, _ := json.Marshal(apiclient.NodeRequest{TTL: "10s", Instances: four})
+	padded := string(body) + strings.Repeat(" ", 60000) // within four instances' share
+	status, msg := 0, ""
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Wait until the slow client's headers are in (its reservation made).
+	for status != http.StatusServiceUnavailable && ctx.Err() == nil {
+		status, msg = call(t, "PUT", p.URL+"/v1/nodes/n1", padded, jsonCT)
+		if status == 200 {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if status != http.StatusServiceUnavailable || !strings.Contains(msg, "--http-max-bodies-in-flight") {
+		t.Fatalf("60 KB node set beside 100 KB being read, budget 150 KB: %d %q, want 503", status, msg)
+	}
+	// A small write still fits.
+	if status, msg := call(t, "PUT", p.URL+"/v1/nodes/n1", string(body), jsonCT); status != 200 {
+		t.Fatalf("small node set: %d %q", status, msg)
+	}
+	closedWithin(t, c, 15*time.Second, "half-sent node set")
+	for {
+		if status, _ = call(t, "PUT", p.URL+"/v1/nodes/n1", padded, jsonCT); status == 200 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("60 KB node set after the slow client was closed: %d", status)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
