@@ -121,8 +121,11 @@ func TestLowFileLimit(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// A connection of its own for each request: a pooled idle one is
+	// what gives way to new connections here.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	for i := 0; i < 20; i++ {
-		resp, err := http.Post(p.URL+fmt.Sprintf("/v1/nodes/n%d/heartbeat", i), "application/json", nil)
+		resp, err := client.Post(p.URL+fmt.Sprintf("/v1/nodes/n%d/heartbeat", i), "application/json", nil)
 		if err != nil {
 			t.Fatalf("API under 300 idle connections and ulimit -n 160: %v", err)
 		}
@@ -132,8 +135,7 @@ func TestLowFileLimit(t *testing.T) {
 		}
 		req, _ := http.NewRequestWithContext(ctx, "PUT", p.URL+fmt.Sprintf("/v1/instances/i%d", i), strings.NewReader(instance))
 		req.Header.Set("Content-Type", "application/json")
-		req.Close = true
-		resp, err = http.DefaultClient.Do(req)
+		resp, err = client.Do(req)
 		if err != nil {
 			t.Fatalf("PUT under 300 idle connections: %v", err)
 		}
