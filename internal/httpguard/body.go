@@ -44,10 +44,12 @@ func (g *Guard) reserve(n int64) (release func()) {
 		return nil
 	}
 	f.n += n
+	g.bodyBytes.Add(float64(n))
 	return func() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		f.n -= n
+		g.bodyBytes.Sub(float64(n))
 	}
 }
 
@@ -65,9 +67,7 @@ func (g *Guard) limitBody(w http.ResponseWriter, r *http.Request, kind Kind) (_ 
 		max = g.lim.NodeSetBody
 	}
 	if r.ContentLength > max {
-		w.Header().Set("Connection", "close")
-		g.refused.WithLabelValues("body_too_large").Inc()
-		refuse(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is over the limit of %d bytes for this request", r.ContentLength, max))
+		g.deny(w, r, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("request body of %d bytes is over the limit of %d bytes for this request", r.ContentLength, max))
 		return r, nil, false
 	}
 	release = func() {}
@@ -77,10 +77,8 @@ func (g *Guard) limitBody(w http.ResponseWriter, r *http.Request, kind Kind) (_ 
 			n = r.ContentLength
 		}
 		if release = g.reserve(n); release == nil {
-			g.refused.WithLabelValues("bodies_in_flight").Inc()
-			w.Header().Set("Connection", "close")
 			w.Header().Set("Retry-After", "1")
-			refuse(w, http.StatusServiceUnavailable, fmt.Sprintf("too many large writes being read at once (%d bytes in all, --http-max-bodies-in-flight); retry", g.lim.BodiesInFlight))
+			g.deny(w, r, http.StatusServiceUnavailable, "bodies_in_flight", fmt.Sprintf("too many large writes being read at once (%d bytes in all, --http-max-bodies-in-flight); retry", g.lim.BodiesInFlight))
 			return r, nil, false
 		}
 	}

@@ -56,6 +56,7 @@ type Guard struct {
 	refused     *prometheus.CounterVec
 	streamsOpen prometheus.Gauge
 	connsOpen   prometheus.Gauge
+	bodyBytes   prometheus.Gauge
 }
 
 // New builds a guard and registers its metrics.
@@ -87,9 +88,13 @@ func New(cfg Config) (*Guard, error) {
 			Name: "signpost_http_connections",
 			Help: "HTTP connections open on the API listener.",
 		}),
+		bodyBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "signpost_http_body_bytes_in_flight",
+			Help: "Bytes of instance and node set bodies being read (as declared, or their limit).",
+		}),
 	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{g.refused, g.streamsOpen, g.connsOpen} {
+		for _, c := range []prometheus.Collector{g.refused, g.streamsOpen, g.connsOpen, g.bodyBytes} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("register HTTP guard metrics: %w", err)
 			}
@@ -107,22 +112,18 @@ func (g *Guard) Limits() Limits { return g.lim }
 func (g *Guard) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if g.cfg.CheckHost && !g.hosts.allows(r.Host) {
-			g.refused.WithLabelValues("host").Inc()
-			w.Header().Set("Connection", "close")
-			refuse(w, http.StatusForbidden, fmt.Sprintf("Host %q is not a name of this server (DNS rebinding?): reach it by IP address or localhost, or add the name to --allowed-hosts", r.Host))
+			g.deny(w, r, http.StatusForbidden, "host", fmt.Sprintf("Host %q is not a name of this server (DNS rebinding?): reach it by IP address or localhost, or add the name to --allowed-hosts", r.Host))
 			return
 		}
 		kind := g.cfg.Classify(r)
 		if msg := g.authorize(r, kind.IsWrite()); msg != "" {
-			g.refused.WithLabelValues("token").Inc()
 			w.Header().Set("WWW-Authenticate", `Bearer realm="signpost"`)
-			refuse(w, http.StatusUnauthorized, msg)
+			g.deny(w, r, http.StatusUnauthorized, "token", msg)
 			return
 		}
 		if kind.IsWrite() {
 			if err := checkContentType(r); err != nil {
-				g.refused.WithLabelValues("content_type").Inc()
-				refuse(w, http.StatusUnsupportedMediaType, err.Error())
+				g.deny(w, r, http.StatusUnsupportedMediaType, "content_type", err.Error())
 				return
 			}
 		}
@@ -139,8 +140,22 @@ func (g *Guard) Handler(next http.Handler) http.Handler {
 	})
 }
 
+// deny refuses r before its body is read, counting the refusal under
+// reason. A request that declared a body is answered with its connection
+// closed at once: the server neither reads nor waits for a body it will
+// not use (it would otherwise drain up to 256 KiB of it, for as long as
+// the read timeout lets the client dawdle).
+func (g *Guard) deny(w http.ResponseWriter, r *http.Request, status int, reason, msg string) {
+	g.refused.WithLabelValues(reason).Inc()
+	if r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	}
+	refuse(w, status, msg)
+}
+
 // Server returns an http.Server for h (a Handler) with the guard's
-// timeouts, and its connection tracking hooked in.
+// timeouts and header limit; Listen hooks the connection limits in.
 func (g *Guard) Server(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,

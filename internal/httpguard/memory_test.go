@@ -271,7 +271,7 @@ func TestWatchOutlivesTimeouts(t *testing.T) {
 // TestBodiesInFlight: writes whose bodies are being read share one
 // budget; a write beyond it gets 503 and may retry once the others end.
 func TestBodiesInFlight(t *testing.T) {
-	p := signposttest.StartProcess(t, 0, "--max-node-set-body", "100000", "--http-max-bodies-in-flight", "150000", "--http-read-timeout", "2s")
+	p := signposttest.StartProcess(t, 0, "--max-node-set-body", "100000", "--http-max-bodies-in-flight", "150000", "--http-read-timeout", "5s")
 	// A client that declares 100,000 bytes and sends ten holds them
 	// until the read timeout.
 	c := dial(t, p.HTTP)
@@ -282,16 +282,19 @@ func TestBodiesInFlight(t *testing.T) {
 	}
 	body, _ := json.Marshal(apiclient.NodeRequest{TTL: "10s", Instances: four})
 	padded := string(body) + strings.Repeat(" ", 60000) // within four instances' share
-	status, msg := 0, ""
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// Wait until the slow client's headers are in (its reservation made).
-	for status != http.StatusServiceUnavailable && ctx.Err() == nil {
-		status, msg = call(t, "PUT", p.URL+"/v1/nodes/n1", padded, jsonCT)
-		if status == 200 {
-			time.Sleep(20 * time.Millisecond)
+	// Wait until the slow client's headers are in (its share taken).
+	for {
+		if n, err := p.Metric(ctx, "signpost_http_body_bytes_in_flight"); err == nil && n == 100000 {
+			break
 		}
+		if ctx.Err() != nil {
+			t.Fatal("the slow client's body is not counted in flight")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
+	status, msg := call(t, "PUT", p.URL+"/v1/nodes/n1", padded, jsonCT)
 	if status != http.StatusServiceUnavailable || !strings.Contains(msg, "--http-max-bodies-in-flight") {
 		t.Fatalf("60 KB node set beside 100 KB being read, budget 150 KB: %d %q, want 503", status, msg)
 	}

@@ -54,9 +54,7 @@ func (g *Guard) stream(w http.ResponseWriter, r *http.Request, next http.Handler
 	if r.ContentLength != 0 {
 		// Lifting the read deadline is only safe once the body is read:
 		// a stream takes none.
-		g.refused.WithLabelValues("stream_with_body").Inc()
-		w.Header().Set("Connection", "close")
-		refuse(w, http.StatusBadRequest, "a watch or blocking query takes no request body")
+		g.deny(w, r, http.StatusBadRequest, "stream_with_body", "a watch or blocking query takes no request body")
 		return
 	}
 	release, status, msg := g.acquireStream(clientIP(r.RemoteAddr))
@@ -65,9 +63,8 @@ func (g *Guard) stream(w http.ResponseWriter, r *http.Request, next http.Handler
 		if status == http.StatusServiceUnavailable {
 			reason = "streams_total"
 		}
-		g.refused.WithLabelValues(reason).Inc()
 		w.Header().Set("Retry-After", strconv.Itoa(5))
-		refuse(w, status, msg)
+		g.deny(w, r, status, reason, msg)
 		return
 	}
 	defer release()
