@@ -123,7 +123,7 @@ func TestLowFileLimit(t *testing.T) {
 	defer cancel()
 	// A connection of its own for each request: a pooled idle one is
 	// what gives way to new connections here.
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for i := 0; i < 20; i++ {
 		resp, err := client.Post(p.URL+fmt.Sprintf("/v1/nodes/n%d/heartbeat", i), "application/json", nil)
 		if err != nil {
