@@ -11,6 +11,7 @@ import (
 
 	"github.com/signpost-dns/signpost/internal/buildinfo"
 	"github.com/signpost-dns/signpost/internal/dnsserver"
+	"github.com/signpost-dns/signpost/internal/httpguard"
 	"github.com/signpost-dns/signpost/internal/server"
 )
 
@@ -45,6 +46,7 @@ func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
 	tcpIdle := fs.Duration("dns-tcp-idle-timeout", 10*time.Second, "close a DNS TCP connection that has not sent a whole query for this long")
 	fs.BoolVar(&cfg.AllowLinkLocal, "allow-link-local", false, "accept registrations of link-local addresses (169.254.0.0/16, fe80::/10), refused by default")
 	mkResolver := resolverFlags(fs)
+	allowedHosts := httpFlags(fs, &cfg)
 	return func() (server.Config, error) {
 		var err error
 		if cfg.Resolver, err = mkResolver(); err != nil {
@@ -76,6 +78,7 @@ func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
 			cfg.DNS.NSAddrs = append(cfg.DNS.NSAddrs, ip)
 		}
 		cfg.DefaultTTL = *leaseTTL
+		cfg.AllowedHosts = splitList(*allowedHosts)
 		if cfg.StoreKind == "etcd" {
 			for _, e := range strings.Split(*etcdEndpoints, ",") {
 				if e = strings.TrimSpace(e); e != "" {
@@ -111,4 +114,36 @@ func runServer(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	return srv.Run(ctx)
+}
+
+// httpFlags registers the API's access and limit flags (see README,
+// "Limits"), and returns the --allowed-hosts value to split.
+func httpFlags(fs *flag.FlagSet, cfg *server.Config) *string {
+	d := httpguard.Defaults()
+	l := &cfg.HTTPLimits
+	fs.StringVar(&cfg.ReadTokenFile, "read-token-file", "", "file holding a bearer token that reads need too (default: reads are open, like DNS)")
+	hosts := fs.String("allowed-hosts", "", "comma-separated host names clients may reach the API by, beside IP addresses and localhost (\"*.example.com\" for subdomains, \"*\" for any); checked when there is no --token-file or when set")
+	fs.DurationVar(&l.ReadHeaderTimeout, "http-read-header-timeout", d.ReadHeaderTimeout, "longest a client may take to send a request's headers")
+	fs.DurationVar(&l.ReadTimeout, "http-read-timeout", d.ReadTimeout, "longest a client may take to send a whole request, body included")
+	fs.DurationVar(&l.WriteTimeout, "http-write-timeout", d.WriteTimeout, "longest an answer may take, and longest a watch or blocking query waits on a client that does not read")
+	fs.DurationVar(&l.IdleTimeout, "http-idle-timeout", d.IdleTimeout, "idle keep-alive connections are closed after this")
+	fs.IntVar(&l.MaxConns, "http-max-conns", 0, "open API connections in all; the oldest idle one is closed for a new one (default: half the open-file limit less 64, at most 4096)")
+	fs.IntVar(&l.MaxConnsPerClient, "http-max-conns-per-client", d.MaxConnsPerClient, "open API connections from one client IP")
+	fs.IntVar(&l.MaxStreams, "http-max-streams", 0, "watches and blocking queries open in all, 503 beyond (default: half of --http-max-conns)")
+	fs.IntVar(&l.MaxStreamsPerClient, "http-max-streams-per-client", d.MaxStreamsPerClient, "watches and blocking queries open from one client IP (429 beyond)")
+	fs.Int64Var(&l.InstanceBody, "max-instance-body", d.InstanceBody, "largest body of one instance (PUT /v1/instances/ID), and each instance's share of a node set, in bytes")
+	fs.Int64Var(&l.NodeSetBody, "max-node-set-body", d.NodeSetBody, "largest body of a node set (PUT /v1/nodes/NODE), in bytes, whatever its instance count")
+	fs.Int64Var(&l.BodiesInFlight, "http-max-bodies-in-flight", d.BodiesInFlight, "bytes of instance and node set bodies read at once, in all (503 beyond); at least --max-node-set-body")
+	return hosts
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net/netip"
-	"os/exec"
-	"regexp"
 	"sync"
 	"syscall"
 	"testing"
@@ -19,52 +16,13 @@ import (
 	"github.com/signpost-dns/signpost/internal/signposttest"
 )
 
-// serverProc is `signpost server` running as a child process.
-type serverProc struct {
-	cmd  *exec.Cmd
-	dns  string
-	http string
-}
-
-var runningLine = regexp.MustCompile(`signpost server running.*dns=(\S+) http=(\S+)`)
-
-func startServerProc(t *testing.T, args ...string) *serverProc {
-	t.Helper()
-	cmd := exec.Command(signposttest.Binary(t), append([]string{"server", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0"}, args...)...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &serverProc{cmd: cmd}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	found := make(chan [2]string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := runningLine.FindStringSubmatch(sc.Text()); m != nil {
-				found <- [2]string{m[1], m[2]}
-			}
-		}
-	}()
-	select {
-	case a := <-found:
-		p.dns, p.http = a[0], a[1]
-	case <-time.After(30 * time.Second):
-		t.Fatal("server did not say it was running")
-	}
-	return p
-}
-
 // TestAcknowledgedWritesSurviveSIGKILL writes from several clients, kills
 // the server with SIGKILL in the middle of the stream, restarts it on the
 // same data dir, and finds every write the API acknowledged.
 func TestAcknowledgedWritesSurviveSIGKILL(t *testing.T) {
 	dataDir := t.TempDir()
-	p := startServerProc(t, "--data-dir", dataDir)
-	c, err := apiclient.New(p.http, "")
+	p := signposttest.StartProcess(t, 0, "--data-dir", dataDir)
+	c, err := apiclient.New(p.URL, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,18 +74,18 @@ func TestAcknowledgedWritesSurviveSIGKILL(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	_ = p.cmd.Wait()
+	_ = p.Cmd.Wait()
 	close(stop)
 	wg.Wait()
 	if len(acked) < 300 {
 		t.Fatalf("only %d writes acknowledged before the kill", len(acked))
 	}
 
-	p2 := startServerProc(t, "--data-dir", dataDir)
-	c2, err := apiclient.New(p2.http, "")
+	p2 := signposttest.StartProcess(t, 0, "--data-dir", dataDir)
+	c2, err := apiclient.New(p2.URL, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +117,7 @@ func TestAcknowledgedWritesSurviveSIGKILL(t *testing.T) {
 	// And DNS answers them.
 	m := new(dns.Msg)
 	m.SetQuestion("_svc0._tcp.servicediscovery.internal.", dns.TypeSRV)
-	r, _, err := (&dns.Client{Net: "tcp", Timeout: 5 * time.Second}).Exchange(m, p2.dns)
+	r, _, err := (&dns.Client{Net: "tcp", Timeout: 5 * time.Second}).Exchange(m, p2.DNS)
 	if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
 		t.Fatalf("DNS after restart: %v %v", r, err)
 	}

@@ -7,7 +7,6 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,19 +22,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/signpost-dns/signpost/internal/apiclient"
+	"github.com/signpost-dns/signpost/internal/httpguard"
 	"github.com/signpost-dns/signpost/internal/registry"
 )
 
-// MaxBodyBytes caps a request body.
+// MaxBodyBytes caps a request body (httpguard's limits, in front, are
+// lower).
 const MaxBodyBytes = 8 << 20
+
+// MaxWait is the longest wait of a blocking query.
+const MaxWait = 10 * time.Minute
 
 // Config configures the API handler.
 type Config struct {
 	Store registry.Store
 	Index *registry.Index
-	// Token, when set, is required as "Authorization: Bearer <token>" on
-	// every write.
-	Token string
 	// DefaultTTL is the node lease TTL when a node request gives none.
 	DefaultTTL time.Duration
 	// MaxTTL caps node lease TTLs.
@@ -57,6 +58,7 @@ type API struct {
 	mux     *http.ServeMux
 	writes  *prometheus.CounterVec
 	refused *prometheus.CounterVec
+	snaps   *snapshots
 }
 
 // New builds the handler and registers its metrics.
@@ -88,6 +90,7 @@ func New(cfg Config) (*API, error) {
 			Name: "signpost_api_refused_total",
 			Help: "API requests refused, by HTTP status code.",
 		}, []string{"code"}),
+		snaps: newSnapshots(cfg.Index),
 	}
 	ix := cfg.Index
 	collectors := []prometheus.Collector{
@@ -126,12 +129,12 @@ func New(cfg Config) (*API, error) {
 	m.HandleFunc("GET /v1/services/{name}", a.getService)
 	m.HandleFunc("GET /v1/instances", a.listInstances)
 	m.HandleFunc("GET /v1/instances/{id}", a.getInstance)
-	m.HandleFunc("PUT /v1/instances/{id}", a.write(a.putInstance))
-	m.HandleFunc("DELETE /v1/instances/{id}", a.write(a.deleteInstance))
+	m.HandleFunc("PUT /v1/instances/{id}", a.putInstance)
+	m.HandleFunc("DELETE /v1/instances/{id}", a.deleteInstance)
 	m.HandleFunc("GET /v1/nodes", a.listNodes)
-	m.HandleFunc("PUT /v1/nodes/{node}", a.write(a.replaceNode))
-	m.HandleFunc("POST /v1/nodes/{node}/heartbeat", a.write(a.heartbeat))
-	m.HandleFunc("DELETE /v1/nodes/{node}", a.write(a.releaseNode))
+	m.HandleFunc("PUT /v1/nodes/{node}", a.replaceNode)
+	m.HandleFunc("POST /v1/nodes/{node}/heartbeat", a.heartbeat)
+	m.HandleFunc("DELETE /v1/nodes/{node}", a.releaseNode)
 	m.HandleFunc("GET /v1/watch", a.watch)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path), "")
@@ -181,35 +184,27 @@ func (a *API) failErr(w http.ResponseWriter, err error) {
 	}
 }
 
-// write wraps a write handler with the token check.
-func (a *API) write(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if a.cfg.Token != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(a.cfg.Token)) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="signpost"`)
-				msg := "missing bearer token: writes need Authorization: Bearer <token>"
-				if ok {
-					msg = "wrong bearer token"
-				}
-				a.fail(w, http.StatusUnauthorized, msg, "")
-				return
-			}
-		}
-		h(w, r)
+// decodeStatus is the status of a decode error: 413 for a body over its
+// limit (httpguard), else 400.
+func decodeStatus(err error) int {
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) || errors.Is(err, httpguard.ErrTooLarge) {
+		return http.StatusRequestEntityTooLarge
 	}
+	return http.StatusBadRequest
 }
 
-// decode reads a JSON body strictly: one value, no unknown fields.
+// decode reads a JSON body strictly: one value, no unknown fields. The
+// token, Content-Type and size limits are httpguard's, in front.
 func decode(r *http.Request, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return fmt.Errorf("content type %q: want application/json", ct)
-	}
 	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, MaxBodyBytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		if errors.Is(err, io.EOF) {
 			return errors.New("empty body: want a JSON object")
+		}
+		if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
+			return fmt.Errorf("request body over its limit of %d bytes: %w", tooBig.Limit, err)
 		}
 		return fmt.Errorf("bad JSON body: %w", err)
 	}
@@ -251,7 +246,7 @@ func (a *API) committed(w http.ResponseWriter, r *http.Request, op string, rev i
 func (a *API) putInstance(w http.ResponseWriter, r *http.Request) {
 	var in registry.Instance
 	if err := decode(r, &in); err != nil {
-		a.fail(w, http.StatusBadRequest, err.Error(), "")
+		a.fail(w, decodeStatus(err), err.Error(), "")
 		return
 	}
 	id := r.PathValue("id")
@@ -308,7 +303,11 @@ func (a *API) replaceNode(w http.ResponseWriter, r *http.Request) {
 	node := r.PathValue("node")
 	var req apiclient.NodeRequest
 	if err := decode(r, &req); err != nil {
-		a.fail(w, http.StatusBadRequest, err.Error(), "")
+		a.fail(w, decodeStatus(err), err.Error(), "")
+		return
+	}
+	if err := httpguard.CheckItems(r, len(req.Instances)); err != nil {
+		a.fail(w, decodeStatus(err), err.Error(), "instances")
 		return
 	}
 	ttl := a.cfg.DefaultTTL
@@ -381,8 +380,8 @@ func blocking(r *http.Request) (index int64, wait time.Duration, err error) {
 	wait = 5 * time.Minute
 	if v := r.URL.Query().Get("wait"); v != "" {
 		wait, err = time.ParseDuration(v)
-		if err != nil || wait <= 0 || wait > 10*time.Minute {
-			return 0, 0, fmt.Errorf("invalid wait %q: want a duration up to 10m", v)
+		if err != nil || wait <= 0 || wait > MaxWait {
+			return 0, 0, fmt.Errorf("invalid wait %q: want a duration up to %s", v, MaxWait)
 		}
 	}
 	return index, wait, nil
@@ -404,9 +403,7 @@ func (a *API) getService(w http.ResponseWriter, r *http.Request) {
 		a.cfg.Index.WaitService(ctx, name, index)
 		cancel()
 	}
-	list, rev := a.cfg.Index.Instances(name)
-	w.Header().Set(apiclient.IndexHeader, strconv.FormatInt(rev, 10))
-	writeJSON(w, http.StatusOK, apiclient.ServiceResponse{Service: name, Index: rev, Instances: list})
+	a.serveSnapshot(w, a.snaps.forService(name), false)
 }
 
 func (a *API) listInstances(w http.ResponseWriter, r *http.Request) {
@@ -420,16 +417,19 @@ func (a *API) listInstances(w http.ResponseWriter, r *http.Request) {
 		a.cfg.Index.WaitAny(ctx, index)
 		cancel()
 	}
-	all, rev := a.cfg.Index.All()
-	if node := r.URL.Query().Get("node"); node != "" {
-		kept := all[:0]
-		for _, in := range all {
-			if in.Node == node {
-				kept = append(kept, in)
-			}
-		}
-		all = kept
+	node := r.URL.Query().Get("node")
+	if node == "" {
+		a.serveSnapshot(w, a.snaps.forAll(), true)
+		return
 	}
+	all, rev := a.cfg.Index.All()
+	kept := all[:0]
+	for _, in := range all {
+		if in.Node == node {
+			kept = append(kept, in)
+		}
+	}
+	all = kept
 	w.Header().Set(apiclient.IndexHeader, strconv.FormatInt(rev, 10))
 	writeJSON(w, http.StatusOK, all)
 }
@@ -499,12 +499,11 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 			if only != "" && svc != only {
 				continue
 			}
-			list, srev := ix.Instances(svc)
-			data, err := json.Marshal(apiclient.WatchEvent{Service: svc, Index: srev, Instances: list})
-			if err != nil {
+			sn := a.snaps.forService(svc)
+			if sn.err != nil {
 				return
 			}
-			if _, err := fmt.Fprintf(w, "id: %d\nevent: service\ndata: %s\n\n", srev, data); err != nil {
+			if err := sn.writeEvent(w); err != nil {
 				return
 			}
 		}

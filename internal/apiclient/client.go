@@ -110,7 +110,9 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, u.String(), err)
 	}
-	if body != nil {
+	if body != nil || method != http.MethodGet {
+		// The server refuses a write not declared as JSON, even one
+		// without a body (a heartbeat): browsers cannot forge that.
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.token != "" {

@@ -23,6 +23,7 @@ import (
 	"github.com/signpost-dns/signpost/internal/api"
 	"github.com/signpost-dns/signpost/internal/dnsserver"
 	"github.com/signpost-dns/signpost/internal/forward"
+	"github.com/signpost-dns/signpost/internal/httpguard"
 	"github.com/signpost-dns/signpost/internal/registry"
 	"github.com/signpost-dns/signpost/internal/store/embedded"
 	etcdstore "github.com/signpost-dns/signpost/internal/store/etcd"
@@ -39,6 +40,17 @@ type Config struct {
 	DataDir string
 	// TokenFile, when set, holds the bearer token every write needs.
 	TokenFile string
+	// ReadTokenFile, when set, holds a bearer token every read but
+	// /healthz needs (the write token is accepted too). Reads are open by
+	// default: DNS answers the same questions to anyone.
+	ReadTokenFile string
+	// AllowedHosts are the names, beside IP addresses, localhost and the
+	// listen address, that clients may send as the Host header. The check
+	// (against DNS rebinding) runs when there is no write token, or when
+	// AllowedHosts is set.
+	AllowedHosts []string
+	// HTTPLimits bound what API clients may hold (zero fields: defaults).
+	HTTPLimits httpguard.Limits
 	// PprofAddr, when set, serves Go's net/http/pprof profiles there (a
 	// loopback address: profiles show internals).
 	PprofAddr string
@@ -80,6 +92,7 @@ type Server struct {
 	fwd   *forward.Resolver
 	api   *api.API
 	mux   *http.ServeMux // the API, and the web UI under /ui/
+	guard *httpguard.Guard
 	log   *slog.Logger
 
 	reg   *prometheus.Registry
@@ -94,10 +107,49 @@ func ReadToken(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read token file %q: %w", path, err)
 	}
-	tok, _, _ := strings.Cut(string(b), "\n")
-	tok = strings.TrimSpace(tok)
+	lines := strings.Split(string(b), "\n")
+	tok := strings.TrimSpace(lines[0])
 	if tok == "" {
+		for i, l := range lines[1:] {
+			if strings.TrimSpace(l) != "" {
+				return "", fmt.Errorf("token file %q: line 1 is empty and the token is on line %d: put it on the first line", path, i+2)
+			}
+		}
 		return "", fmt.Errorf("token file %q: empty", path)
+	}
+	return tok, nil
+}
+
+// MinTokenLen is the shortest token that is not warned about.
+const MinTokenLen = 16
+
+// TokenFileWarnings says what is weak about a token file and its token:
+// a token shorter than MinTokenLen, a file that others than its owner may
+// read, text after the first line (ignored).
+func TokenFileWarnings(path, token string) []string {
+	var out []string
+	if len(token) < MinTokenLen {
+		out = append(out, fmt.Sprintf("token in %q is %d bytes: use at least %d random bytes (e.g. openssl rand -hex 32)", path, len(token), MinTokenLen))
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		out = append(out, fmt.Sprintf("token file %q has mode %v: group and others can read it; chmod 600 it", path, fi.Mode().Perm()))
+	}
+	if b, err := os.ReadFile(path); err == nil {
+		if _, rest, _ := strings.Cut(string(b), "\n"); strings.TrimSpace(rest) != "" {
+			out = append(out, fmt.Sprintf("token file %q: only the first line is the token; the lines after it are ignored", path))
+		}
+	}
+	return out
+}
+
+// readTokenFile reads a token file and logs its weaknesses.
+func readTokenFile(log *slog.Logger, path string) (string, error) {
+	tok, err := ReadToken(path)
+	if err != nil {
+		return "", err
+	}
+	for _, w := range TokenFileWarnings(path, tok) {
+		log.Warn(w)
 	}
 	return tok, nil
 }
@@ -130,9 +182,14 @@ func New(cfg Config) (_ *Server, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	token := ""
+	token, readToken := "", ""
+	if cfg.ReadTokenFile != "" {
+		if readToken, err = readTokenFile(cfg.Log, cfg.ReadTokenFile); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.TokenFile != "" {
-		if token, err = ReadToken(cfg.TokenFile); err != nil {
+		if token, err = readTokenFile(cfg.Log, cfg.TokenFile); err != nil {
 			return nil, err
 		}
 	} else if !isLoopback(cfg.HTTPAddr) {
@@ -208,7 +265,7 @@ func New(cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	names.AllowLinkLocal = cfg.AllowLinkLocal
-	s.api, err = api.New(api.Config{Store: names.Guard(s.store), Index: s.index, Token: token, DefaultTTL: cfg.DefaultTTL, Registry: reg, Log: cfg.Log, HealthChecks: cfg.HealthChecks})
+	s.api, err = api.New(api.Config{Store: names.Guard(s.store), Index: s.index, DefaultTTL: cfg.DefaultTTL, Registry: reg, Log: cfg.Log, HealthChecks: cfg.HealthChecks})
 	if err != nil {
 		return nil, err
 	}
@@ -217,6 +274,33 @@ func New(cfg Config) (_ *Server, err error) {
 	if err := ui.Register(s.mux, ui.Config{Zone: s.dns.Zone(), DNSAddr: s.DNSAddr(), TTL: time.Duration(s.dns.TTL()) * time.Second}); err != nil {
 		return nil, err
 	}
+	lim := cfg.HTTPLimits
+	nofile, ferr := httpguard.RaiseFileLimit()
+	if ferr != nil {
+		cfg.Log.Warn("cannot read or raise the open file limit", "err", ferr)
+	}
+	if lim.MaxConns <= 0 {
+		lim.MaxConns = httpguard.ConnsForFileLimit(nofile)
+	}
+	s.guard, err = httpguard.New(httpguard.Config{
+		Limits:     lim,
+		WriteToken: token,
+		ReadToken:  readToken,
+		// The UI's files carry no registry data; its page asks for the
+		// read token and sends it with every API read.
+		OpenReads:    []string{"/", ui.Prefix},
+		ListenAddr:   cfg.HTTPAddr,
+		AllowedHosts: cfg.AllowedHosts,
+		CheckHost:    token == "" || len(cfg.AllowedHosts) > 0,
+		Classify:     api.Classify,
+		StreamQuiet:  api.MaxWait,
+		Registerer:   reg,
+		Log:          cfg.Log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	cfg.Log.Debug("HTTP limits", "open_files", nofile, "max_conns", lim.MaxConns)
 	if s.http, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("listen on HTTP address %q: %w", cfg.HTTPAddr, err)
 	}
@@ -347,11 +431,13 @@ func (s *Server) Run(ctx context.Context) error {
 			_ = ps.Serve(s.pprof)
 		}()
 	}
-	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-		// Long-lived watches end when the server does.
-		BaseContext: func(net.Listener) context.Context { return ctx }}
+	var handler http.Handler = s.mux
+	hs := s.guard.Server(s.guard.Handler(handler))
+	// Long-lived watches end when the server does.
+	hs.BaseContext = func(net.Listener) context.Context { return ctx }
+	hl := s.guard.Listen(s.http, hs)
 	go func() {
-		err := hs.Serve(s.http)
+		err := hs.Serve(hl)
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}
