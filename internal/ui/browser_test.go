@@ -83,7 +83,7 @@ func TestUIInChromium(t *testing.T) {
 
 	// host-a is an agent: it owns calc-1, calc-2 and time-1 under a lease.
 	calc1 := registry.Instance{ID: "calc-1", Service: "calc", Address: taddr.Addr(), Port: taddr.Port(),
-		Tags: []string{"v2", "blue"}, Meta: map[string]string{"version": "1.2"}, Node: "host-a",
+		Tags: []string{"v2", "blue"}, Meta: map[string]string{"version": "1.2"}, Node: "host-a", Container: "demo-calc-1",
 		Health: registry.Health{Status: registry.HealthPending}}
 	owned := []registry.Instance{
 		calc1,
@@ -95,7 +95,7 @@ func TestUIInChromium(t *testing.T) {
 	}
 	// db-1 is registered by hand and carries hostile strings.
 	if _, err := cl.Register(ctx, registry.Instance{ID: "db-1", Service: "db", Address: netip.MustParseAddr("10.0.0.9"), Port: 5432,
-		Tags: []string{"<b>primary</b>"}, Meta: map[string]string{"note": xss}}); err != nil {
+		Tags: []string{"<b>primary</b>"}, Meta: map[string]string{"note": xss}, Container: "<i>" + xss}); err != nil {
 		t.Fatalf("register db-1: %v", err)
 	}
 
@@ -134,7 +134,7 @@ func TestUIInChromium(t *testing.T) {
 		t.Errorf("services on the page: %q, want %q", got.Services, want)
 	}
 	c1 := got.Rows["calc-1"]
-	for _, want := range []string{taddr.String(), "host-a", "v2", "blue", "version=1.2"} {
+	for _, want := range []string{taddr.String(), "host-a", "container demo-calc-1", "v2", "blue", "version=1.2"} {
 		if !strings.Contains(c1.Text, want) {
 			t.Errorf("calc-1's row %q lacks %q", c1.Text, want)
 		}
@@ -146,8 +146,9 @@ func TestUIInChromium(t *testing.T) {
 		t.Errorf("calc-2's row %q lacks its address or weight", c2.Text)
 	}
 	db := got.Rows["db-1"]
-	if !strings.Contains(db.Text, "by hand") || !strings.Contains(db.Text, "note="+xss) || !strings.Contains(db.Text, "<b>primary</b>") {
-		t.Errorf("db-1's row %q: want node 'by hand' and its tag and metadata as text", db.Text)
+	if !strings.Contains(db.Text, "by hand") || !strings.Contains(db.Text, "note="+xss) || !strings.Contains(db.Text, "<b>primary</b>") ||
+		!strings.Contains(db.Text, "container <i>"+xss) {
+		t.Errorf("db-1's row %q: want node 'by hand' and its tag, metadata and container as text", db.Text)
 	}
 	if got.Injected || got.Title == "pwned" {
 		t.Errorf("a registry string became markup: injected element %v, title %q", got.Injected, got.Title)
@@ -335,7 +336,7 @@ var rowStatus = (id) => { const r = row(id); return r ? r.dataset.status : null;
 var view = () => {
   const v = {url: location.href, title: document.title, services: [], cards: {}, rows: {}, nodes: {}, dig: [],
     sameDocument: window.__sameDocument === true,
-    injected: !!document.querySelector('main img, main b, img[src="x"]'),
+    injected: !!document.querySelector('main img, main b, main i, img[src="x"]'),
     counts: [...document.querySelectorAll(".summary .tile")].map((t) => t.querySelector(".lbl").textContent + " " + t.querySelector(".num").textContent).join(" ")};
   for (const c of document.querySelectorAll(".svc")) {
     if (c.hidden) continue;
