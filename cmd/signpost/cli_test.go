@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -230,6 +231,23 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// startWatch runs `signpost watch args...` until the test ends and
+// returns what it prints.
+func startWatch(t *testing.T, args ...string) *syncBuffer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- commands["watch"].run(ctx, args, out) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("watch: %v", err)
+		}
+	})
+	return out
+}
+
 // TestWatch follows the stream while an instance is registered, turns
 // critical and is deregistered, and sees each as it happens.
 func TestWatch(t *testing.T) {
@@ -238,16 +256,7 @@ func TestWatch(t *testing.T) {
 	if code, _, errOut := cli(t, "register", api, "--service", "old", "--address", "10.0.0.1", "--port", "1", "--id", "old-1"); code != 0 {
 		t.Fatal(errOut)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
-	done := make(chan error, 1)
-	go func() { done <- commands["watch"].run(ctx, []string{api}, &out) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("watch: %v", err)
-		}
-	})
+	out := startWatch(t, api)
 	waitFor := func(what string, match func(line string) bool) {
 		t.Helper()
 		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
@@ -349,4 +358,43 @@ func TestAgentHealthz(t *testing.T) {
 	if !strings.Contains(string(b), "signpost_build_info{") {
 		t.Errorf("agent /metrics has no signpost_build_info")
 	}
+}
+
+// TestWatchAcrossANewServer: the server behind the address is replaced
+// by one on a fresh data dir, whose revisions start again below the
+// watch's. The watch reconnects, reads the state again, and prints what
+// went and what came.
+func TestWatchAcrossANewServer(t *testing.T) {
+	first := signposttest.Start(t, server.Config{})
+	addr := first.HTTPAddr()
+	api := "--server=" + first.URL()
+	for i, id := range []string{"old-1", "old-2", "old-3"} {
+		if code, _, errOut := cli(t, "register", api, "--service", "old", "--address", "10.0.0.1", "--port", strconv.Itoa(i+1), "--id", id); code != 0 {
+			t.Fatal(errOut)
+		}
+	}
+	out := startWatch(t, api)
+	waitLines := func(what string, want ...string) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			all := true
+			for _, w := range want {
+				all = all && strings.Contains(out.String(), w)
+			}
+			if all {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("watch printed no lines for %s (%q) in 30s:\n%s", what, want, out.String())
+			}
+		}
+	}
+	waitLines("the first server's instances", "present  old  old-1", "present  old  old-3")
+	first.Stop()
+	second := signposttest.Start(t, server.Config{HTTPAddr: addr})
+	if code, _, errOut := cli(t, "register", "--server="+second.URL(), "--service", "new", "--address", "10.0.0.2", "--port", "9", "--id", "new-1"); code != 0 {
+		t.Fatal(errOut)
+	}
+	waitLines("the new server's state", "added    new  new-1  10.0.0.2:9",
+		"removed  old  old-1", "removed  old  old-2", "removed  old  old-3")
 }
