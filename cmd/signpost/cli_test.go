@@ -101,15 +101,24 @@ func TestUsageErrors(t *testing.T) {
 }
 
 // TestFieldErrors checks that a bad value is reported as the flag the user
-// gave, not as something derived from it.
+// gave, not as something derived from it, as a usage error: one line and
+// the pointer to -h.
 func TestFieldErrors(t *testing.T) {
-	code, _, errOut := cli(t, "register", "--server", "http://127.0.0.1:1", "--service", "my_db", "--address", "10.0.0.1", "--port", "5432")
-	if code != 1 || !strings.Contains(errOut, `--service: invalid service "my_db"`) || strings.Contains(errOut, "my_db-") {
-		t.Errorf("register --service my_db: exit %d, %q; want the service named, and no derived id", code, errOut)
-	}
-	code, _, errOut = cli(t, "register", "--server", "http://127.0.0.1:1", "--service", "db", "--address", "10.0.0.1", "--port", "5432", "--tag", "")
-	if code != 1 || !strings.Contains(errOut, "--tag: invalid tags") {
-		t.Errorf("register --tag '': exit %d, %q; want --tag named", code, errOut)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--service", "my_db", "--address", "10.0.0.1", "--port", "5432"}, `--service: invalid service "my_db"`},
+		{[]string{"--service", "db", "--address", "10.0.0.1", "--port", "5432", "--tag", ""}, "--tag: invalid tags"},
+		{[]string{"--service", "db", "--address", "10.0.0.999", "--port", "5432"}, `--address "10.0.0.999": not an IP address`},
+		{[]string{"--service", "db", "--address", "10.0.0.1", "--port", "5432", "--meta", "novalue"}, `--meta "novalue": want KEY=VALUE`},
+	} {
+		code, _, errOut := cli(t, append([]string{"register", "--server", "http://127.0.0.1:1"}, tc.args...)...)
+		lines := strings.Split(strings.TrimSpace(errOut), "\n")
+		if code != 2 || len(lines) != 2 || !strings.Contains(lines[0], tc.want) || strings.Contains(errOut, "my_db-") ||
+			lines[1] != "Run 'signpost register -h' for usage." {
+			t.Errorf("register %q: exit %d, %q; want exit 2, one line with %q (and no derived id), and the pointer to -h", tc.args, code, errOut, tc.want)
+		}
 	}
 }
 

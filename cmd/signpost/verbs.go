@@ -340,18 +340,18 @@ func runRegister(ctx context.Context, args []string, stdout io.Writer) error {
 	// The service is checked before an id is derived from it, so that a
 	// bad name is reported as the name the user gave.
 	if _, _, err := registry.ParseServiceName(*service); err != nil {
-		return fmt.Errorf("--service: %w", err)
+		return usagef("--service: %v", err)
 	}
 	ip, err := netip.ParseAddr(*addr)
 	if err != nil {
-		return fmt.Errorf("--address %q: not an IP address", *addr)
+		return usagef("--address %q: not an IP address", *addr)
 	}
 	in.Service, in.Address, in.Port = *service, ip, uint16(*port)
 	in.Weight, in.Priority, in.Tags = uint16(*weight), uint16(*priority), tags
 	for _, kv := range meta {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
-			return fmt.Errorf("--meta %q: want KEY=VALUE", kv)
+			return usagef("--meta %q: want KEY=VALUE", kv)
 		}
 		if in.Meta == nil {
 			in.Meta = map[string]string{}
@@ -366,7 +366,7 @@ func runRegister(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := in.Validate(); err != nil {
 		var fe *registry.FieldError
 		if errors.As(err, &fe) && (fe.Field != "id" || !derived) {
-			return fmt.Errorf("--%s: %w", flagOf(fe.Field), err)
+			return usagef("--%s: %v", flagOf(fe.Field), err)
 		}
 		return err
 	}
