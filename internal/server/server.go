@@ -121,6 +121,9 @@ func New(cfg Config) (_ *Server, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if _, _, err := net.SplitHostPort(cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("HTTP address %q: want HOST:PORT: %w", cfg.HTTPAddr, err)
+	}
 	token := ""
 	if cfg.TokenFile != "" {
 		if token, err = ReadToken(cfg.TokenFile); err != nil {
