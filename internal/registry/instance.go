@@ -190,11 +190,8 @@ func (in *Instance) Validate() error {
 	if in.Port == 0 {
 		return &FieldError{"port", "0", "want 1-65535"}
 	}
-	if len(in.Node) > MaxNodeLen {
-		return &FieldError{"node", in.Node, fmt.Sprintf("longer than %d characters", MaxNodeLen)}
-	}
-	if err := checkPrintable(in.Node); err != nil {
-		return &FieldError{"node", in.Node, err.Error()}
+	if err := CheckNode(in.Node); err != nil {
+		return err
 	}
 	if len(in.Container) > MaxNodeLen {
 		return &FieldError{"container", in.Container, fmt.Sprintf("longer than %d characters", MaxNodeLen)}
@@ -252,6 +249,18 @@ func checkMeta(meta map[string]string) error {
 	}
 	if total > MaxMetaBytes {
 		return &FieldError{"meta", fmt.Sprintf("%d bytes", total), fmt.Sprintf("more than %d bytes in all", MaxMetaBytes)}
+	}
+	return nil
+}
+
+// CheckNode checks a node name: at most MaxNodeLen bytes, no control
+// characters ("" is a hand registration's).
+func CheckNode(node string) error {
+	if len(node) > MaxNodeLen {
+		return &FieldError{"node", node, fmt.Sprintf("longer than %d characters", MaxNodeLen)}
+	}
+	if err := checkPrintable(node); err != nil {
+		return &FieldError{"node", node, err.Error()}
 	}
 	return nil
 }

@@ -29,6 +29,9 @@ func PrepareNodeSet(node string, ttl time.Duration, insts []Instance) (map[strin
 	if node == "" {
 		return nil, &FieldError{Field: "node", Value: "", Reason: "empty"}
 	}
+	if err := CheckNode(node); err != nil {
+		return nil, err
+	}
 	if ttl <= 0 {
 		return nil, &FieldError{Field: "ttl", Value: ttl.String(), Reason: "must be positive"}
 	}

@@ -1,0 +1,39 @@
+package server_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/signpost-dns/signpost/internal/registry"
+	"github.com/signpost-dns/signpost/internal/server"
+)
+
+// TestServerNamesABadHTTPAddress: an --http value that is no address is
+// reported as such, not as a missing token.
+func TestServerNamesABadHTTPAddress(t *testing.T) {
+	_, err := server.New(server.Config{HTTPAddr: "nonsense", DNSAddr: "127.0.0.1:0", DataDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), `HTTP address "nonsense"`) || strings.Contains(err.Error(), "token") {
+		t.Fatalf("server.New with HTTPAddr nonsense: %v, want an error naming the address", err)
+	}
+}
+
+// TestNodeNamesCheckedAtTheDoor: a node's name is checked when its set is
+// written, even an empty set: no control characters, at most
+// registry.MaxNodeLen bytes; nothing is stored for a refused one.
+func TestNodeNamesCheckedAtTheDoor(t *testing.T) {
+	ts := startServer(t, nil)
+	for _, node := range []string{"bad%1B%5B31mnode", strings.Repeat("x", registry.MaxNodeLen+1)} {
+		code, e := do(t, "PUT", ts.URL()+"/v1/nodes/"+node, "", `{"instances":[]}`)
+		if code != 400 || e.Field != "node" {
+			t.Errorf("PUT /v1/nodes/%.20s...: %d %+v, want 400 naming the node", node, code, e)
+		}
+	}
+	leases, err := ts.client.Leases(context.Background())
+	if err != nil || len(leases) != 0 {
+		t.Errorf("nodes after the refused writes: %v %v, want none", leases, err)
+	}
+	if code, e := do(t, "PUT", ts.URL()+"/v1/nodes/"+strings.Repeat("x", registry.MaxNodeLen), "", `{"instances":[]}`); code != 200 {
+		t.Errorf("a node name of %d bytes: %d %+v, want 200", registry.MaxNodeLen, code, e)
+	}
+}
