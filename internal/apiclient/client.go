@@ -80,6 +80,10 @@ type Client struct {
 	base  *url.URL
 	token string
 	http  *http.Client
+	// WatchStall is how long Watch waits for anything from the server,
+	// a keepalive included, before it gives the stream up as dead
+	// (default DefaultWatchStall).
+	WatchStall time.Duration
 }
 
 // New returns a client for the server at base ("http://127.0.0.1:8080").
