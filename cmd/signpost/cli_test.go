@@ -407,3 +407,55 @@ func TestWatchAcrossANewServer(t *testing.T) {
 	waitLines("the new server's state", "added    new  new-1  10.0.0.2:9",
 		"removed  old  old-1", "removed  old  old-2", "removed  old  old-3")
 }
+
+// TestOneShotCommandsTimeOut: services, register and deregister against a
+// server that accepts and never answers end after --timeout, saying so.
+func TestOneShotCommandsTimeOut(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	api := "--server=http://" + l.Addr().String()
+	for _, args := range [][]string{
+		{"services", api, "--timeout", "300ms"},
+		{"register", api, "--timeout", "300ms", "--service", "db", "--address", "10.0.0.1", "--port", "1"},
+		{"deregister", api, "--timeout", "300ms", "db-1"},
+	} {
+		done := make(chan struct{})
+		var code int
+		var errOut string
+		go func() {
+			defer close(done)
+			code, _, errOut = cli(t, args...)
+		}()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%q still waiting after 30s", args)
+		}
+		if code != 1 || !strings.Contains(errOut, "deadline exceeded") {
+			t.Errorf("%q: exit %d, %q; want exit 1 and the deadline named", args, code, errOut)
+		}
+	}
+}
