@@ -718,3 +718,46 @@ func TestUIFoldsALargeRegistry(t *testing.T) {
 		t.Errorf("browser console: %s", p)
 	}
 }
+
+// TestUIWrapsTheLongestStrings registers an instance whose every string is
+// as long as the registry takes (node, container, tag, metadata) at a
+// long IPv6 address, and checks that each cell of its row, and of its
+// node's row, holds its text: nothing spills over the next column.
+func TestUIWrapsTheLongestStrings(t *testing.T) {
+	chromium := findChromium(t)
+	srv := signposttest.Start(t, server.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl, err := apiclient.New(srv.URL(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := strings.Repeat("n", registry.MaxNodeLen)
+	long := registry.Instance{ID: "long-1", Service: "long", Address: netip.MustParseAddr("2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff"), Port: 65535,
+		Container: strings.Repeat("c", registry.MaxNodeLen), Tags: []string{strings.Repeat("t", 200)},
+		Meta: map[string]string{"k": strings.Repeat("v", 200)}}
+	if _, err := cl.ReplaceNode(ctx, node, time.Minute, []registry.Instance{long}); err != nil {
+		t.Fatal(err)
+	}
+	page := openBrowser(t, chromium)
+	navigate(t, page, srv.URL()+"/ui/")
+	waitFor(t, page, "long-1 and its node", 30*time.Second, `!!row("long-1") && document.querySelectorAll("#nodes-body tr").length === 1`)
+	var spills []string
+	eval(t, page, `(() => {
+	  const out = [];
+	  for (const td of [...row("long-1").cells, ...document.querySelector("#nodes-body tr").cells]) {
+	    const box = td.getBoundingClientRect();
+	    for (const e of [td, ...td.querySelectorAll("*")]) {
+	      const r = e.getBoundingClientRect();
+	      if (r.right > box.right + 1 || e.scrollWidth > e.clientWidth + 1) {
+	        out.push((td.dataset.label || td.cellIndex) + ": " + e.className + " " + Math.round(r.right - box.right) + "px past the cell");
+	      }
+	    }
+	  }
+	  return out;
+	})()`, &spills)
+	screenshot(t, page, "ui-long-strings.png")
+	for _, s := range spills {
+		t.Errorf("a long string spills out of its cell: %s", s)
+	}
+}
