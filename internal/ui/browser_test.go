@@ -662,14 +662,9 @@ func keys[V any](m map[string]V) []string {
 // services: the page counts them all, draws the cards folded (no 5,000
 // rows), and a filter or a click opens what is asked for.
 func TestUIFoldsALargeRegistry(t *testing.T) {
-	chromium := findChromium(t)
-	srv := signposttest.Start(t, server.Config{})
+	chromium, srv, cl := startServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cl, err := apiclient.New(srv.URL(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
 	const services, per = 50, 100
 	for n := range 5 { // five agents, ten services each
 		var set []registry.Instance
@@ -724,14 +719,9 @@ func TestUIFoldsALargeRegistry(t *testing.T) {
 // long IPv6 address, and checks that each cell of its row, and of its
 // node's row, holds its text: nothing spills over the next column.
 func TestUIWrapsTheLongestStrings(t *testing.T) {
-	chromium := findChromium(t)
-	srv := signposttest.Start(t, server.Config{})
+	chromium, srv, cl := startServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cl, err := apiclient.New(srv.URL(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
 	node := strings.Repeat("n", registry.MaxNodeLen)
 	long := registry.Instance{ID: "long-1", Service: "long", Address: netip.MustParseAddr("2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff"), Port: 65535,
 		Container: strings.Repeat("c", registry.MaxNodeLen), Tags: []string{strings.Repeat("t", 200)},
@@ -760,4 +750,17 @@ func TestUIWrapsTheLongestStrings(t *testing.T) {
 	for _, s := range spills {
 		t.Errorf("a long string spills out of its cell: %s", s)
 	}
+}
+
+// startServer finds Chromium and starts a server for a browser test, with
+// a client of its API.
+func startServer(t *testing.T) (string, *signposttest.Server, *apiclient.Client) {
+	t.Helper()
+	chromium := findChromium(t)
+	srv := signposttest.Start(t, server.Config{})
+	cl, err := apiclient.New(srv.URL(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return chromium, srv, cl
 }
