@@ -84,6 +84,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"deregister"}, "missing ID"},
 		{[]string{"server", "--ttl", "soon"}, `invalid value "soon" for flag -ttl`},
 		{[]string{"agent", "--log-level", "loud"}, `--log-level "loud"`},
+		{[]string{"agent", "--backend", "consul"}, `--backend "consul": want server or route53`},
+		{[]string{"agent", "--check", "ping"}, `--check: check kind "ping"`},
+		{[]string{"agent", "--check-interval", "1s", "--check-timeout", "5s"}, "--check-*: "},
+		{[]string{"agent", "--only-label", "=x"}, `--only-label "=x"`},
 		{[]string{"watch", "Bad_Name"}, "SERVICE"},
 		{[]string{"version", "extra"}, `unexpected argument "extra"`},
 	} {
