@@ -257,7 +257,8 @@ func checkMeta(meta map[string]string) error {
 // characters ("" is a hand registration's).
 func CheckNode(node string) error {
 	if len(node) > MaxNodeLen {
-		return &FieldError{"node", node, fmt.Sprintf("longer than %d characters", MaxNodeLen)}
+		// The error shows the start of it only: a path can be long.
+		return &FieldError{"node", node[:64] + "...", fmt.Sprintf("%d bytes, longer than %d", len(node), MaxNodeLen)}
 	}
 	if err := checkPrintable(node); err != nil {
 		return &FieldError{"node", node, err.Error()}
