@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Protocols an instance may speak.
@@ -196,7 +197,7 @@ func (in *Instance) Validate() error {
 	if len(in.Container) > MaxNodeLen {
 		return &FieldError{"container", in.Container, fmt.Sprintf("longer than %d characters", MaxNodeLen)}
 	}
-	if err := checkPrintable(in.Container); err != nil {
+	if err := checkName(in.Container); err != nil {
 		return &FieldError{"container", in.Container, err.Error()}
 	}
 	if len(in.Tags) > MaxTags {
@@ -260,8 +261,24 @@ func CheckNode(node string) error {
 		// The error shows the start of it only: a path can be long.
 		return &FieldError{"node", node[:64] + "...", fmt.Sprintf("%d bytes, longer than %d", len(node), MaxNodeLen)}
 	}
-	if err := checkPrintable(node); err != nil {
+	if err := checkName(node); err != nil {
 		return &FieldError{"node", node, err.Error()}
+	}
+	return nil
+}
+
+// checkName checks a node or container name, which people read in logs,
+// the CLI and the UI: no control characters, and no invisible formatting
+// ones (bidirectional overrides, zero-width spaces) that would make one
+// name look like another.
+func checkName(s string) error {
+	if err := checkPrintable(s); err != nil {
+		return err
+	}
+	for _, r := range s {
+		if unicode.Is(unicode.Cf, r) {
+			return fmt.Errorf("contains formatting character %U", r)
+		}
 	}
 	return nil
 }

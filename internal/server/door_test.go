@@ -23,7 +23,7 @@ func TestServerNamesABadHTTPAddress(t *testing.T) {
 // registry.MaxNodeLen bytes; nothing is stored for a refused one.
 func TestNodeNamesCheckedAtTheDoor(t *testing.T) {
 	ts := startServer(t, nil)
-	for _, node := range []string{"bad%1B%5B31mnode", strings.Repeat("x", registry.MaxNodeLen+1), strings.Repeat("y", 100_000)} {
+	for _, node := range []string{"bad%1B%5B31mnode", "evil%E2%80%AEnode", strings.Repeat("x", registry.MaxNodeLen+1), strings.Repeat("y", 100_000)} {
 		code, e := do(t, "PUT", ts.URL()+"/v1/nodes/"+node, "", `{"instances":[]}`)
 		if code != 400 || e.Field != "node" || len(e.Error) > 300 {
 			t.Errorf("PUT /v1/nodes/%.20s... (%d bytes): %d %.400q (field %q), want 400 naming the node, briefly", node, len(node), code, e.Error, e.Field)
@@ -35,5 +35,21 @@ func TestNodeNamesCheckedAtTheDoor(t *testing.T) {
 	}
 	if code, e := do(t, "PUT", ts.URL()+"/v1/nodes/"+strings.Repeat("x", registry.MaxNodeLen), "", `{"instances":[]}`); code != 200 {
 		t.Errorf("a node name of %d bytes: %d %+v, want 200", registry.MaxNodeLen, code, e)
+	}
+}
+
+// TestContainerNamesCheckedAtTheDoor: a container name that would look
+// like another in a log, the CLI or the UI (a bidirectional override, a
+// zero-width space) is refused.
+func TestContainerNamesCheckedAtTheDoor(t *testing.T) {
+	ts := startServer(t, nil)
+	for _, c := range []string{`web\u202egnp`, `web\u200b1`, `web\u001b[31m`} { // JSON escapes
+		code, e := do(t, "PUT", ts.URL()+"/v1/instances/web-1", "", `{"service":"web","address":"10.0.0.1","port":80,"container":"`+c+`"}`)
+		if code != 400 || e.Field != "container" {
+			t.Errorf("container %s: %d %+v, want 400 naming the container", c, code, e)
+		}
+	}
+	if code, e := do(t, "PUT", ts.URL()+"/v1/instances/web-1", "", `{"service":"web","address":"10.0.0.1","port":80,"container":"web_1.blue-2"}`); code != 200 {
+		t.Errorf("a Docker container name: %d %+v, want 200", code, e)
 	}
 }
