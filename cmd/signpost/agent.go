@@ -95,6 +95,12 @@ func (o *agentOptions) config(log *slog.Logger) (agent.Config, error) {
 			cfg.LeaseTTL, _ = g.Get().(time.Duration)
 		}
 	}
+	if o.backend == "server" && cfg.LeaseTTL < time.Second {
+		return cfg, usagef("--lease-ttl %s: want at least 1s", cfg.LeaseTTL)
+	}
+	if cfg.AddressMode != agent.ModeHost && cfg.AddressMode != agent.ModeContainer {
+		return cfg, usagef("--address-mode %q: want %q or %q", cfg.AddressMode, agent.ModeHost, agent.ModeContainer)
+	}
 	k, err := health.ParseKind(o.check)
 	if err != nil {
 		return cfg, usagef("--check: %v", err)

@@ -88,6 +88,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"agent", "--check", "ping"}, `--check: check kind "ping"`},
 		{[]string{"agent", "--check-interval", "1s", "--check-timeout", "5s"}, "--check-*: "},
 		{[]string{"agent", "--only-label", "=x"}, `--only-label "=x"`},
+		{[]string{"agent", "--lease-ttl", "-1s"}, "--lease-ttl -1s: want at least 1s"},
+		{[]string{"agent", "--address-mode", "bridge"}, `--address-mode "bridge": want "host" or "container"`},
+		{[]string{"server", "--lease-ttl", "0s"}, "--lease-ttl 0s: want at least 1s"},
+		{[]string{"server", "--ttl", "0s"}, "--ttl 0s, --negative-ttl 5s: want at least 1s"},
+		{[]string{"up", "--lease-ttl", "500ms"}, "--lease-ttl 500ms: want at least 1s"},
 		{[]string{"watch", "Bad_Name"}, "SERVICE"},
 		{[]string{"version", "extra"}, `unexpected argument "extra"`},
 	} {

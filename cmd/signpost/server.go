@@ -50,7 +50,10 @@ func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
 			UDPBatch:   *udpBatch,
 		}
 		if *ttl < time.Second || *negTTL < time.Second {
-			return cfg, fmt.Errorf("--ttl and --negative-ttl: want at least 1s")
+			return cfg, usagef("--ttl %s, --negative-ttl %s: want at least 1s", *ttl, *negTTL)
+		}
+		if *leaseTTL < time.Second {
+			return cfg, usagef("--lease-ttl %s: want at least 1s", *leaseTTL)
 		}
 		for _, a := range strings.Split(*nsAddrs, ",") {
 			if a = strings.TrimSpace(a); a == "" {
