@@ -95,21 +95,27 @@ func (o *agentOptions) config(log *slog.Logger) (agent.Config, error) {
 			cfg.LeaseTTL, _ = g.Get().(time.Duration)
 		}
 	}
+	if o.backend == "server" && cfg.LeaseTTL < time.Second {
+		return cfg, usagef("--lease-ttl %s: want at least 1s", cfg.LeaseTTL)
+	}
+	if cfg.AddressMode != agent.ModeHost && cfg.AddressMode != agent.ModeContainer {
+		return cfg, usagef("--address-mode %q: want %q or %q", cfg.AddressMode, agent.ModeHost, agent.ModeContainer)
+	}
 	k, err := health.ParseKind(o.check)
 	if err != nil {
-		return cfg, fmt.Errorf("--check: %w", err)
+		return cfg, usagef("--check: %v", err)
 	}
 	cfg.Health.Kind = k
 	if _, err := cfg.Health.WithDefaults(); err != nil {
-		return cfg, fmt.Errorf("--check-*: %w", err)
+		return cfg, usagef("--check-*: %v", err)
 	}
 	switch {
 	case o.backend == "server":
 	case o.backend == "route53" && o.route53 != nil:
 	case o.route53 != nil:
-		return cfg, fmt.Errorf("--backend %q: want server or route53", o.backend)
+		return cfg, usagef("--backend %q: want server or route53", o.backend)
 	default:
-		return cfg, fmt.Errorf("--backend %q: want server (route53 is `signpost agent --backend route53`)", o.backend)
+		return cfg, usagef("--backend %q: want server (route53 is `signpost agent --backend route53`)", o.backend)
 	}
 	if cfg.Node == "" {
 		return cfg, fmt.Errorf("--node: empty, and the hostname is unknown")
@@ -117,7 +123,7 @@ func (o *agentOptions) config(log *slog.Logger) (agent.Config, error) {
 	for _, l := range o.labels {
 		k, v, _ := strings.Cut(l, "=")
 		if k == "" {
-			return cfg, fmt.Errorf("--only-label %q: want KEY or KEY=VALUE", l)
+			return cfg, usagef("--only-label %q: want KEY or KEY=VALUE", l)
 		}
 		if cfg.Labels == nil {
 			cfg.Labels = map[string]string{}

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -51,8 +52,8 @@ func TestVersion(t *testing.T) {
 // TestBuildInfoMetric runs `signpost server` and finds signpost_build_info
 // in its /metrics.
 func TestBuildInfoMetric(t *testing.T) {
-	p := startServerProc(t, "--data-dir", t.TempDir())
-	resp, err := http.Get(p.http + "/metrics")
+	p := signposttest.StartProcess(t, 0)
+	resp, err := http.Get(p.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,6 +84,15 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"deregister"}, "missing ID"},
 		{[]string{"server", "--ttl", "soon"}, `invalid value "soon" for flag -ttl`},
 		{[]string{"agent", "--log-level", "loud"}, `--log-level "loud"`},
+		{[]string{"agent", "--backend", "consul"}, `--backend "consul": want server or route53`},
+		{[]string{"agent", "--check", "ping"}, `--check: check kind "ping"`},
+		{[]string{"agent", "--check-interval", "1s", "--check-timeout", "5s"}, "--check-*: "},
+		{[]string{"agent", "--only-label", "=x"}, `--only-label "=x"`},
+		{[]string{"agent", "--lease-ttl", "-1s"}, "--lease-ttl -1s: want at least 1s"},
+		{[]string{"agent", "--address-mode", "bridge"}, `--address-mode "bridge": want "host" or "container"`},
+		{[]string{"server", "--lease-ttl", "0s"}, "--lease-ttl 0s: want at least 1s"},
+		{[]string{"server", "--ttl", "0s"}, "--ttl 0s, --negative-ttl 5s: want at least 1s"},
+		{[]string{"up", "--lease-ttl", "500ms"}, "--lease-ttl 500ms: want at least 1s"},
 		{[]string{"watch", "Bad_Name"}, "SERVICE"},
 		{[]string{"version", "extra"}, `unexpected argument "extra"`},
 	} {
@@ -100,15 +110,24 @@ func TestUsageErrors(t *testing.T) {
 }
 
 // TestFieldErrors checks that a bad value is reported as the flag the user
-// gave, not as something derived from it.
+// gave, not as something derived from it, as a usage error: one line and
+// the pointer to -h.
 func TestFieldErrors(t *testing.T) {
-	code, _, errOut := cli(t, "register", "--server", "http://127.0.0.1:1", "--service", "my_db", "--address", "10.0.0.1", "--port", "5432")
-	if code != 1 || !strings.Contains(errOut, `--service: invalid service "my_db"`) || strings.Contains(errOut, "my_db-") {
-		t.Errorf("register --service my_db: exit %d, %q; want the service named, and no derived id", code, errOut)
-	}
-	code, _, errOut = cli(t, "register", "--server", "http://127.0.0.1:1", "--service", "db", "--address", "10.0.0.1", "--port", "5432", "--tag", "")
-	if code != 1 || !strings.Contains(errOut, "--tag: invalid tags") {
-		t.Errorf("register --tag '': exit %d, %q; want --tag named", code, errOut)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--service", "my_db", "--address", "10.0.0.1", "--port", "5432"}, `--service: invalid service "my_db"`},
+		{[]string{"--service", "db", "--address", "10.0.0.1", "--port", "5432", "--tag", ""}, "--tag: invalid tags"},
+		{[]string{"--service", "db", "--address", "10.0.0.999", "--port", "5432"}, `--address "10.0.0.999": not an IP address`},
+		{[]string{"--service", "db", "--address", "10.0.0.1", "--port", "5432", "--meta", "novalue"}, `--meta "novalue": want KEY=VALUE`},
+	} {
+		code, _, errOut := cli(t, append([]string{"register", "--server", "http://127.0.0.1:1"}, tc.args...)...)
+		lines := strings.Split(strings.TrimSpace(errOut), "\n")
+		if code != 2 || len(lines) != 2 || !strings.Contains(lines[0], tc.want) || strings.Contains(errOut, "my_db-") ||
+			lines[1] != "Run 'signpost register -h' for usage." {
+			t.Errorf("register %q: exit %d, %q; want exit 2, one line with %q (and no derived id), and the pointer to -h", tc.args, code, errOut, tc.want)
+		}
 	}
 }
 
@@ -230,6 +249,23 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// startWatch runs `signpost watch args...` until the test ends and
+// returns what it prints.
+func startWatch(t *testing.T, args ...string) *syncBuffer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- commands["watch"].run(ctx, args, out) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("watch: %v", err)
+		}
+	})
+	return out
+}
+
 // TestWatch follows the stream while an instance is registered, turns
 // critical and is deregistered, and sees each as it happens.
 func TestWatch(t *testing.T) {
@@ -238,16 +274,7 @@ func TestWatch(t *testing.T) {
 	if code, _, errOut := cli(t, "register", api, "--service", "old", "--address", "10.0.0.1", "--port", "1", "--id", "old-1"); code != 0 {
 		t.Fatal(errOut)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
-	done := make(chan error, 1)
-	go func() { done <- commands["watch"].run(ctx, []string{api}, &out) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("watch: %v", err)
-		}
-	})
+	out := startWatch(t, api)
 	waitFor := func(what string, match func(line string) bool) {
 		t.Helper()
 		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
@@ -348,5 +375,96 @@ func TestAgentHealthz(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(string(b), "signpost_build_info{") {
 		t.Errorf("agent /metrics has no signpost_build_info")
+	}
+}
+
+// TestWatchAcrossANewServer: the server behind the address is replaced
+// by one on a fresh data dir, whose revisions start again below the
+// watch's. The watch reconnects, reads the state again, and prints what
+// went and what came.
+func TestWatchAcrossANewServer(t *testing.T) {
+	first := signposttest.Start(t, server.Config{})
+	addr := first.HTTPAddr()
+	api := "--server=" + first.URL()
+	for i, id := range []string{"old-1", "old-2", "old-3"} {
+		if code, _, errOut := cli(t, "register", api, "--service", "old", "--address", "10.0.0.1", "--port", strconv.Itoa(i+1), "--id", id); code != 0 {
+			t.Fatal(errOut)
+		}
+	}
+	out := startWatch(t, api)
+	waitLines := func(what string, want ...string) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			all := true
+			for _, w := range want {
+				all = all && strings.Contains(out.String(), w)
+			}
+			if all {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("watch printed no lines for %s (%q) in 30s:\n%s", what, want, out.String())
+			}
+		}
+	}
+	waitLines("the first server's instances", "present  old  old-1", "present  old  old-3")
+	first.Stop()
+	second := signposttest.Start(t, server.Config{HTTPAddr: addr})
+	if code, _, errOut := cli(t, "register", "--server="+second.URL(), "--service", "new", "--address", "10.0.0.2", "--port", "9", "--id", "new-1"); code != 0 {
+		t.Fatal(errOut)
+	}
+	waitLines("the new server's state", "added    new  new-1  10.0.0.2:9",
+		"removed  old  old-1", "removed  old  old-2", "removed  old  old-3")
+}
+
+// TestOneShotCommandsTimeOut: services, register and deregister against a
+// server that accepts and never answers end after --timeout, saying so.
+func TestOneShotCommandsTimeOut(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	api := "--server=http://" + l.Addr().String()
+	for _, args := range [][]string{
+		{"services", api, "--timeout", "300ms"},
+		{"register", api, "--timeout", "300ms", "--service", "db", "--address", "10.0.0.1", "--port", "1"},
+		{"deregister", api, "--timeout", "300ms", "db-1"},
+	} {
+		done := make(chan struct{})
+		var code int
+		var errOut string
+		go func() {
+			defer close(done)
+			code, _, errOut = cli(t, args...)
+		}()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%q still waiting after 30s", args)
+		}
+		if code != 1 || !strings.Contains(errOut, "deadline exceeded") {
+			t.Errorf("%q: exit %d, %q; want exit 1 and the deadline named", args, code, errOut)
+		}
 	}
 }

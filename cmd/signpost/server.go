@@ -65,7 +65,10 @@ func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
 			return cfg, fmt.Errorf("--dns-tcp-max-conns and --dns-tcp-max-conns-per-client: want at least 1; --dns-tcp-idle-timeout: at least 100ms")
 		}
 		if *ttl < time.Second || *negTTL < time.Second {
-			return cfg, fmt.Errorf("--ttl and --negative-ttl: want at least 1s")
+			return cfg, usagef("--ttl %s, --negative-ttl %s: want at least 1s", *ttl, *negTTL)
+		}
+		if *leaseTTL < time.Second {
+			return cfg, usagef("--lease-ttl %s: want at least 1s", *leaseTTL)
 		}
 		for _, a := range strings.Split(*nsAddrs, ",") {
 			if a = strings.TrimSpace(a); a == "" {

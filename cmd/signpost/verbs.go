@@ -28,6 +28,19 @@ func init() {
 	commands["deregister"] = command{"remove an instance registered by hand", runDeregister}
 }
 
+// timeoutFlag adds --timeout, the bound on a one-shot command's requests
+// (a server that accepts and never answers would hold it forever), and
+// returns what applies it to a context.
+func timeoutFlag(fs *flag.FlagSet) func(context.Context) (context.Context, context.CancelFunc) {
+	d := fs.Duration("timeout", 30*time.Second, "how long to wait for the server's answers (0: no limit)")
+	return func(ctx context.Context) (context.Context, context.CancelFunc) {
+		if *d <= 0 {
+			return context.WithCancel(ctx)
+		}
+		return context.WithTimeout(ctx, *d)
+	}
+}
+
 // clientFlags adds --server and --token-file and returns a constructor.
 func clientFlags(fs *flag.FlagSet) func() (*apiclient.Client, error) {
 	srv := fs.String("server", "http://127.0.0.1:8080", "signpost server API URL")
@@ -60,10 +73,13 @@ func checkOutput(o string) error {
 func runServices(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("services", "[flags] [SERVICE]")
 	mkClient := clientFlags(fs)
+	bound := timeoutFlag(fs)
 	output := outputFlag(fs, "json or wide")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	ctx, cancel := bound(ctx)
+	defer cancel()
 	if fs.NArg() > 1 {
 		return usagef("one SERVICE at most, got %d: %s", fs.NArg(), strings.Join(fs.Args(), " "))
 	}
@@ -302,6 +318,7 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 func runRegister(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("register", "--service NAME --address IP --port N [flags]")
 	mkClient := clientFlags(fs)
+	bound := timeoutFlag(fs)
 	var in registry.Instance
 	service := fs.String("service", "", "service name: calc, or _calc._tcp / _calc._udp (required)")
 	addr := fs.String("address", "", "the instance's IP address (required)")
@@ -316,6 +333,8 @@ func runRegister(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	ctx, cancel := bound(ctx)
+	defer cancel()
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q: everything is a flag (--service, --address, --port)", fs.Arg(0))
 	}
@@ -343,18 +362,18 @@ func runRegister(ctx context.Context, args []string, stdout io.Writer) error {
 	// The service is checked before an id is derived from it, so that a
 	// bad name is reported as the name the user gave.
 	if _, _, err := registry.ParseServiceName(*service); err != nil {
-		return fmt.Errorf("--service: %w", err)
+		return usagef("--service: %v", err)
 	}
 	ip, err := netip.ParseAddr(*addr)
 	if err != nil {
-		return fmt.Errorf("--address %q: not an IP address", *addr)
+		return usagef("--address %q: not an IP address", *addr)
 	}
 	in.Service, in.Address, in.Port = *service, ip, uint16(*port)
 	in.Weight, in.Priority, in.Tags = uint16(*weight), uint16(*priority), tags
 	for _, kv := range meta {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
-			return fmt.Errorf("--meta %q: want KEY=VALUE", kv)
+			return usagef("--meta %q: want KEY=VALUE", kv)
 		}
 		if in.Meta == nil {
 			in.Meta = map[string]string{}
@@ -369,7 +388,7 @@ func runRegister(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := in.Validate(); err != nil {
 		var fe *registry.FieldError
 		if errors.As(err, &fe) && (fe.Field != "id" || !derived) {
-			return fmt.Errorf("--%s: %w", flagOf(fe.Field), err)
+			return usagef("--%s: %v", flagOf(fe.Field), err)
 		}
 		return err
 	}
@@ -401,10 +420,13 @@ func ManualID(service string, addr netip.Addr, port uint16, proto string) string
 func runDeregister(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("deregister", "[flags] ID...")
 	mkClient := clientFlags(fs)
+	bound := timeoutFlag(fs)
 	force := fs.Bool("force", false, "also remove an instance that belongs to an agent's node (its agent registers it again at its next sync while its container runs)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	ctx, cancel := bound(ctx)
+	defer cancel()
 	if fs.NArg() == 0 {
 		return usagef("missing ID: the instance(s) to remove (signpost services NAME lists them)")
 	}

@@ -58,32 +58,51 @@ func runWatch(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	w := &watcher{out: stdout, json: *output == "json", seen: map[string]map[string]registry.Instance{}}
-	// The current state first, then every change after its revision.
-	var start []registry.Instance
-	var index int64
-	if service != "" {
+	// snapshot reads the current state and its revision.
+	snapshot := func() ([]registry.Instance, int64, error) {
+		if service == "" {
+			return c.Instances(ctx, "")
+		}
 		resp, err := c.Service(ctx, service, 0, 0)
 		if err != nil && !apiclient.IsStatus(err, 404) {
-			return err
+			return nil, 0, err
 		}
-		start, index = resp.Instances, resp.Index
-	} else if start, index, err = c.Instances(ctx, ""); err != nil {
+		return resp.Instances, resp.Index, nil
+	}
+	// The current state first, then every change after its revision.
+	start, index, err := snapshot()
+	if err != nil {
 		return err
 	}
 	if err := w.start(start, index); err != nil {
 		return err
 	}
 	bo := time.Second
-	for {
-		var writeErr error
-		err := c.Watch(ctx, service, index, func(ev apiclient.WatchEvent) error {
-			bo = time.Second
-			if ev.Index > index {
-				index = ev.Index
+	for reconnect := false; ; reconnect = true {
+		// After a break the state is read again and compared with what
+		// was printed: the server may be back on another store, whose
+		// revisions are below index (a new data dir, say).
+		if reconnect {
+			var list []registry.Instance
+			var rev int64
+			if list, rev, err = snapshot(); err == nil {
+				index = rev
+				if err := w.resync(list, index); err != nil {
+					return err
+				}
 			}
-			writeErr = w.event(ev)
-			return writeErr
-		})
+		}
+		var writeErr error
+		if err == nil {
+			err = c.Watch(ctx, service, index, func(ev apiclient.WatchEvent) error {
+				bo = time.Second
+				if ev.Index > index {
+					index = ev.Index
+				}
+				writeErr = w.event(ev)
+				return writeErr
+			})
+		}
 		if ctx.Err() != nil {
 			return nil // Ctrl-C: done
 		}
@@ -120,6 +139,31 @@ func (w *watcher) start(list []registry.Instance, index int64) error {
 		}
 		w.seen[in.Service][in.ID] = in
 		if err := w.print(change{Time: time.Now(), Op: "present", Index: index, Instance: in}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resync compares a fresh list of the state at index with what was
+// printed, and prints the difference.
+func (w *watcher) resync(list []registry.Instance, index int64) error {
+	now := map[string][]registry.Instance{}
+	for _, in := range list {
+		now[in.Service] = append(now[in.Service], in)
+	}
+	services := make([]string, 0, len(now)+len(w.seen))
+	for svc := range now {
+		services = append(services, svc)
+	}
+	for svc := range w.seen {
+		if _, ok := now[svc]; !ok {
+			services = append(services, svc)
+		}
+	}
+	sort.Strings(services)
+	for _, svc := range services {
+		if err := w.event(apiclient.WatchEvent{Service: svc, Index: index, Instances: now[svc]}); err != nil {
 			return err
 		}
 	}

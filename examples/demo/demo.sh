@@ -78,8 +78,17 @@ port_user() { # port proto...
 # taken, and says which variable moves it; nothing is created before.
 check_ports() {
   local bad=0 spec var port protos what used
+  # Docker names: the prefix names containers, a network and images.
+  if [[ ! "$PREFIX" =~ ^[a-z0-9]([a-z0-9_.-]*[a-z0-9])?$ ]]; then
+    echo "demo: DEMO_PREFIX=\"$PREFIX\": want lower-case letters, digits, '_', '.' or '-', starting and ending with a letter or digit" >&2
+    exit 2
+  fi
   for spec in DEMO_DNS_PORT:"$DNS_PORT":"tcp udp":DNS DEMO_API_PORT:"$API_PORT":tcp:API DEMO_PORTAL_PORT:"$PORTAL_PORT":tcp:portal; do
     IFS=: read -r var port protos what <<<"$spec"
+    if [[ ! "$port" =~ ^[1-9][0-9]{0,4}$ ]] || ((port > 65535)); then
+      echo "demo: $var=\"$port\": want a port number from 1 to 65535" >&2
+      exit 2
+    fi
     # A port this demo's own containers publish is freed when up replaces them.
     if command -v docker >/dev/null && [[ -n "$(docker ps -q --filter "label=$LABEL" --filter "publish=$port" 2>/dev/null)" ]]; then
       continue
@@ -199,6 +208,7 @@ signpost demo is up.
   try:     curl '$url/calc/%282%2B6%29%2A3'
            dig @127.0.0.1 -p $DNS_PORT _calc._tcp.$ZONE SRV
            dig @127.0.0.1 -p $DNS_PORT _time._tcp.$ZONE SRV
+  UI:      http://127.0.0.1:$API_PORT/ui/
   API:     curl http://127.0.0.1:$API_PORT/v1/services
   stop a calc and watch it leave DNS:  docker stop $PREFIX-calc-1
   remove everything:                   ${env}examples/demo/demo.sh down   (or ${env}make demo-clean)

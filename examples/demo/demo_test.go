@@ -7,6 +7,7 @@ package demo_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -206,6 +207,15 @@ func TestDemo(t *testing.T) {
 	out := d.run(t, "up")
 	if want := "DEMO_PREFIX=" + d.prefix + " examples/demo/demo.sh down"; !strings.Contains(out, want) {
 		t.Errorf("demo.sh up printed no cleanup line with its prefix (%q)", want)
+	}
+	ui := fmt.Sprintf("http://127.0.0.1:%d/ui/", d.apiPort)
+	if want := "UI:      " + ui; !strings.Contains(out, want) {
+		t.Errorf("demo.sh up printed no line with the UI's URL (%q)", want)
+	}
+	if resp, err := http.Get(ui); err != nil || resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Errorf("GET %s: %v %v, want 200 text/html", ui, resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	first := docker(t, "ps", "-q", "--no-trunc", "--filter", d.label())
 	d.run(t, "up")
@@ -421,4 +431,27 @@ func browser(t *testing.T, d *demoRun) {
 		t.Errorf("the portal was restarted: %q, then %q", portalBefore, after)
 	}
 	pagetest.Screenshot(t, page, "demo-portal.png")
+}
+
+// TestDemoRefusesBadSettings: a DEMO_* value Docker would choke on midway
+// is refused first, in one line naming the variable.
+func TestDemoRefusesBadSettings(t *testing.T) {
+	for _, tc := range []struct{ env, want string }{
+		{"DEMO_PREFIX=My Demo", `DEMO_PREFIX="My Demo": want lower-case letters`},
+		{"DEMO_PREFIX=demo-", `DEMO_PREFIX="demo-"`},
+		{"DEMO_DNS_PORT=abc", `DEMO_DNS_PORT="abc": want a port number from 1 to 65535`},
+		{"DEMO_API_PORT=70000", `DEMO_API_PORT="70000": want a port number`},
+		{"DEMO_PORTAL_PORT=0", `DEMO_PORTAL_PORT="0": want a port number`},
+	} {
+		cmd := exec.Command("bash", "demo.sh", "up")
+		cmd.Env = append(os.Environ(), "DEMO_PREFIX=signpost-demotest-bad", "TMPDIR="+t.TempDir(), tc.env)
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+			t.Errorf("%s: demo.sh up ended with %v, want exit status 2", tc.env, err)
+		}
+		if msg := strings.TrimSpace(string(out)); !strings.Contains(msg, tc.want) || strings.Contains(msg, "\n") {
+			t.Errorf("%s: demo.sh up said %q, want one line with %q", tc.env, msg, tc.want)
+		}
+	}
 }

@@ -326,19 +326,35 @@ func (a *API) replaceNode(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	var added []registry.Instance
+	listed := make(map[string]bool, len(req.Instances))
 	for _, in := range req.Instances {
-		if _, ok := a.cfg.Index.Get(strings.ToLower(in.ID)); !ok {
+		id := strings.ToLower(in.ID)
+		listed[id] = true
+		if _, ok := a.cfg.Index.Get(id); !ok {
 			added = append(added, in)
+		}
+	}
+	// What the node has now and its sync no longer lists (a container
+	// gone while its agent was away, say) is removed: name each one.
+	var dropped []registry.Instance
+	for _, in := range a.cfg.Index.Node(node) {
+		if !listed[in.ID] {
+			dropped = append(dropped, in)
 		}
 	}
 	// The store validates every instance (registry.PrepareNodeSet).
 	rev, err := a.cfg.Store.ReplaceNode(r.Context(), node, ttl, req.Instances)
 	a.committed(w, r, "replace_node", rev, err, nil)
-	for i := 0; err == nil && i < len(added); i++ {
-		in := added[i]
+	if err != nil {
+		return
+	}
+	for _, in := range added {
 		in.Normalize()
 		in.Node = node
 		a.logChange("instance registered", in, "PUT /v1/nodes (the node's sync)")
+	}
+	for _, in := range dropped {
+		a.logChange("instance deregistered", in, "PUT /v1/nodes (the node's sync no longer lists it)")
 	}
 }
 
@@ -351,8 +367,13 @@ func (a *API) heartbeat(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) releaseNode(w http.ResponseWriter, r *http.Request) {
-	rev, err := a.cfg.Store.ReleaseNode(r.Context(), r.PathValue("node"))
+	node := r.PathValue("node")
+	had := a.cfg.Index.Node(node)
+	rev, err := a.cfg.Store.ReleaseNode(r.Context(), node)
 	a.committed(w, r, "release_node", rev, err, nil)
+	for i := 0; err == nil && i < len(had); i++ {
+		a.logChange("instance deregistered", had[i], "DELETE /v1/nodes (the node released its lease)")
+	}
 }
 
 func (a *API) listNodes(w http.ResponseWriter, r *http.Request) {

@@ -80,14 +80,22 @@ type Client struct {
 	base  *url.URL
 	token string
 	http  *http.Client
+	// WatchStall is how long Watch waits for anything from the server,
+	// a keepalive included, before it gives the stream up as dead
+	// (default DefaultWatchStall).
+	WatchStall time.Duration
 }
 
 // New returns a client for the server at base ("http://127.0.0.1:8080").
 // token may be empty when the server takes writes without one.
 func New(base, token string) (*Client, error) {
 	u, err := url.Parse(strings.TrimSuffix(base, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
 		return nil, fmt.Errorf("server URL %q: want http://host:port", base)
+	}
+	// "host:" would go to port 80 without a word.
+	if p, err := strconv.Atoi(u.Port()); strings.HasSuffix(u.Host, ":") || (u.Port() != "" && (err != nil || p < 1 || p > 65535)) {
+		return nil, fmt.Errorf("server URL %q: port %q: want 1-65535", base, u.Port())
 	}
 	return &Client{base: u, token: token, http: &http.Client{Timeout: 0}}, nil
 }

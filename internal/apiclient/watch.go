@@ -4,26 +4,45 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // MaxWatchEvent bounds one server-sent event of the watch stream: a whole
 // service's instance list.
 const MaxWatchEvent = 64 << 20
 
+// DefaultWatchStall is Client.WatchStall's default: three of the server's
+// 15-second keepalives missed.
+const DefaultWatchStall = 45 * time.Second
+
+// errStalled ends a watch whose server went silent.
+var errStalled = errors.New("stalled")
+
 // Watch follows the server's watch stream (GET /v1/watch, server-sent
 // events) and calls fn with each change: a service's whole current
 // instance list. service limits the stream to one service (empty: all);
 // index starts after that revision (0: a first snapshot of everything).
-// It returns when ctx ends (ctx.Err()), when fn fails (fn's error), or
+// It returns when parent ends (parent.Err()), when fn fails (fn's error), or
 // when the stream breaks or the server ends it (an error naming the URL);
-// the caller may watch again from the last event's Index.
-func (c *Client) Watch(ctx context.Context, service string, index int64, fn func(WatchEvent) error) error {
+// the caller may watch again from the last event's Index. A stream on
+// which nothing arrives for Client.WatchStall, not even a keepalive (a
+// connection that died silently), breaks too.
+func (c *Client) Watch(parent context.Context, service string, index int64, fn func(WatchEvent) error) error {
+	stall := c.WatchStall
+	if stall <= 0 {
+		stall = DefaultWatchStall
+	}
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	timer := time.AfterFunc(stall, func() { cancel(errStalled) })
+	defer timer.Stop()
 	u := *c.base
 	u.Path += "/v1/watch"
 	q := url.Values{}
@@ -42,8 +61,17 @@ func (c *Client) Watch(ctx context.Context, service string, index int64, fn func
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
+	stalled := func() error {
+		if parent.Err() == nil && errors.Is(context.Cause(ctx), errStalled) {
+			return fmt.Errorf("GET %s: nothing from the server for %s, not even a keepalive", u.String(), stall)
+		}
+		return nil
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
+		if serr := stalled(); serr != nil {
+			return serr
+		}
 		return fmt.Errorf("GET %s: %w", u.String(), err)
 	}
 	defer resp.Body.Close()
@@ -60,6 +88,7 @@ func (c *Client) Watch(ctx context.Context, service string, index int64, fn func
 	var event string
 	var data strings.Builder
 	for sc.Scan() {
+		timer.Reset(stall)
 		line := sc.Text()
 		switch {
 		case line == "":
@@ -87,8 +116,11 @@ func (c *Client) Watch(ctx context.Context, service string, index int64, fn func
 			}
 		}
 	}
-	if ctx.Err() != nil {
-		return ctx.Err()
+	if parent.Err() != nil {
+		return parent.Err()
+	}
+	if err := stalled(); err != nil {
+		return err
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("GET %s: read stream: %w", u.String(), err)

@@ -343,6 +343,20 @@ func (ix *Index) All() ([]Instance, int64) {
 	return out, ix.rev
 }
 
+// Node returns copies of the instances node owns, sorted.
+func (ix *Index) Node(node string) []Instance {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	var out []Instance
+	for _, in := range ix.byID {
+		if in.Node == node {
+			out = append(out, in.Clone())
+		}
+	}
+	SortInstances(out)
+	return out
+}
+
 // ServiceSummary counts a service's instances.
 type ServiceSummary struct {
 	Name      string   `json:"name"`

@@ -208,7 +208,7 @@ func (in *Instance) Validate() error {
 	if len(in.Container) > MaxNodeLen {
 		return &FieldError{"container", in.Container, fmt.Sprintf("longer than %d characters", MaxNodeLen)}
 	}
-	if err := checkPrintable(in.Container); err != nil {
+	if err := checkName(in.Container); err != nil {
 		return &FieldError{"container", in.Container, err.Error()}
 	}
 	if len(in.Tags) > MaxTags {
@@ -254,7 +254,7 @@ func CheckNode(node string) error {
 	if len(node) > MaxNodeLen {
 		return &FieldError{"node", clip(node), fmt.Sprintf("longer than %d characters", MaxNodeLen)}
 	}
-	if err := checkPrintable(node); err != nil {
+	if err := checkName(node); err != nil {
 		return &FieldError{"node", clip(node), err.Error()}
 	}
 	return nil
@@ -312,6 +312,22 @@ func checkMeta(meta map[string]string) error {
 	}
 	if total > MaxMetaBytes {
 		return &FieldError{"meta", fmt.Sprintf("%d bytes", total), fmt.Sprintf("more than %d bytes in all", MaxMetaBytes)}
+	}
+	return nil
+}
+
+// checkName checks a node or container name, which people read in logs,
+// the CLI and the UI: no control characters, and no invisible formatting
+// ones (bidirectional overrides, zero-width spaces) that would make one
+// name look like another.
+func checkName(s string) error {
+	if err := checkPrintable(s); err != nil {
+		return err
+	}
+	for _, r := range s {
+		if unicode.Is(unicode.Cf, r) {
+			return fmt.Errorf("contains formatting character %U", r)
+		}
 	}
 	return nil
 }

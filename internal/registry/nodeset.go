@@ -31,6 +31,9 @@ func PrepareNodeSet(node string, ttl time.Duration, insts []Instance) (map[strin
 	if err := CheckNode(node); err != nil {
 		return nil, err
 	}
+	if err := CheckNode(node); err != nil {
+		return nil, err
+	}
 	if ttl <= 0 {
 		return nil, &FieldError{Field: "ttl", Value: ttl.String(), Reason: "must be positive"}
 	}

@@ -182,6 +182,9 @@ func New(cfg Config) (_ *Server, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if _, _, err := net.SplitHostPort(cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("HTTP address %q: want HOST:PORT: %w", cfg.HTTPAddr, err)
+	}
 	token, readToken := "", ""
 	if cfg.ReadTokenFile != "" {
 		if readToken, err = readTokenFile(cfg.Log, cfg.ReadTokenFile); err != nil {

@@ -83,7 +83,7 @@ func TestUIInChromium(t *testing.T) {
 
 	// host-a is an agent: it owns calc-1, calc-2 and time-1 under a lease.
 	calc1 := registry.Instance{ID: "calc-1", Service: "calc", Address: taddr.Addr(), Port: taddr.Port(),
-		Tags: []string{"v2", "blue"}, Meta: map[string]string{"version": "1.2"}, Node: "host-a",
+		Tags: []string{"v2", "blue"}, Meta: map[string]string{"version": "1.2"}, Node: "host-a", Container: "demo-calc-1",
 		Health: registry.Health{Status: registry.HealthPending}}
 	owned := []registry.Instance{
 		calc1,
@@ -95,7 +95,7 @@ func TestUIInChromium(t *testing.T) {
 	}
 	// db-1 is registered by hand and carries hostile strings.
 	if _, err := cl.Register(ctx, registry.Instance{ID: "db-1", Service: "db", Address: netip.MustParseAddr("10.0.0.9"), Port: 5432,
-		Tags: []string{"<b>primary</b>"}, Meta: map[string]string{"note": xss}}); err != nil {
+		Tags: []string{"<b>primary</b>"}, Meta: map[string]string{"note": xss}, Container: "<i>" + xss}); err != nil {
 		t.Fatalf("register db-1: %v", err)
 	}
 
@@ -134,7 +134,7 @@ func TestUIInChromium(t *testing.T) {
 		t.Errorf("services on the page: %q, want %q", got.Services, want)
 	}
 	c1 := got.Rows["calc-1"]
-	for _, want := range []string{taddr.String(), "host-a", "v2", "blue", "version=1.2"} {
+	for _, want := range []string{taddr.String(), "host-a", "container demo-calc-1", "v2", "blue", "version=1.2"} {
 		if !strings.Contains(c1.Text, want) {
 			t.Errorf("calc-1's row %q lacks %q", c1.Text, want)
 		}
@@ -146,8 +146,9 @@ func TestUIInChromium(t *testing.T) {
 		t.Errorf("calc-2's row %q lacks its address or weight", c2.Text)
 	}
 	db := got.Rows["db-1"]
-	if !strings.Contains(db.Text, "by hand") || !strings.Contains(db.Text, "note="+xss) || !strings.Contains(db.Text, "<b>primary</b>") {
-		t.Errorf("db-1's row %q: want node 'by hand' and its tag and metadata as text", db.Text)
+	if !strings.Contains(db.Text, "by hand") || !strings.Contains(db.Text, "note="+xss) || !strings.Contains(db.Text, "<b>primary</b>") ||
+		!strings.Contains(db.Text, "container <i>"+xss) {
+		t.Errorf("db-1's row %q: want node 'by hand' and its tag, metadata and container as text", db.Text)
 	}
 	if got.Injected || got.Title == "pwned" {
 		t.Errorf("a registry string became markup: injected element %v, title %q", got.Injected, got.Title)
@@ -335,7 +336,7 @@ var rowStatus = (id) => { const r = row(id); return r ? r.dataset.status : null;
 var view = () => {
   const v = {url: location.href, title: document.title, services: [], cards: {}, rows: {}, nodes: {}, dig: [],
     sameDocument: window.__sameDocument === true,
-    injected: !!document.querySelector('main img, main b, img[src="x"]'),
+    injected: !!document.querySelector('main img, main b, main i, img[src="x"]'),
     counts: [...document.querySelectorAll(".summary .tile")].map((t) => t.querySelector(".lbl").textContent + " " + t.querySelector(".num").textContent).join(" ")};
   for (const c of document.querySelectorAll(".svc")) {
     if (c.hidden) continue;
@@ -661,14 +662,9 @@ func keys[V any](m map[string]V) []string {
 // services: the page counts them all, draws the cards folded (no 5,000
 // rows), and a filter or a click opens what is asked for.
 func TestUIFoldsALargeRegistry(t *testing.T) {
-	chromium := findChromium(t)
-	srv := signposttest.Start(t, server.Config{})
+	chromium, srv, cl := startServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cl, err := apiclient.New(srv.URL(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
 	const services, per = 50, 100
 	for n := range 5 { // five agents, ten services each
 		var set []registry.Instance
@@ -716,4 +712,55 @@ func TestUIFoldsALargeRegistry(t *testing.T) {
 	for _, p := range problems() {
 		t.Errorf("browser console: %s", p)
 	}
+}
+
+// TestUIWrapsTheLongestStrings registers an instance whose every string is
+// as long as the registry takes (node, container, tag, metadata) at a
+// long IPv6 address, and checks that each cell of its row, and of its
+// node's row, holds its text: nothing spills over the next column.
+func TestUIWrapsTheLongestStrings(t *testing.T) {
+	chromium, srv, cl := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	node := strings.Repeat("n", registry.MaxNodeLen)
+	long := registry.Instance{ID: "long-1", Service: "long", Address: netip.MustParseAddr("2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff"), Port: 65535,
+		Container: strings.Repeat("c", registry.MaxNodeLen), Tags: []string{strings.Repeat("t", 200)},
+		Meta: map[string]string{"k": strings.Repeat("v", 200)}}
+	if _, err := cl.ReplaceNode(ctx, node, time.Minute, []registry.Instance{long}); err != nil {
+		t.Fatal(err)
+	}
+	page := openBrowser(t, chromium)
+	navigate(t, page, srv.URL()+"/ui/")
+	waitFor(t, page, "long-1 and its node", 30*time.Second, `!!row("long-1") && document.querySelectorAll("#nodes-body tr").length === 1`)
+	var spills []string
+	eval(t, page, `(() => {
+	  const out = [];
+	  for (const td of [...row("long-1").cells, ...document.querySelector("#nodes-body tr").cells]) {
+	    const box = td.getBoundingClientRect();
+	    for (const e of [td, ...td.querySelectorAll("*")]) {
+	      const r = e.getBoundingClientRect();
+	      if (r.right > box.right + 1 || e.scrollWidth > e.clientWidth + 1) {
+	        out.push((td.dataset.label || td.cellIndex) + ": " + e.className + " " + Math.round(r.right - box.right) + "px past the cell");
+	      }
+	    }
+	  }
+	  return out;
+	})()`, &spills)
+	screenshot(t, page, "ui-long-strings.png")
+	for _, s := range spills {
+		t.Errorf("a long string spills out of its cell: %s", s)
+	}
+}
+
+// startServer finds Chromium and starts a server for a browser test, with
+// a client of its API.
+func startServer(t *testing.T) (string, *signposttest.Server, *apiclient.Client) {
+	t.Helper()
+	chromium := findChromium(t)
+	srv := signposttest.Start(t, server.Config{})
+	cl, err := apiclient.New(srv.URL(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return chromium, srv, cl
 }

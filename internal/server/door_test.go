@@ -1,0 +1,55 @@
+package server_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/signpost-dns/signpost/internal/registry"
+	"github.com/signpost-dns/signpost/internal/server"
+)
+
+// TestServerNamesABadHTTPAddress: an --http value that is no address is
+// reported as such, not as a missing token.
+func TestServerNamesABadHTTPAddress(t *testing.T) {
+	_, err := server.New(server.Config{HTTPAddr: "nonsense", DNSAddr: "127.0.0.1:0", DataDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), `HTTP address "nonsense"`) || strings.Contains(err.Error(), "token") {
+		t.Fatalf("server.New with HTTPAddr nonsense: %v, want an error naming the address", err)
+	}
+}
+
+// TestNodeNamesCheckedAtTheDoor: a node's name is checked when its set is
+// written, even an empty set: no control characters, at most
+// registry.MaxNodeLen bytes; nothing is stored for a refused one.
+func TestNodeNamesCheckedAtTheDoor(t *testing.T) {
+	ts := startServer(t, nil)
+	for _, node := range []string{"bad%1B%5B31mnode", "evil%E2%80%AEnode", strings.Repeat("x", registry.MaxNodeLen+1), strings.Repeat("y", 100_000)} {
+		code, e := do(t, "PUT", ts.URL()+"/v1/nodes/"+node, "", `{"instances":[]}`)
+		if code != 400 || e.Field != "node" || len(e.Error) > 300 {
+			t.Errorf("PUT /v1/nodes/%.20s... (%d bytes): %d %.400q (field %q), want 400 naming the node, briefly", node, len(node), code, e.Error, e.Field)
+		}
+	}
+	leases, err := ts.client.Leases(context.Background())
+	if err != nil || len(leases) != 0 {
+		t.Errorf("nodes after the refused writes: %v %v, want none", leases, err)
+	}
+	if code, e := do(t, "PUT", ts.URL()+"/v1/nodes/"+strings.Repeat("x", registry.MaxNodeLen), "", `{"instances":[]}`); code != 200 {
+		t.Errorf("a node name of %d bytes: %d %+v, want 200", registry.MaxNodeLen, code, e)
+	}
+}
+
+// TestContainerNamesCheckedAtTheDoor: a container name that would look
+// like another in a log, the CLI or the UI (a bidirectional override, a
+// zero-width space) is refused.
+func TestContainerNamesCheckedAtTheDoor(t *testing.T) {
+	ts := startServer(t, nil)
+	for _, c := range []string{`web\u202egnp`, `web\u200b1`, `web\u001b[31m`} { // JSON escapes
+		code, e := do(t, "PUT", ts.URL()+"/v1/instances/web-1", "", `{"service":"web","address":"10.0.0.1","port":80,"container":"`+c+`"}`)
+		if code != 400 || e.Field != "container" {
+			t.Errorf("container %s: %d %+v, want 400 naming the container", c, code, e)
+		}
+	}
+	if code, e := do(t, "PUT", ts.URL()+"/v1/instances/web-1", "", `{"service":"web","address":"10.0.0.1","port":80,"container":"web_1.blue-2"}`); code != 200 {
+		t.Errorf("a Docker container name: %d %+v, want 200", code, e)
+	}
+}
