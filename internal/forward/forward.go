@@ -369,12 +369,46 @@ func addrOf(a net.Addr) netip.Addr {
 	return netip.Addr{}
 }
 
-// sameAddr reports whether two host:port addresses are the same socket
-// address.
+// sameAddr reports whether upstream a reaches the socket bound at b: the
+// same address and port, or, when either is a wildcard (0.0.0.0, ::),
+// the other is an address of this host (loopback or an interface's) with
+// the same port. Listening on 0.0.0.0:53, an upstream 127.0.0.1:53 from
+// resolv.conf is the resolver itself.
 func sameAddr(a, b string) bool {
 	pa, errA := netip.ParseAddrPort(a)
 	pb, errB := netip.ParseAddrPort(b)
-	return errA == nil && errB == nil && pa.Addr().Unmap() == pb.Addr().Unmap() && pa.Port() == pb.Port()
+	if errA != nil || errB != nil || pa.Port() != pb.Port() {
+		return false
+	}
+	x, y := pa.Addr().Unmap(), pb.Addr().Unmap()
+	switch {
+	case x == y:
+		return true
+	case x.IsUnspecified():
+		return isLocal(y)
+	case y.IsUnspecified():
+		return isLocal(x)
+	}
+	return false
+}
+
+// isLocal reports whether a is an address of this host.
+func isLocal(a netip.Addr) bool {
+	if a.IsLoopback() || a.IsUnspecified() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, ia := range addrs {
+		if n, ok := ia.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a.WithZone("") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // ReadResolvConf returns the name servers of a resolv.conf file as

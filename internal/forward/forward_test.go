@@ -319,3 +319,29 @@ func TestDefaultAllowHasLoopback(t *testing.T) {
 		}
 	}
 }
+
+// TestNoLoopThroughAWildcardAddress: listening on every address, the
+// resolver is its own upstream at any local address with its port
+// (resolv.conf saying nameserver 127.0.0.1 on a host that points itself
+// at the resolver): each forwarded query would come back to it.
+func TestNoLoopThroughAWildcardAddress(t *testing.T) {
+	pc, l := listenBoth(t)
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	_, _ = pc.Close(), l.Close()
+	for _, up := range []string{"127.0.0.1", "127.0.0.53", "[::1]", "0.0.0.0"} {
+		self := fmt.Sprintf("%s:%d", up, port)
+		r, err := forward.New(forward.Config{Addr: fmt.Sprintf("0.0.0.0:%d", port), Upstreams: []string{self}}, zoneOnly{})
+		if err == nil {
+			_ = r.Close()
+			t.Errorf("listening on 0.0.0.0:%d with upstream %s: no error, want one about the loop", port, self)
+		} else if !strings.Contains(err.Error(), "itself") {
+			t.Errorf("upstream %s: %v, want an error about the loop", self, err)
+		}
+	}
+	// Another port of the same host is another server.
+	r, err := forward.New(forward.Config{Addr: fmt.Sprintf("0.0.0.0:%d", port), Upstreams: []string{fmt.Sprintf("127.0.0.1:%d", port+1)}}, zoneOnly{})
+	if err != nil {
+		t.Fatalf("upstream on another port: %v", err)
+	}
+	_ = r.Close()
+}
