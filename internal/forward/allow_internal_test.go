@@ -1,6 +1,9 @@
 package forward
 
-import "testing"
+import (
+	"net"
+	"testing"
+)
 
 // TestDockerBridgeNames: only Docker's own bridges are trusted by default.
 // Other Linux bridges are often named br-something too (OpenWrt's br-lan,
@@ -24,6 +27,22 @@ func TestDockerBridgeNames(t *testing.T) {
 	} {
 		if got := isDockerBridge(name); got != want {
 			t.Errorf("isDockerBridge(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+// TestClientOf: a TCP share is counted per IPv4 address and per IPv6 /64.
+func TestClientOf(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.2":            "127.0.0.2",
+		"::ffff:10.0.0.1":      "10.0.0.1",
+		"2001:db8:1:2:aaaa::1": "2001:db8:1:2::",
+		"2001:db8:1:2:bbbb::9": "2001:db8:1:2::",
+		"2001:db8:1:3::1":      "2001:db8:1:3::",
+	} {
+		a := &net.TCPAddr{IP: net.ParseIP(in), Port: 5353}
+		if got := clientOf(a); got.String() != want {
+			t.Errorf("clientOf(%s) = %s, want %s", in, got, want)
 		}
 	}
 }

@@ -33,6 +33,9 @@ const (
 	DefaultTimeout     = 2 * time.Second
 	DefaultMaxInflight = 256
 	DefaultMaxTCPConns = 256
+	// DefaultMaxTCPConnsPerClient is each client's share of the TCP
+	// connections.
+	DefaultMaxTCPConnsPerClient = 32
 )
 
 // upstreamUDPSize is the EDNS0 size asked of upstreams (DNS flag day 2020).
@@ -70,6 +73,11 @@ type Config struct {
 	// MaxTCPConns caps open TCP connections; past it new ones wait in the
 	// kernel's backlog (default 256).
 	MaxTCPConns int
+	// MaxTCPConnsPerClient is each client's share of MaxTCPConns (an
+	// IPv4 address, or an IPv6 /64): past it, its new connections are
+	// closed at once, so that one client cannot hold every connection
+	// (default DefaultMaxTCPConnsPerClient).
+	MaxTCPConnsPerClient int
 	// Log gets the resolver's logs (default slog.Default()).
 	Log *slog.Logger
 	// Registerer gets the resolver's metrics (default: none kept).
@@ -116,6 +124,10 @@ func New(cfg Config, zone Zone) (*Resolver, error) {
 	if cfg.MaxTCPConns <= 0 {
 		cfg.MaxTCPConns = DefaultMaxTCPConns
 	}
+	if cfg.MaxTCPConnsPerClient <= 0 {
+		cfg.MaxTCPConnsPerClient = DefaultMaxTCPConnsPerClient
+	}
+	cfg.MaxTCPConnsPerClient = min(cfg.MaxTCPConnsPerClient, cfg.MaxTCPConns)
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -198,7 +210,8 @@ func (r *Resolver) Upstreams() []string { return slices.Clone(r.cfg.Upstreams) }
 func (r *Resolver) Serve(ctx context.Context) error {
 	h := dns.HandlerFunc(r.serveDNS)
 	udp := &dns.Server{PacketConn: r.udp, Handler: h}
-	tcp := &dns.Server{Listener: netutil.LimitListener(r.tcp, r.cfg.MaxTCPConns), Handler: h,
+	tcpl := newShareListener(netutil.LimitListener(r.tcp, r.cfg.MaxTCPConns), r.cfg.MaxTCPConnsPerClient, r.metrics.tcpShare.Inc)
+	tcp := &dns.Server{Listener: tcpl, Handler: h,
 		ReadTimeout: r.cfg.Timeout, WriteTimeout: r.cfg.Timeout, IdleTimeout: func() time.Duration { return 10 * time.Second },
 		MaxTCPQueries: 128}
 	r.mu.Lock()
