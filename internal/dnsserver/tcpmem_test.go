@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,5 +65,54 @@ func TestIdleTCPConnectionsCostLittleMemory(t *testing.T) {
 	t.Logf("heap grew %d bytes for %d idle connections (%d each)", grown, conns, grown/conns)
 	if per := grown / conns; per > 16<<10 {
 		t.Errorf("each idle TCP connection holds %d bytes of heap, want under 16 KiB", per)
+	}
+}
+
+// TestPipelinedAndLargeTCPQueries: queries written back to back in one
+// segment are answered in order (RFC 7766), a query longer than the
+// buffer a connection starts with is read whole, and an empty message is
+// skipped.
+func TestPipelinedAndLargeTCPQueries(t *testing.T) {
+	s := newTestServer(t, 3)
+	l, err := Listen("127.0.0.1:0", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = s.Serve(ctx, l); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	nc, err := net.DialTimeout("tcp", l.TCP.Addr().String(), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	names := []string{"svc0", "svc1", "big", "svc2"}
+	var batch []byte
+	batch = append(batch, 0, 0) // an empty message: no answer
+	for i, name := range names {
+		q := packQuery(t, name+".servicediscovery.internal.", dns.TypeSRV, 1232, func(m *dns.Msg) {
+			m.Id = uint16(i + 1)
+			if i == 2 {
+				// Padding (RFC 7830) makes the query 3,000 bytes.
+				m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, 3000)})
+			}
+		})
+		batch = append(batch, byte(len(q)>>8), byte(len(q)))
+		batch = append(batch, q...)
+	}
+	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := nc.Write(batch); err != nil {
+		t.Fatal(err)
+	}
+	dc := &dns.Conn{Conn: nc}
+	for i, name := range names {
+		r, err := dc.ReadMsg()
+		if err != nil {
+			t.Fatalf("answer %d: %v", i+1, err)
+		}
+		if r.Id != uint16(i+1) || !strings.HasPrefix(r.Question[0].Name, name+".") || len(r.Answer) == 0 {
+			t.Fatalf("answer %d: id %d, %v", i+1, r.Id, r.Question)
+		}
 	}
 }
