@@ -92,6 +92,10 @@ type Server struct {
 	wg        sync.WaitGroup
 }
 
+// browseLabels is the wire length of _services._dns-sd._udp, the labels
+// of the DNS-SD browsing name above the zone.
+const browseLabels = 1 + len("_services") + 1 + len("_dns-sd") + 1 + len("_udp")
+
 // tcpConn is one DNS-over-TCP connection and since when it has been idle.
 type tcpConn struct {
 	c      *net.TCPConn
@@ -165,6 +169,9 @@ func New(cfg Config, ix *registry.Index) (*Server, error) {
 		log:       cfg.Log,
 		tcpConns:  map[*tcpConn]struct{}{},
 		perClient: map[netip.Addr]int{},
+	}
+	if n+browseLabels > registry.MaxName {
+		s.log.Warn("DNS-SD browsing is unavailable: _services._dns-sd._udp under this zone would be over 255 bytes; services still resolve", "zone", cfg.Zone, "zone_bytes", n)
 	}
 	s.zone.browse.Store(emptySet)
 	s.setSerial(uint32(ix.Rev()))

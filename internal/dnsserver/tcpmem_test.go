@@ -2,6 +2,8 @@ package dnsserver
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"net"
 	"runtime"
 	"strings"
@@ -9,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/signpost-dns/signpost/internal/registry"
 )
 
 // TestIdleTCPConnectionsCostLittleMemory: connections waiting for a query
@@ -113,6 +117,24 @@ func TestPipelinedAndLargeTCPQueries(t *testing.T) {
 		}
 		if r.Id != uint16(i+1) || !strings.HasPrefix(r.Question[0].Name, name+".") || len(r.Answer) == 0 {
 			t.Fatalf("answer %d: id %d, %v", i+1, r.Id, r.Question)
+		}
+	}
+}
+
+// TestZoneTooLongForBrowsingIsSaid: in a zone longer than 232 bytes in
+// wire form, _services._dns-sd._udp.<zone> is over 255 bytes and cannot
+// be asked for: the server says so at start instead of browsing silently
+// never working.
+func TestZoneTooLongForBrowsingIsSaid(t *testing.T) {
+	long := strings.Repeat("z", 63) + "." + strings.Repeat("y", 63) + "." + strings.Repeat("x", 63) + "." + strings.Repeat("w", 40)
+	for zone, warn := range map[string]bool{long: true, "servicediscovery.internal": false} {
+		var logs strings.Builder
+		ix := registry.NewIndex(slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if _, err := New(Config{Zone: zone, Log: slog.New(slog.NewTextHandler(&logs, nil))}, ix); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(logs.String(), "_services._dns-sd._udp"); got != warn {
+			t.Errorf("zone of %d bytes: warned %v, want %v: %s", len(zone), got, warn, logs.String())
 		}
 	}
 }
