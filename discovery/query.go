@@ -98,6 +98,7 @@ func (r *Resolver) instances(ctx context.Context, service string, srvs []*dns.SR
 	}
 	ttl := r.maxTTL()
 	var out []Instance
+	var failed error
 	for _, srv := range srvs {
 		target := dns.CanonicalName(srv.Target)
 		addrs, ok := glue[target]
@@ -105,7 +106,17 @@ func (r *Resolver) instances(ctx context.Context, service string, srvs []*dns.SR
 			var err error
 			addrs, err = r.lookupAddrs(ctx, target)
 			if err != nil {
-				return nil, 0, fmt.Errorf("discovery: service %q: target %s: %w", service, target, err)
+				// One target not answering (a lost datagram) leaves its
+				// instance out, not the others; an answer missing some
+				// is kept no longer than a negative one.
+				if failed == nil {
+					failed = fmt.Errorf("discovery: service %q: target %s: %w", service, target, err)
+				}
+				r.logger().DebugContext(ctx, "discovery: SRV target's address lookup failed", "service", service, "target", target, "err", err)
+				if ctx.Err() != nil {
+					return nil, 0, failed
+				}
+				continue
 			}
 			glue[target] = addrs // targets may repeat
 		}
@@ -125,6 +136,12 @@ func (r *Resolver) instances(ctx context.Context, service string, srvs []*dns.SR
 			return boolInt(a.Is6()) - boolInt(b.Is6())
 		})
 		out = append(out, in)
+	}
+	if failed != nil {
+		if len(out) == 0 {
+			return nil, 0, failed
+		}
+		ttl = min(ttl, r.negativeTTL())
 	}
 	slices.SortStableFunc(out, func(a, b Instance) int {
 		if a.Priority != b.Priority {

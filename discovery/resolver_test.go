@@ -384,3 +384,45 @@ func TestLookupAddrs(t *testing.T) {
 		t.Errorf("LookupAddrs(bad..name) = %v, want an error naming it", err)
 	}
 }
+
+// TestLookupSurvivesOneTargetNotAnswering: without glue, one SRV target
+// whose address query is never answered (a lost datagram, a resolver
+// rate limit) leaves that instance out; it does not fail the lookup of
+// the others.
+func TestLookupSurvivesOneTargetNotAnswering(t *testing.T) {
+	const svc = "_calc._tcp." + zone + "."
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		q := req.Question[0]
+		m := new(dns.Msg)
+		m.SetReply(req)
+		hdr := func(name string, t uint16) dns.RR_Header {
+			return dns.RR_Header{Name: name, Rrtype: t, Class: dns.ClassINET, Ttl: 30}
+		}
+		switch {
+		case strings.EqualFold(q.Name, svc) && q.Qtype == dns.TypeSRV:
+			for _, id := range []string{"a", "lost", "b"} {
+				m.Answer = append(m.Answer, &dns.SRV{Hdr: hdr(svc, dns.TypeSRV), Port: 80, Weight: 1, Target: id + ".calc." + zone + "."})
+			}
+		case strings.HasPrefix(q.Name, "lost."):
+			return // never answered
+		case q.Qtype == dns.TypeA:
+			m.Answer = append(m.Answer, &dns.A{Hdr: hdr(q.Name, dns.TypeA), A: net.IPv4(127, 0, 0, 1)})
+		}
+		_ = w.WriteMsg(m)
+	})
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &dns.Server{PacketConn: pc, Handler: h}
+	go func() { _ = s.ActivateAndServe() }()
+	t.Cleanup(func() { _ = s.Shutdown() })
+	r := &Resolver{Server: pc.LocalAddr().String(), Zone: zone, Timeout: 300 * time.Millisecond}
+	got, err := r.Lookup(context.Background(), "_calc._tcp")
+	if err != nil {
+		t.Fatalf("Lookup with one target not answering: %v, want the two others", err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("Lookup = %v, want a and b", got)
+	}
+}

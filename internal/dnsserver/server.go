@@ -9,6 +9,7 @@
 package dnsserver
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -91,6 +92,10 @@ type Server struct {
 	wg        sync.WaitGroup
 }
 
+// browseLabels is the wire length of _services._dns-sd._udp, the labels
+// of the DNS-SD browsing name above the zone.
+const browseLabels = 1 + len("_services") + 1 + len("_dns-sd") + 1 + len("_udp")
+
 // tcpConn is one DNS-over-TCP connection and since when it has been idle.
 type tcpConn struct {
 	c      *net.TCPConn
@@ -164,6 +169,9 @@ func New(cfg Config, ix *registry.Index) (*Server, error) {
 		log:       cfg.Log,
 		tcpConns:  map[*tcpConn]struct{}{},
 		perClient: map[netip.Addr]int{},
+	}
+	if n+browseLabels > registry.MaxName {
+		s.log.Warn("DNS-SD browsing is unavailable: _services._dns-sd._udp under this zone would be over 255 bytes; services still resolve", "zone", cfg.Zone, "zone_bytes", n)
 	}
 	s.zone.browse.Store(emptySet)
 	s.setSerial(uint32(ix.Rev()))
@@ -341,8 +349,10 @@ func (s *Server) serveConn(nc *net.TCPConn) {
 		s.dropLocked(c)
 		s.mu.Unlock()
 	}()
-	req := make([]byte, 65535)
-	out := make([]byte, 2+65536+optLen)
+	// The query grows with the bytes that arrive (queries are small),
+	// and the answer buffer is taken only to answer: an idle or half-sent
+	// connection holds a few hundred bytes, not 128 KiB.
+	var req bytes.Buffer
 	var lenBuf [2]byte
 	for {
 		// Waiting for a query, even one half sent, counts as idle: such a
@@ -353,20 +363,33 @@ func (s *Server) serveConn(nc *net.TCPConn) {
 			return
 		}
 		n := int(binary.BigEndian.Uint16(lenBuf[:]))
-		if _, err := io.ReadFull(nc, req[:n]); err != nil {
+		req.Reset()
+		if _, err := req.ReadFrom(&io.LimitedReader{R: nc, N: int64(n)}); err != nil || req.Len() != n {
 			return
 		}
 		c.idleSince.Store(0)
-		resp := s.respond(req[:n], out[2:], true)
-		if resp == nil {
-			continue
-		}
-		binary.BigEndian.PutUint16(out, uint16(len(resp)))
-		_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
-		if _, err := nc.Write(out[:2+len(resp)]); err != nil {
+		if !s.answerTCP(nc, req.Bytes()) {
 			return
 		}
 	}
+}
+
+// tcpOut holds answer buffers for TCP, taken per query.
+var tcpOut = sync.Pool{New: func() any { return new([2 + 65536 + optLen]byte) }}
+
+// answerTCP writes the answer to req on nc, and reports false when the
+// connection failed.
+func (s *Server) answerTCP(nc net.Conn, req []byte) bool {
+	out := tcpOut.Get().(*[2 + 65536 + optLen]byte)
+	defer tcpOut.Put(out)
+	resp := s.respond(req, out[2:], true)
+	if resp == nil {
+		return true
+	}
+	binary.BigEndian.PutUint16(out[:], uint16(len(resp)))
+	_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
+	_, err := nc.Write(out[:2+len(resp)])
+	return err == nil
 }
 
 // ReservedServices returns the service names that cannot be registered in

@@ -17,7 +17,8 @@ var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustPa
 const refreshEvery = 5 * time.Second
 
 // DefaultAllow returns loopback and the networks of the host's Docker
-// bridges (docker0, docker_gwbridge, and br-<id> of user networks), as
+// bridges (docker0, docker_gwbridge, and br-<12 hex digits> of user
+// networks; see isDockerBridge), as
 // they are now, without link-local ones.
 func DefaultAllow() []netip.Prefix {
 	out := slices.Clone(loopback)
@@ -26,7 +27,7 @@ func DefaultAllow() []netip.Prefix {
 		return out
 	}
 	for _, ifc := range ifs {
-		if ifc.Name != "docker0" && ifc.Name != "docker_gwbridge" && !strings.HasPrefix(ifc.Name, "br-") {
+		if !isDockerBridge(ifc.Name) {
 			continue
 		}
 		addrs, err := ifc.Addrs()
@@ -99,4 +100,25 @@ func in(prefixes []netip.Prefix, a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// isDockerBridge reports whether name is one of Docker's bridges:
+// docker0, docker_gwbridge, or br- and the first 12 hex digits of a user
+// network's ID. Other bridges named br-something (OpenWrt's br-lan,
+// OpenStack's br-ex) often face a LAN: allowing them would open the
+// resolver to it.
+func isDockerBridge(name string) bool {
+	if name == "docker0" || name == "docker_gwbridge" {
+		return true
+	}
+	id, ok := strings.CutPrefix(name, "br-")
+	if !ok || len(id) != 12 {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

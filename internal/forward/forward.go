@@ -33,6 +33,9 @@ const (
 	DefaultTimeout     = 2 * time.Second
 	DefaultMaxInflight = 256
 	DefaultMaxTCPConns = 256
+	// DefaultMaxTCPConnsPerClient is each client's share of the TCP
+	// connections.
+	DefaultMaxTCPConnsPerClient = 32
 )
 
 // upstreamUDPSize is the EDNS0 size asked of upstreams (DNS flag day 2020).
@@ -70,6 +73,11 @@ type Config struct {
 	// MaxTCPConns caps open TCP connections; past it new ones wait in the
 	// kernel's backlog (default 256).
 	MaxTCPConns int
+	// MaxTCPConnsPerClient is each client's share of MaxTCPConns (an
+	// IPv4 address, or an IPv6 /64): past it, its new connections are
+	// closed at once, so that one client cannot hold every connection
+	// (default DefaultMaxTCPConnsPerClient).
+	MaxTCPConnsPerClient int
 	// Log gets the resolver's logs (default slog.Default()).
 	Log *slog.Logger
 	// Registerer gets the resolver's metrics (default: none kept).
@@ -116,6 +124,10 @@ func New(cfg Config, zone Zone) (*Resolver, error) {
 	if cfg.MaxTCPConns <= 0 {
 		cfg.MaxTCPConns = DefaultMaxTCPConns
 	}
+	if cfg.MaxTCPConnsPerClient <= 0 {
+		cfg.MaxTCPConnsPerClient = DefaultMaxTCPConnsPerClient
+	}
+	cfg.MaxTCPConnsPerClient = min(cfg.MaxTCPConnsPerClient, cfg.MaxTCPConns)
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -198,7 +210,8 @@ func (r *Resolver) Upstreams() []string { return slices.Clone(r.cfg.Upstreams) }
 func (r *Resolver) Serve(ctx context.Context) error {
 	h := dns.HandlerFunc(r.serveDNS)
 	udp := &dns.Server{PacketConn: r.udp, Handler: h}
-	tcp := &dns.Server{Listener: netutil.LimitListener(r.tcp, r.cfg.MaxTCPConns), Handler: h,
+	tcpl := newShareListener(netutil.LimitListener(r.tcp, r.cfg.MaxTCPConns), r.cfg.MaxTCPConnsPerClient, r.metrics.tcpShare.Inc)
+	tcp := &dns.Server{Listener: tcpl, Handler: h,
 		ReadTimeout: r.cfg.Timeout, WriteTimeout: r.cfg.Timeout, IdleTimeout: func() time.Duration { return 10 * time.Second },
 		MaxTCPQueries: 128}
 	r.mu.Lock()
@@ -369,12 +382,46 @@ func addrOf(a net.Addr) netip.Addr {
 	return netip.Addr{}
 }
 
-// sameAddr reports whether two host:port addresses are the same socket
-// address.
+// sameAddr reports whether upstream a reaches the socket bound at b: the
+// same address and port, or, when either is a wildcard (0.0.0.0, ::),
+// the other is an address of this host (loopback or an interface's) with
+// the same port. Listening on 0.0.0.0:53, an upstream 127.0.0.1:53 from
+// resolv.conf is the resolver itself.
 func sameAddr(a, b string) bool {
 	pa, errA := netip.ParseAddrPort(a)
 	pb, errB := netip.ParseAddrPort(b)
-	return errA == nil && errB == nil && pa.Addr().Unmap() == pb.Addr().Unmap() && pa.Port() == pb.Port()
+	if errA != nil || errB != nil || pa.Port() != pb.Port() {
+		return false
+	}
+	x, y := pa.Addr().Unmap(), pb.Addr().Unmap()
+	switch {
+	case x == y:
+		return true
+	case x.IsUnspecified():
+		return isLocal(y)
+	case y.IsUnspecified():
+		return isLocal(x)
+	}
+	return false
+}
+
+// isLocal reports whether a is an address of this host.
+func isLocal(a netip.Addr) bool {
+	if a.IsLoopback() || a.IsUnspecified() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, ia := range addrs {
+		if n, ok := ia.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a.WithZone("") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // ReadResolvConf returns the name servers of a resolv.conf file as

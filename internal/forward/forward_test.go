@@ -319,3 +319,62 @@ func TestDefaultAllowHasLoopback(t *testing.T) {
 		}
 	}
 }
+
+// TestNoLoopThroughAWildcardAddress: listening on every address, the
+// resolver is its own upstream at any local address with its port
+// (resolv.conf saying nameserver 127.0.0.1 on a host that points itself
+// at the resolver): each forwarded query would come back to it.
+func TestNoLoopThroughAWildcardAddress(t *testing.T) {
+	pc, l := listenBoth(t)
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	_, _ = pc.Close(), l.Close()
+	for _, up := range []string{"127.0.0.1", "127.0.0.53", "[::1]", "0.0.0.0"} {
+		self := fmt.Sprintf("%s:%d", up, port)
+		r, err := forward.New(forward.Config{Addr: fmt.Sprintf("0.0.0.0:%d", port), Upstreams: []string{self}}, zoneOnly{})
+		if err == nil {
+			_ = r.Close()
+			t.Errorf("listening on 0.0.0.0:%d with upstream %s: no error, want one about the loop", port, self)
+		} else if !strings.Contains(err.Error(), "itself") {
+			t.Errorf("upstream %s: %v, want an error about the loop", self, err)
+		}
+	}
+	// Another port of the same host is another server.
+	r, err := forward.New(forward.Config{Addr: fmt.Sprintf("0.0.0.0:%d", port), Upstreams: []string{fmt.Sprintf("127.0.0.1:%d", port+1)}}, zoneOnly{})
+	if err != nil {
+		t.Fatalf("upstream on another port: %v", err)
+	}
+	_ = r.Close()
+}
+
+// TestTCPShareOfOneClient: one client holding every TCP connection it
+// can (each kept busy, one query at a time) does not lock another client
+// out of TCP, which it needs for truncated answers.
+func TestTCPShareOfOneClient(t *testing.T) {
+	addr := start(t, forward.Config{Upstreams: []string{startUpstream(t).addr}, MaxTCPConns: 4, MaxTCPConnsPerClient: 2})
+	held := 0
+	for range 4 {
+		co, err := dns.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = co.Close() })
+		m := new(dns.Msg)
+		m.SetQuestion("calc."+zone, dns.TypeA)
+		_ = co.SetDeadline(time.Now().Add(2 * time.Second))
+		if err := co.WriteMsg(m); err == nil {
+			if r, err := co.ReadMsg(); err == nil && r.Rcode == dns.RcodeSuccess {
+				held++
+			}
+		}
+	}
+	if held != 2 {
+		t.Errorf("one client got %d TCP connections answered, want its share of 2", held)
+	}
+	// Another client (127.0.0.2) still gets in.
+	c := &dns.Client{Net: "tcp", Timeout: 3 * time.Second, Dialer: &net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}}
+	m := new(dns.Msg)
+	m.SetQuestion("calc."+zone, dns.TypeA)
+	if r, _, err := c.Exchange(m, addr); err != nil || r.Rcode != dns.RcodeSuccess {
+		t.Errorf("another client over TCP while the first holds its share: %v %v", r, err)
+	}
+}

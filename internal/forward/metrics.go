@@ -10,6 +10,7 @@ import (
 type metrics struct {
 	zone, forwarded, refused, failed, overloaded prometheus.Counter
 	inflight                                     prometheus.Gauge
+	tcpShare                                     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -21,8 +22,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "signpost_resolver_forwarding",
 		Help: "Queries being forwarded to upstreams now (at most the resolver's MaxInflight).",
 	})
+	tcpShare := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "signpost_resolver_tcp_share_closed_total",
+		Help: "TCP connections closed as soon as accepted because their client already held its share (MaxTCPConnsPerClient).",
+	})
 	if reg != nil {
-		for _, c := range []prometheus.Collector{vec, inflight} {
+		for _, c := range []prometheus.Collector{vec, inflight, tcpShare} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register resolver metrics: %w", err)
 			}
@@ -35,5 +40,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		failed:     vec.WithLabelValues("failed"),
 		overloaded: vec.WithLabelValues("overloaded"),
 		inflight:   inflight,
+		tcpShare:   tcpShare,
 	}, nil
 }

@@ -158,7 +158,9 @@ func (c Config) Default() Spec {
 // characters, which the registry refuses.
 func Bound(s string) string {
 	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) { // C0, DEL and C1: the registry refuses them all
+		// C0, DEL, C1, bidirectional controls and line separators: the
+		// registry refuses them all.
+		if unicode.IsControl(r) || unicode.In(r, unicode.Bidi_Control, unicode.Zl, unicode.Zp) {
 			return ' '
 		}
 		return r

@@ -399,3 +399,13 @@ func listen(t *testing.T, handle func(net.Conn)) netip.AddrPort {
 	}()
 	return netip.MustParseAddrPort(l.Addr().String())
 }
+
+// TestBoundBlanksWhatTheRegistryRefuses: controls, bidirectional
+// controls (which reorder what a terminal shows) and line separators are
+// blanked, so that an output the agent reports is never refused.
+func TestBoundBlanksWhatTheRegistryRefuses(t *testing.T) {
+	got := Bound("ok\x1b[2J \u009b \u202eevil\u202c \u2066x\u2069 \u2028 שלום")
+	if want := "ok [2J    evil   x    שלום"; got != want {
+		t.Errorf("Bound = %q, want %q", got, want)
+	}
+}

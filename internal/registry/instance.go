@@ -333,7 +333,9 @@ func checkName(s string) error {
 }
 
 // checkPrintable refuses text a terminal or a DNS client could
-// misread: invalid UTF-8 and control characters (C0, DEL and C1).
+// misread: invalid UTF-8, control characters (C0, DEL and C1),
+// bidirectional controls (U+202E and its kin reorder what a terminal
+// shows, as in "Trojan Source") and line and paragraph separators.
 func checkPrintable(s string) error {
 	if !utf8.ValidString(s) {
 		return fmt.Errorf("not valid UTF-8")
@@ -341,6 +343,9 @@ func checkPrintable(s string) error {
 	for _, r := range s {
 		if unicode.IsControl(r) {
 			return fmt.Errorf("contains control character %U", r)
+		}
+		if unicode.In(r, unicode.Bidi_Control, unicode.Zl, unicode.Zp) {
+			return fmt.Errorf("contains %U, a bidirectional control or line separator", r)
 		}
 	}
 	return nil

@@ -79,6 +79,10 @@ func TestValidate(t *testing.T) {
 		{"meta key=value over a TXT string", func(in *Instance) { in.Meta = map[string]string{strings.Repeat("k", 10): strings.Repeat("v", 250)} }, "meta.kkkkkkkkkk"},
 		{"meta value with C1 control", func(in *Instance) { in.Meta = map[string]string{"k": "a\u009b31m"} }, "meta.k"},
 		{"meta value not UTF-8", func(in *Instance) { in.Meta = map[string]string{"k": "a\xff"} }, "meta.k"},
+		{"meta value with a bidi override", func(in *Instance) { in.Meta = map[string]string{"k": "invoice\u202efdp.exe"} }, "meta.k"},
+		{"tag with a line separator", func(in *Instance) { in.Tags = []string{"a\u2028b"} }, "tags"},
+		{"output with a bidi isolate", func(in *Instance) { in.Health.Output = "ok \u2066x\u2069" }, "health.output"},
+		{"meta value in Hebrew and emoji", func(in *Instance) { in.Meta = map[string]string{"k": "שלום 😀"} }, ""},
 		{"tags over a TXT string", func(in *Instance) {
 			in.Tags = []string{strings.Repeat("a", 200), strings.Repeat("b", 60)}
 		}, "tags"},
