@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -23,11 +24,15 @@ func TestServerNamesABadHTTPAddress(t *testing.T) {
 // registry.MaxNodeLen bytes; nothing is stored for a refused one.
 func TestNodeNamesCheckedAtTheDoor(t *testing.T) {
 	ts := startServer(t, nil)
-	for _, node := range []string{"bad%1B%5B31mnode", "evil%E2%80%AEnode", strings.Repeat("x", registry.MaxNodeLen+1), strings.Repeat("y", 100_000)} {
+	for _, node := range []string{"bad%1B%5B31mnode", "evil%E2%80%AEnode", strings.Repeat("x", registry.MaxNodeLen+1), strings.Repeat("y", 10_000)} {
 		code, e := do(t, "PUT", ts.URL()+"/v1/nodes/"+node, "", `{"instances":[]}`)
 		if code != 400 || e.Field != "node" || len(e.Error) > 300 {
 			t.Errorf("PUT /v1/nodes/%.20s... (%d bytes): %d %.400q (field %q), want 400 naming the node, briefly", node, len(node), code, e.Error, e.Field)
 		}
+	}
+	// A name too long for the request line is refused before it is read.
+	if code, _ := do(t, "PUT", ts.URL()+"/v1/nodes/"+strings.Repeat("z", 100_000), "", `{"instances":[]}`); code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("PUT /v1/nodes/zzz... (100000 bytes): %d, want 431", code)
 	}
 	leases, err := ts.client.Leases(context.Background())
 	if err != nil || len(leases) != 0 {
