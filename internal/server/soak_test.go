@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -40,7 +41,7 @@ func soakDuration(t *testing.T) time.Duration {
 // soakCounts counts what the load did, for the log and the checks.
 type soakCounts struct {
 	writes, refusedAsExpected, unexpected         atomic.Int64
-	dnsOK, dnsErr                                 atomic.Int64
+	dnsOK, dnsErr, dnsNotSent                     atomic.Int64
 	watchers, idle, halfSent, oversized, badNames atomic.Int64
 	firstUnexpected, dnsLastErr                   atomic.Value
 }
@@ -129,6 +130,7 @@ func TestSoak(t *testing.T) {
 	if counts.writes.Load() == 0 || counts.dnsOK.Load() == 0 {
 		t.Fatal("the load did nothing")
 	}
+	t.Logf("DNS queries this process could not send (its own dial failed): %d", counts.dnsNotSent.Load())
 	if ok, bad := counts.dnsOK.Load(), counts.dnsErr.Load(); bad*100 > ok {
 		t.Errorf("DNS under load: %d errors for %d answers (over 1%%); the last: %v", bad, ok, counts.dnsLastErr.Load())
 	}
@@ -391,13 +393,44 @@ func soakPut(ctx context.Context, url, ct, body string) (int, error) {
 // done.
 func soakDNS(ctx context.Context, addr, netw string, services int, counts *soakCounts) {
 	cl := &dns.Client{Net: netw, Timeout: 3 * time.Second}
+	// Over TCP, queries share one connection, as a resolver's do; a new
+	// connection per query would leave tens of thousands of sockets in
+	// TIME-WAIT on the client and starve its own ephemeral ports.
+	var conn *dns.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}()
 	for i := 0; ctx.Err() == nil; i++ {
 		m := new(dns.Msg)
 		m.SetQuestion(fmt.Sprintf("soak%d.servicediscovery.internal.", i%services), dns.TypeSRV)
 		m.SetEdns0(1232, false)
-		r, _, err := cl.ExchangeContext(ctx, m, addr)
+		var r *dns.Msg
+		var err error
+		if netw == "tcp" {
+			if conn == nil {
+				conn, err = cl.DialContext(ctx, addr)
+			}
+			if err == nil {
+				r, _, err = cl.ExchangeWithConnContext(ctx, m, conn)
+				if err != nil {
+					conn.Close()
+					conn = nil
+				}
+			}
+		} else {
+			r, _, err = cl.ExchangeContext(ctx, m, addr)
+		}
+		var oe *net.OpError
 		switch {
 		case ctx.Err() != nil:
+		case errors.As(err, &oe) && oe.Op == "dial":
+			// The test's own socket could not be set up: no query left
+			// this process, so the server had nothing to answer. Seen
+			// at a few per thousand while the hostile clients run (an
+			// immediate "dial udp: i/o timeout" in this process).
+			counts.dnsNotSent.Add(1)
 		case err != nil || (r.Rcode != dns.RcodeSuccess && r.Rcode != dns.RcodeNameError):
 			counts.dnsErr.Add(1)
 			if err != nil {
