@@ -136,3 +136,45 @@ func TestRepeatedPageToken(t *testing.T) {
 		t.Fatal("host record missing after a good sync")
 	}
 }
+
+// TestRestartWithNewTTLKeepsRecords restarts the agent with another
+// --route53-ttl (a configuration change, the usual reason to restart):
+// the zone's records differ from the new ones only in TTL. Known must
+// still report them, so that the start-up sync UPSERTs the new TTL in one
+// batch instead of deleting every record of the host until its checks
+// pass again.
+func TestRestartWithNewTTLKeepsRecords(t *testing.T) {
+	s := startEmu(t)
+	zone := s.AddZone(r53emu.Zone{Name: zoneName, Private: true})
+	ctx := ctxT(t)
+	a := inst("aaa", "calc", 1001, map[string]string{route53backend.MetaSRVName: "calc", route53backend.MetaContainerID: "aaa"})
+	a.Health.Status = registry.HealthPassing
+	if err := newBackend(t, cfg(s)).Sync(ctx, []registry.Instance{a}); err != nil {
+		t.Fatal(err)
+	}
+	c := cfg(s)
+	c.TTL = 30
+	second := newBackend(t, c)
+	s.ResetRequests()
+	known, err := second.Known(ctx, []registry.Instance{a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, ok := known["aaa"]; !ok || h.Status != registry.HealthPassing {
+		t.Fatalf("Known = %+v: a record that differs only in TTL is still the running instance's", known)
+	}
+	if err := second.Sync(ctx, []registry.Instance{a}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range s.Requests() {
+		for _, ch := range r.Changes {
+			if ch.Action == "DELETE" {
+				t.Fatalf("the start-up sync deleted %s %s: %+v", ch.Name, ch.SetIdentifier, r.Changes)
+			}
+		}
+	}
+	rs := find(s, zone, "calc.servicediscovery.internal.", "SRV", host+":aaa")
+	if rs == nil || rs.TTL != 30 {
+		t.Fatalf("aaa's record after the sync: %+v, want TTL 30", rs)
+	}
+}
