@@ -25,7 +25,7 @@ func runCheck(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&cfg.Failures, "failures", 3, "failures in a row before an endpoint is removed")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 32, "probes at once")
 	fs.StringVar(&cfg.StateFile, "state-file", "", "file keeping failure counts between one-shot runs (needed with --interval 0 and --failures > 1)")
-	fs.BoolVar(&cfg.DryRun, "dry-run", false, "report what would be removed, remove nothing")
+	fs.BoolVar(&cfg.DryRun, "dry-run", false, "report what would be removed, remove nothing (reads --state-file, never writes it)")
 	includeAgents := fs.Bool("include-agents", false, "server backend: also sweep instances that belong to an agent's node (agents check their own containers)")
 	r53 := route53CheckFlags(fs)
 	if err := parseFlags(fs, args); err != nil {

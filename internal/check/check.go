@@ -66,7 +66,8 @@ type Config struct {
 	Concurrency int
 	// StateFile keeps failure counts between runs of a one-shot sweep.
 	StateFile string
-	// DryRun reports what would be removed without removing it.
+	// DryRun reports what would be removed without removing it. It reads
+	// StateFile but never writes it.
 	DryRun bool
 	Log    *slog.Logger
 	// Registerer gets the sweep's metrics (optional).
@@ -319,8 +320,13 @@ func (s *Sweeper) Sweep(ctx context.Context) (Result, error) {
 		delete(s.failures, o.ep.Key)
 		s.mu.Unlock()
 	}
-	if err := s.saveState(); err != nil {
-		errs = append(errs, err)
+	// A dry run reads the state file but never writes it: previews that
+	// share the real sweep's file must not count failures a later real
+	// run would act on. A dry run in a loop counts in memory.
+	if !s.cfg.DryRun {
+		if err := s.saveState(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return res, errors.Join(errs...)
 }

@@ -92,3 +92,76 @@ func TestDryRunRemovesNothing(t *testing.T) {
 		t.Errorf("after a real sweep the server holds %d instances", len(list))
 	}
 }
+
+// TestDryRunLeavesTheStateFile: dry runs that share the state file of the
+// real one-shot sweep (the same command line with --dry-run added) must
+// not count failures in it, or a preview run twice would make the next
+// real run remove an endpoint on its first failure. A dry run still reads
+// the file, so it reports what the real run would do; and in a loop
+// (several sweeps of one Sweeper) it counts in memory.
+func TestDryRunLeavesTheStateFile(t *testing.T) {
+	srv := signposttest.Start(t, server.Config{})
+	ctx := context.Background()
+	c, _ := apiclient.New(srv.URL(), "")
+	in := registry.Instance{ID: "dead-1", Service: "calc", Address: netip.MustParseAddr("127.0.0.1"), Port: closedPort(t)}
+	if _, err := c.Register(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir() + "/check.json"
+	sweep := func(dry bool) check.Result {
+		t.Helper()
+		sw, err := check.New(&check.ServerSource{Client: c}, check.Config{Failures: 3, StateFile: state, DryRun: dry, Log: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := sw.Sweep(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	// One real failure is counted in the file.
+	if res := sweep(false); len(res.Removed) != 0 {
+		t.Fatalf("removed on the first failure: %+v", res)
+	}
+	// Three previews: each starts from the file's one failure, so none
+	// reaches three.
+	for i := range 3 {
+		if res := sweep(true); len(res.WouldRemove) != 0 {
+			t.Fatalf("dry run %d would remove %v: the dry runs before it counted their failures in the state file", i+1, res.WouldRemove)
+		}
+	}
+	// The second real failure: still counted from the real runs only.
+	if res := sweep(false); len(res.Removed) != 0 {
+		t.Fatalf("the second real failure removed %v: dry runs counted failures in the state file", res.Removed)
+	}
+	if list, _, _ := c.Instances(ctx, ""); len(list) != 1 {
+		t.Fatalf("the server holds %d instances, want dead-1 still", len(list))
+	}
+	// A dry run now says the next real run would remove it, and it does.
+	if res := sweep(true); len(res.WouldRemove) != 1 {
+		t.Fatalf("dry run after two real failures: %+v, want dead-1 to be one the real run would remove", res)
+	}
+	if res := sweep(false); len(res.Removed) != 1 {
+		t.Fatalf("the third real failure: %+v, want dead-1 removed", res)
+	}
+
+	// In a loop, a dry run counts in memory: its third sweep would remove.
+	in.ID = "dead-2"
+	if _, err := c.Register(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	sw, err := check.New(&check.ServerSource{Client: c}, check.Config{Failures: 3, StateFile: state, DryRun: true, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		res, err := sw.Sweep(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[bool]int{true: 1, false: 0}[i == 3]; len(res.WouldRemove) != want {
+			t.Fatalf("dry-run loop sweep %d would remove %v, want %d", i, res.WouldRemove, want)
+		}
+	}
+}
