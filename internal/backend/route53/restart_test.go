@@ -2,12 +2,14 @@ package route53backend_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"log/slog"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	route53backend "github.com/signpost-dns/signpost/internal/backend/route53"
 	"github.com/signpost-dns/signpost/internal/backend/route53/r53emu"
@@ -176,5 +178,32 @@ func TestRestartWithNewTTLKeepsRecords(t *testing.T) {
 	rs := find(s, zone, "calc.servicediscovery.internal.", "SRV", host+":aaa")
 	if rs == nil || rs.TTL != 30 {
 		t.Fatalf("aaa's record after the sync: %+v, want TTL 30", rs)
+	}
+}
+
+// TestRepeatedZonePageToken: finding the zone by name follows
+// ListHostedZonesByName's NextDNSName/NextHostedZoneId; a page that gives
+// back the token it was asked with must fail New, naming the token,
+// instead of looping. (Three pages of zones of the same name, so that a
+// page asked for by token is itself truncated.)
+func TestRepeatedZonePageToken(t *testing.T) {
+	s := startEmu(t)
+	for range 2*r53emu.MaxZoneItems + 1 {
+		s.AddZone(r53emu.Zone{Name: zoneName, Private: true})
+	}
+	s.LoopPages(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := route53backend.New(ctx, cfg(s))
+	if !errors.Is(err, route53backend.ErrRepeatedPageToken) || !strings.Contains(err.Error(), "NextHostedZoneId=") {
+		t.Fatalf("New over a looping zone listing: %v, want an error naming the repeated token", err)
+	}
+	if n := s.Count(r53emu.OpListHostedZonesByName); n > 5 {
+		t.Fatalf("%d zone list requests: the loop was followed", n)
+	}
+	// Without the loop, the listing reaches the end and says there are too many.
+	s.ClearInjected()
+	if _, err := route53backend.New(ctx, cfg(s)); err == nil || !strings.Contains(err.Error(), "201 hosted zones are named") {
+		t.Fatalf("New over 101 zones of one name: %v", err)
 	}
 }
