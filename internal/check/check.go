@@ -331,6 +331,38 @@ func (s *Sweeper) Sweep(ctx context.Context) (Result, error) {
 	return res, errors.Join(errs...)
 }
 
+// Sweeps runs n sweeps, interval apart (the first at once), calls report
+// with each one's result, and returns the errors of all of them joined.
+// With Failures <= n, an endpoint that fails throughout one run is
+// removed in that run, counted in memory: a scheduled task that may run
+// on any host of a cluster needs no state file, whose counts would be
+// those of whichever host ran it last.
+func (s *Sweeper) Sweeps(ctx context.Context, interval time.Duration, n int, report func(Result)) error {
+	if n < 1 {
+		return fmt.Errorf("sweeps %d: want at least 1", n)
+	}
+	var errs []error
+	for i := 1; i <= n; i++ {
+		if i > 1 {
+			t := time.NewTimer(interval)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return errors.Join(append(errs, ctx.Err())...)
+			case <-t.C:
+			}
+		}
+		res, err := s.Sweep(ctx)
+		if report != nil {
+			report(res)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sweep %d of %d: %w", i, n, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Run sweeps every interval until ctx is done. A failed sweep is logged
 // and the next one goes ahead.
 func (s *Sweeper) Run(ctx context.Context, interval time.Duration) error {

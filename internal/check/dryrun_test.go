@@ -8,7 +8,9 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/signpost-dns/signpost/internal/apiclient"
 	"github.com/signpost-dns/signpost/internal/check"
@@ -163,5 +165,57 @@ func TestDryRunLeavesTheStateFile(t *testing.T) {
 		if want := map[bool]int{true: 1, false: 0}[i == 3]; len(res.WouldRemove) != want {
 			t.Fatalf("dry-run loop sweep %d would remove %v, want %d", i, res.WouldRemove, want)
 		}
+	}
+}
+
+// TestSweepsCountInOneRun: a run of three sweeps with --failures 3 and no
+// state file removes an endpoint that fails all three, in the third, and
+// keeps one that passes once among them; a run of two removes nothing.
+func TestSweepsCountInOneRun(t *testing.T) {
+	srv := signposttest.Start(t, server.Config{})
+	ctx := context.Background()
+	c, _ := apiclient.New(srv.URL(), "")
+	var flaky atomic.Int32
+	blip := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if flaky.Add(1) == 2 { // the second probe passes, the others fail
+			return
+		}
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	defer blip.Close()
+	ba, bp := hostPort(t, blip.URL)
+	dead := registry.Instance{ID: "dead-1", Service: "calc", Address: netip.MustParseAddr("127.0.0.1"), Port: closedPort(t)}
+	for _, in := range []registry.Instance{dead, {ID: "blip-1", Service: "calc", Address: ba, Port: bp}} {
+		if _, err := c.Register(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(n int) []check.Result {
+		t.Helper()
+		sw, err := check.New(&check.ServerSource{Client: c}, check.Config{Failures: 3, Log: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []check.Result
+		if err := sw.Sweeps(ctx, 10*time.Millisecond, n, func(r check.Result) { got = append(got, r) }); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != n {
+			t.Fatalf("%d results for %d sweeps", len(got), n)
+		}
+		return got
+	}
+	for _, r := range run(2) {
+		if len(r.Removed) != 0 {
+			t.Fatalf("two sweeps with --failures 3 removed %v", r.Removed)
+		}
+	}
+	flaky.Store(0)
+	got := run(3)
+	if len(got[0].Removed)+len(got[1].Removed) != 0 || len(got[2].Removed) != 1 || got[2].Removed[0].Key != "dead-1" {
+		t.Fatalf("three sweeps removed %v, %v, %v: want dead-1 in the third only (blip-1 passed once)", got[0].Removed, got[1].Removed, got[2].Removed)
+	}
+	if list, _, _ := c.Instances(ctx, ""); len(list) != 1 || list[0].ID != "blip-1" {
+		t.Fatalf("after the run the server holds %v, want blip-1 only", list)
 	}
 }
