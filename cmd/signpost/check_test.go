@@ -42,3 +42,32 @@ func TestCheckDryRun(t *testing.T) {
 		t.Fatalf("after check --dry-run the server holds %v (%v), want db-1", list, err)
 	}
 }
+
+// TestCheckSweeps runs `signpost check --sweeps 3 --interval 10ms
+// --failures 3` against an endpoint nobody listens on: three summaries,
+// the endpoint removed by the third; --sweeps without --interval is a
+// usage error.
+func TestCheckSweeps(t *testing.T) {
+	srv := signposttest.Start(t, server.Config{})
+	ctx := context.Background()
+	c, _ := apiclient.New(srv.URL(), "")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	if _, err := c.Register(ctx, registry.Instance{ID: "db-1", Service: "db", Address: netip.MustParseAddr("127.0.0.1"), Port: port}); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := commands["check"].run(ctx, []string{"--server=" + srv.URL(), "--sweeps", "2", "--log-level", "error"}, &out); err == nil || !strings.Contains(err.Error(), "--sweeps") {
+		t.Errorf("--sweeps without --interval: %v, want a usage error naming --sweeps", err)
+	}
+	if err := commands["check"].run(ctx, []string{"--server=" + srv.URL(), "--sweeps", "3", "--interval", "10ms", "--failures", "3", "--timeout", "1s", "--log-level", "error"}, &out); err != nil {
+		t.Fatalf("check --sweeps 3: %v\n%s", err, out.String())
+	}
+	if got := strings.Count(out.String(), "checked 1:"); got != 3 || !strings.Contains(out.String(), "1 removed\nremoved db-1") {
+		t.Errorf("check --sweeps 3 printed:\n%s\nwant three summaries, db-1 removed by the third", out.String())
+	}
+}
