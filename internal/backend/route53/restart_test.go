@@ -207,3 +207,45 @@ func TestRepeatedZonePageToken(t *testing.T) {
 		t.Fatalf("New over 101 zones of one name: %v", err)
 	}
 }
+
+// TestRestartAfterHalfARun: the zone holds what an earlier agent left
+// half done (its instance's SRV set, but not yet its host record) among
+// other hosts' record sets, some of whose owners' names begin like this
+// host's. Known carries the instance; the start-up Sync is one batch
+// that adds the host record and touches nothing else.
+func TestRestartAfterHalfARun(t *testing.T) {
+	s := startEmu(t)
+	zone := s.AddZone(r53emu.Zone{Name: zoneName, Private: true})
+	seedOthers(t, s, zone, 12)
+	one := int64(1)
+	if err := s.Seed(zone, r53emu.RecordSet{Name: "calc." + zoneName + ".", Type: "SRV", SetIdentifier: host + ":aaa",
+		Weight: &one, Values: []string{"1 1 1001 " + host}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	a := inst("aaa", "calc", 1001, map[string]string{route53backend.MetaSRVName: "calc", route53backend.MetaContainerID: "aaa"})
+	b := newBackend(t, cfg(s))
+	s.ResetRequests()
+	known, err := b.Known(ctx, []registry.Instance{a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, ok := known["aaa"]
+	if !ok || len(known) != 1 {
+		t.Fatalf("Known = %+v, want aaa only", known)
+	}
+	a.Health = h
+	if err := b.Sync(ctx, []registry.Instance{a}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range s.Requests() {
+		for _, ch := range r.Changes {
+			got = append(got, ch.Action+" "+ch.Type+" "+ch.Name+" ["+ch.SetIdentifier+"]")
+		}
+	}
+	want := "UPSERT A ip-10-0-0-5." + zoneName + ". [" + host + "]"
+	if len(got) != 1 || got[0] != want {
+		t.Fatalf("the start-up sync sent %q, want only %q", got, want)
+	}
+}
