@@ -25,21 +25,7 @@ func TestEffectiveHealth(t *testing.T) {
 
 	// A passing own check: TCP against a listener that holds each
 	// connection past the check's settle time.
-	hold, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hold.Close()
-	go func() {
-		for {
-			c, err := hold.Accept()
-			if err != nil {
-				return
-			}
-			go func() { time.Sleep(200 * time.Millisecond); c.Close() }() // hold the connection, not a wait
-		}
-	}()
-	hp := netip.MustParseAddrPort(hold.Addr().String())
+	hp := holdingListener(t)
 	passing := registry.Instance{ID: "passing", Address: hp.Addr(), Port: hp.Port()}
 	a.checks.ensure(passing, health.Spec{Kind: health.TCP, Interval: time.Second, Timeout: 500 * time.Millisecond}, "c-own", "own", nil)
 	deadline := time.Now().Add(10 * time.Second)
@@ -214,27 +200,13 @@ func TestCarriedCriticalIsStoppedOnlyOnAFailure(t *testing.T) {
 		stops <- cid + " ok=" + map[bool]string{true: "true", false: "false"}[tr.Result.OK]
 	}
 
-	hold, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hold.Close()
-	go func() {
-		for {
-			c, err := hold.Accept()
-			if err != nil {
-				return
-			}
-			go func() { time.Sleep(200 * time.Millisecond); c.Close() }() // hold the connection, not a wait
-		}
-	}()
+	hp := holdingListener(t)
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	dead := netip.MustParseAddrPort(closed.Addr().String())
 	closed.Close()
-	hp := netip.MustParseAddrPort(hold.Addr().String())
 	spec := health.Spec{Kind: health.TCP, Interval: time.Second, Timeout: 500 * time.Millisecond}
 	crit := &registry.Health{Status: registry.HealthCritical, CheckedAt: time.Now().Add(-time.Minute), Output: "connection refused"}
 
@@ -282,4 +254,25 @@ func TestCarriedCriticalIsStoppedOnlyOnAFailure(t *testing.T) {
 	if len(got) != 1 || got[0] != "c-dead ok=false" {
 		t.Fatalf("reported critical: %v, want the carried critical instance whose first probe failed again", got)
 	}
+}
+
+// holdingListener listens on loopback until the test ends and holds each
+// connection past a TCP check's settle time, so that the check passes.
+func holdingListener(t *testing.T) netip.AddrPort {
+	t.Helper()
+	hold, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hold.Close() })
+	go func() {
+		for {
+			c, err := hold.Accept()
+			if err != nil {
+				return
+			}
+			go func() { time.Sleep(200 * time.Millisecond); c.Close() }() // hold the connection, not a wait
+		}
+	}()
+	return netip.MustParseAddrPort(hold.Addr().String())
 }
