@@ -122,7 +122,10 @@ func (cs *checks) ensure(in registry.Instance, spec health.Spec, containerID, na
 		case cs.kick <- struct{}{}:
 		default:
 		}
-		if tr.To == health.Critical && cs.critical != nil {
+		// Critical now, by a failure: a transition, or the first probe of
+		// a check carried over as critical failing again. A carried
+		// critical check whose first probe passes is recovering.
+		if tr.To == health.Critical && !tr.Result.OK && cs.critical != nil {
 			cs.critical(containerID, name, in, tr)
 		}
 	})

@@ -25,21 +25,7 @@ func TestEffectiveHealth(t *testing.T) {
 
 	// A passing own check: TCP against a listener that holds each
 	// connection past the check's settle time.
-	hold, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hold.Close()
-	go func() {
-		for {
-			c, err := hold.Accept()
-			if err != nil {
-				return
-			}
-			go func() { time.Sleep(200 * time.Millisecond); c.Close() }() // hold the connection, not a wait
-		}
-	}()
-	hp := netip.MustParseAddrPort(hold.Addr().String())
+	hp := holdingListener(t)
 	passing := registry.Instance{ID: "passing", Address: hp.Addr(), Port: hp.Port()}
 	a.checks.ensure(passing, health.Spec{Kind: health.TCP, Interval: time.Second, Timeout: 500 * time.Millisecond}, "c-own", "own", nil)
 	deadline := time.Now().Add(10 * time.Second)
@@ -195,4 +181,98 @@ func TestCarriedHealth(t *testing.T) {
 		!strings.Contains(logs.String(), "carried health kept until the thresholds say otherwise") {
 		t.Errorf("want the first failure logged as carried, and critical after 3 failures in a row:\n%s", logs.String())
 	}
+}
+
+// TestCarriedCriticalIsStoppedOnlyOnAFailure: an instance carried over a
+// restart as critical whose first new probe passes is recovering, not
+// failing: --stop-unhealthy must not stop its container (an agent
+// restarted to turn --stop-unhealthy on would otherwise stop every
+// container that was critical and has recovered). One whose first probe
+// fails again is still reported critical.
+func TestCarriedCriticalIsStoppedOnlyOnAFailure(t *testing.T) {
+	hc, _ := health.Config{Interval: time.Second, Timeout: 500 * time.Millisecond, StartPeriod: time.Nanosecond}.WithDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	cs := newChecks(hc, nil, slog.New(slog.DiscardHandler))
+	cs.start(ctx)
+	defer func() { cancel(); cs.stop() }()
+	stops := make(chan string, 4)
+	cs.critical = func(cid, _ string, _ registry.Instance, tr health.Transition) {
+		stops <- cid + " ok=" + map[bool]string{true: "true", false: "false"}[tr.Result.OK]
+	}
+
+	hp := holdingListener(t)
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := netip.MustParseAddrPort(closed.Addr().String())
+	closed.Close()
+	spec := health.Spec{Kind: health.TCP, Interval: time.Second, Timeout: 500 * time.Millisecond}
+	crit := &registry.Health{Status: registry.HealthCritical, CheckedAt: time.Now().Add(-time.Minute), Output: "connection refused"}
+
+	cs.ensure(registry.Instance{ID: "recovered", Address: hp.Addr(), Port: hp.Port()}, spec, "c-recovered", "recovered", crit)
+	cs.ensure(registry.Instance{ID: "still-dead", Address: dead.Addr(), Port: dead.Port()}, spec, "c-dead", "dead", crit)
+	// Wait for both first probes to have run.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h1, _ := cs.state("recovered")
+		h2, _ := cs.state("still-dead")
+		if !h1.CheckedAt.IsZero() && !h1.CheckedAt.Before(crit.CheckedAt.Add(time.Second)) &&
+			!h2.CheckedAt.IsZero() && !h2.CheckedAt.Before(crit.CheckedAt.Add(time.Second)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first probes never ran")
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval of a condition wait
+	}
+	if h, _ := cs.state("recovered"); h.Status != registry.HealthCritical {
+		t.Fatalf("recovered: %s after one pass, want critical until %d passes", h.Status, hc.Passes)
+	}
+	// A check calls back before it schedules its next probe: once the
+	// recovered one probed again, every callback of its first probe ran.
+	first, _ := cs.state("recovered")
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		if h, _ := cs.state("recovered"); h.CheckedAt.After(first.CheckedAt) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the recovered check never probed again")
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval of a condition wait
+	}
+	var got []string
+	for len(stops) > 0 {
+		got = append(got, <-stops)
+	}
+	for _, g := range got {
+		if strings.HasPrefix(g, "c-recovered") {
+			t.Fatalf("reported critical: %v: a carried critical instance whose first probe passed must not be stopped", got)
+		}
+	}
+	if len(got) != 1 || got[0] != "c-dead ok=false" {
+		t.Fatalf("reported critical: %v, want the carried critical instance whose first probe failed again", got)
+	}
+}
+
+// holdingListener listens on loopback until the test ends and holds each
+// connection past a TCP check's settle time, so that the check passes.
+func holdingListener(t *testing.T) netip.AddrPort {
+	t.Helper()
+	hold, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hold.Close() })
+	go func() {
+		for {
+			c, err := hold.Accept()
+			if err != nil {
+				return
+			}
+			go func() { time.Sleep(200 * time.Millisecond); c.Close() }() // hold the connection, not a wait
+		}
+	}()
+	return netip.MustParseAddrPort(hold.Addr().String())
 }

@@ -66,7 +66,8 @@ type Config struct {
 	Concurrency int
 	// StateFile keeps failure counts between runs of a one-shot sweep.
 	StateFile string
-	// DryRun reports what would be removed without removing it.
+	// DryRun reports what would be removed without removing it. It reads
+	// StateFile but never writes it.
 	DryRun bool
 	Log    *slog.Logger
 	// Registerer gets the sweep's metrics (optional).
@@ -319,10 +320,47 @@ func (s *Sweeper) Sweep(ctx context.Context) (Result, error) {
 		delete(s.failures, o.ep.Key)
 		s.mu.Unlock()
 	}
-	if err := s.saveState(); err != nil {
-		errs = append(errs, err)
+	// A dry run reads the state file but never writes it: previews that
+	// share the real sweep's file must not count failures a later real
+	// run would act on. A dry run in a loop counts in memory.
+	if !s.cfg.DryRun {
+		if err := s.saveState(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return res, errors.Join(errs...)
+}
+
+// Sweeps runs n sweeps, interval apart (the first at once), calls report
+// with each one's result, and returns the errors of all of them joined.
+// With Failures <= n, an endpoint that fails throughout one run is
+// removed in that run, counted in memory: a scheduled task that may run
+// on any host of a cluster needs no state file, whose counts would be
+// those of whichever host ran it last.
+func (s *Sweeper) Sweeps(ctx context.Context, interval time.Duration, n int, report func(Result)) error {
+	if n < 1 {
+		return fmt.Errorf("sweeps %d: want at least 1", n)
+	}
+	var errs []error
+	for i := 1; i <= n; i++ {
+		if i > 1 {
+			t := time.NewTimer(interval)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return errors.Join(append(errs, ctx.Err())...)
+			case <-t.C:
+			}
+		}
+		res, err := s.Sweep(ctx)
+		if report != nil {
+			report(res)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sweep %d of %d: %w", i, n, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Run sweeps every interval until ctx is done. A failed sweep is logged

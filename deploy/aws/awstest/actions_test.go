@@ -29,6 +29,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -160,6 +161,8 @@ const zoneName = "servicediscovery.internal"
 type recorder struct {
 	emu  *r53emu.Server
 	zone string
+	// changes are the ChangeResourceRecordSets changes received so far.
+	changes []r53emu.Change
 }
 
 func newRecorder(t *testing.T) *recorder {
@@ -183,7 +186,8 @@ func (r *recorder) config() route53backend.Config {
 	}
 }
 
-// ops returns the operations the emulator received, and resets its log.
+// ops returns the operations the emulator received, and resets its log;
+// the record changes sent go to r.changes.
 func (r *recorder) ops(t *testing.T) map[string]bool {
 	t.Helper()
 	got := map[string]bool{}
@@ -192,13 +196,16 @@ func (r *recorder) ops(t *testing.T) map[string]bool {
 			t.Errorf("%s answered %s: the recording run should make no failing call", q.Op, q.Code)
 		}
 		got[q.Op] = true
+		r.changes = append(r.changes, q.Changes...)
 	}
 	r.emu.ResetRequests()
 	return got
 }
 
-// recordAgent runs every entry point of the agent's backend.
-func recordAgent(t *testing.T) map[string]bool {
+// recordAgent runs every entry point of the agent's backend, then a
+// host with an IPv6 address (whose host record is an AAAA). It returns
+// the operations called and the record changes sent.
+func recordAgent(t *testing.T) (map[string]bool, []r53emu.Change) {
 	t.Helper()
 	r := newRecorder(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -242,12 +249,27 @@ func recordAgent(t *testing.T) map[string]bool {
 	if n := len(r.emu.Records(r.zone)); n != 2 {
 		t.Fatalf("after Release the zone holds %d record sets, want SOA and NS only: the run did not do what it should", n)
 	}
-	return r.ops(t)
+	const host6 = "ip-fd00-5.ec2.internal"
+	cfg.Hostname, cfg.HostAddress = host6, netip.MustParseAddr("fd00::5")
+	b6, err := route53backend.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c6 := in("c6", "calc", 32770)
+	c6.Node, c6.Address = host6, cfg.HostAddress
+	for _, err := range []error{b6.Sync(ctx, []registry.Instance{c6}), b6.Release(ctx), b6.Close(ctx)} {
+		if err != nil {
+			t.Fatalf("agent backend on an IPv6 host: %v", err)
+		}
+	}
+	ops := r.ops(t)
+	return ops, r.changes
 }
 
 // recordSweep runs one sweep of `signpost check --backend route53` that
-// removes a dead endpoint.
-func recordSweep(t *testing.T) map[string]bool {
+// removes a dead endpoint; it returns the operations called and the
+// record changes sent.
+func recordSweep(t *testing.T) (map[string]bool, []r53emu.Change) {
 	t.Helper()
 	r := newRecorder(t)
 	one := int64(1)
@@ -275,7 +297,8 @@ func recordSweep(t *testing.T) map[string]bool {
 	if len(res.Removed) != 1 {
 		t.Fatalf("the sweep removed %d endpoints, want the dead one: the run did not do what it should", len(res.Removed))
 	}
-	return r.ops(t)
+	ops := r.ops(t)
+	return ops, r.changes
 }
 
 // recordByName opens the zone by name, as without --zone-id.
@@ -328,9 +351,15 @@ func TestPolicyActionsMatchTheCode(t *testing.T) {
 		}
 	}
 	static := staticOps(t, root)
+	agentOps, agentChanges := recordAgent(t)
+	sweepOps, sweepChanges := recordSweep(t)
 	recorded := map[string]map[string]bool{
-		"AgentTaskRole": recordAgent(t),
-		"SweepTaskRole": recordSweep(t),
+		"AgentTaskRole": agentOps,
+		"SweepTaskRole": sweepOps,
+	}
+	changes := map[string][]r53emu.Change{
+		"AgentTaskRole": agentChanges,
+		"SweepTaskRole": sweepChanges,
 	}
 	byName := recordByName(t)
 
@@ -343,6 +372,7 @@ func TestPolicyActionsMatchTheCode(t *testing.T) {
 		if extra := diff(pol, rec); len(extra) > 0 {
 			t.Errorf("%s: the policy grants %v, which the code never calls: remove them from %s", role, extra, templatePath)
 		}
+		tpl.checkChangeConditions(t, role, changes[role])
 	}
 
 	// No other role may touch Route 53, and no role holds a FullAccess
@@ -418,4 +448,89 @@ func walkStrings(v any, fn func(string)) {
 			walkStrings(e, fn)
 		}
 	}
+}
+
+// The condition keys of ChangeResourceRecordSets (Route 53's documented
+// keys, see the Route 53 Developer Guide, "Using IAM policy conditions
+// for fine-grained access control"), and the operators the template uses.
+const (
+	keyRecordTypes = "route53:ChangeResourceRecordSetsRecordTypes"
+	keyActions     = "route53:ChangeResourceRecordSetsActions"
+	keyNames       = "route53:ChangeResourceRecordSetsNormalizedRecordNames"
+)
+
+// checkChangeConditions compares the conditions of a role's
+// ChangeResourceRecordSets statement with the changes the code sent
+// under that role: every change must be allowed (AWS would deny it
+// otherwise), and every action and record type allowed must be one the
+// code sends (least privilege).
+func (tpl *template) checkChangeConditions(t *testing.T, role string, sent []r53emu.Change) {
+	t.Helper()
+	if len(sent) == 0 {
+		t.Errorf("%s: the recording run sent no record change: it does not exercise ChangeResourceRecordSets", role)
+		return
+	}
+	var allowed map[string][]string
+	for _, st := range tpl.roleStatements(t, role) {
+		if !slices.Contains(st.Actions, "route53:ChangeResourceRecordSets") {
+			continue
+		}
+		if st.Condition == nil {
+			t.Errorf("%s: ChangeResourceRecordSets is granted without conditions: limit its actions and record types", role)
+			return
+		}
+		allowed = map[string][]string{}
+		for op, keys := range st.Condition {
+			km, _ := keys.(map[any]any)
+			for k, v := range km {
+				key := fmt.Sprint(k)
+				vals, err := strs(v)
+				if err != nil {
+					t.Fatalf("%s: condition %v %s: %v", role, op, key, err)
+				}
+				switch {
+				case op == "ForAllValues:StringEquals" && (key == keyRecordTypes || key == keyActions),
+					op == "ForAllValues:StringLike" && key == keyNames:
+					allowed[key] = vals
+				default:
+					t.Errorf("%s: condition %v %s: the test cannot evaluate it; teach checkChangeConditions", role, op, key)
+				}
+			}
+		}
+	}
+	if allowed == nil {
+		t.Fatalf("%s: no statement grants ChangeResourceRecordSets", role)
+	}
+	for _, key := range []string{keyRecordTypes, keyActions} {
+		if _, ok := allowed[key]; !ok {
+			t.Errorf("%s: ChangeResourceRecordSets without a %s condition", role, key)
+		}
+	}
+	usedTypes, usedActions := map[string]bool{}, map[string]bool{}
+	for _, ch := range sent {
+		usedTypes[ch.Type], usedActions[ch.Action] = true, true
+		name := strings.TrimSuffix(strings.ToLower(ch.Name), ".") // as Route 53 normalizes it
+		switch {
+		case !slices.Contains(allowed[keyActions], ch.Action):
+			t.Errorf("%s: the code sends %s of %s %s, which the policy's %s condition denies", role, ch.Action, ch.Type, ch.Name, keyActions)
+		case !slices.Contains(allowed[keyRecordTypes], ch.Type):
+			t.Errorf("%s: the code sends %s of %s %s, which the policy's %s condition denies", role, ch.Action, ch.Type, ch.Name, keyRecordTypes)
+		case allowed[keyNames] != nil && !slices.ContainsFunc(allowed[keyNames], func(p string) bool {
+			ok, err := path.Match(strings.ReplaceAll(p, "${ZoneName}", zoneName), name)
+			return err == nil && ok
+		}):
+			t.Errorf("%s: the code sends %s of %s %s, whose name the policy's %s condition %v denies", role, ch.Action, ch.Type, name, keyNames, allowed[keyNames])
+		}
+	}
+	for _, a := range allowed[keyActions] {
+		if !usedActions[a] {
+			t.Errorf("%s: the policy allows the change action %s, which the code never sends", role, a)
+		}
+	}
+	for _, typ := range allowed[keyRecordTypes] {
+		if !usedTypes[typ] {
+			t.Errorf("%s: the policy allows changes of %s records, which the code never sends", role, typ)
+		}
+	}
+	t.Logf("%s: record changes sent: actions %v, types %v", role, keys(usedActions), keys(usedTypes))
 }

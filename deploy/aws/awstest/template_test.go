@@ -125,9 +125,10 @@ func strs(v any) ([]string, error) {
 
 // statement is one IAM policy statement of the template.
 type statement struct {
-	Policy   string
-	Actions  []string
-	Resource []string
+	Policy    string
+	Actions   []string
+	Resource  []string
+	Condition map[any]any
 }
 
 // roleStatements returns the statements of a role's inline policies.
@@ -156,7 +157,8 @@ func (tpl *template) roleStatements(t *testing.T, role string) []statement {
 			if err != nil {
 				t.Fatalf("%s: Resource: %v", role, err)
 			}
-			out = append(out, statement{Policy: fmt.Sprint(pm["PolicyName"]), Actions: acts, Resource: res})
+			cond, _ := sm["Condition"].(map[any]any)
+			out = append(out, statement{Policy: fmt.Sprint(pm["PolicyName"]), Actions: acts, Resource: res, Condition: cond})
 		}
 	}
 	if len(out) == 0 {

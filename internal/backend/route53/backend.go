@@ -262,8 +262,10 @@ func (b *Backend) queue(ctx context.Context, op string, inst *registry.Instance,
 }
 
 // Known reads the zone and returns passing health for each of insts whose
-// SRV record set the zone holds exactly as this backend would write it
-// (same name, set identifier, port and target): Route 53 keeps no health,
+// SRV record set the zone holds as this backend would write it (same
+// name, set identifier, port and target; a TTL or routing weight of an
+// earlier configuration does not matter: the start-up Sync UPSERTs it in
+// place): Route 53 keeps no health,
 // and a record present means the instance was served. The record names
 // the host, not the address, so the port and the hostname are what the
 // zone can confirm. CheckedAt is zero: the zone does not say when.
@@ -280,7 +282,7 @@ func (b *Backend) Known(ctx context.Context, insts []registry.Instance) (map[str
 		if err != nil {
 			continue // Sync says why
 		}
-		if cur, ok := owned[keyOf(&rs)]; ok && sameSet(&cur, &rs) {
+		if cur, ok := owned[keyOf(&rs)]; ok && sameValues(&cur, &rs) {
 			out[insts[i].ID] = registry.Health{Status: registry.HealthPassing, Output: "record present in the zone when the agent started"}
 		}
 	}

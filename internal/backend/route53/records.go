@@ -159,9 +159,15 @@ func (l *layout) hostRecord(addr netip.Addr) types.ResourceRecordSet {
 // sameSet reports whether two record sets are equal in everything a DELETE
 // must match.
 func sameSet(a, b *types.ResourceRecordSet) bool {
-	if keyOf(a) != keyOf(b) || aws.ToInt64(a.TTL) != aws.ToInt64(b.TTL) ||
-		(a.Weight == nil) != (b.Weight == nil) || aws.ToInt64(a.Weight) != aws.ToInt64(b.Weight) ||
-		len(a.ResourceRecords) != len(b.ResourceRecords) {
+	return aws.ToInt64(a.TTL) == aws.ToInt64(b.TTL) &&
+		(a.Weight == nil) == (b.Weight == nil) && aws.ToInt64(a.Weight) == aws.ToInt64(b.Weight) &&
+		sameValues(a, b)
+}
+
+// sameValues reports whether two record sets have the same name, type,
+// set identifier and values, whatever their TTL and routing weight.
+func sameValues(a, b *types.ResourceRecordSet) bool {
+	if keyOf(a) != keyOf(b) || len(a.ResourceRecords) != len(b.ResourceRecords) {
 		return false
 	}
 	seen := map[string]int{}

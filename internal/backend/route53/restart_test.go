@@ -2,12 +2,14 @@ package route53backend_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"log/slog"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	route53backend "github.com/signpost-dns/signpost/internal/backend/route53"
 	"github.com/signpost-dns/signpost/internal/backend/route53/r53emu"
@@ -134,5 +136,116 @@ func TestRepeatedPageToken(t *testing.T) {
 	}
 	if find(s, zone, "ip-10-0-0-5.servicediscovery.internal.", "A", host) == nil {
 		t.Fatal("host record missing after a good sync")
+	}
+}
+
+// TestRestartWithNewTTLKeepsRecords restarts the agent with another
+// --route53-ttl (a configuration change, the usual reason to restart):
+// the zone's records differ from the new ones only in TTL. Known must
+// still report them, so that the start-up sync UPSERTs the new TTL in one
+// batch instead of deleting every record of the host until its checks
+// pass again.
+func TestRestartWithNewTTLKeepsRecords(t *testing.T) {
+	s := startEmu(t)
+	zone := s.AddZone(r53emu.Zone{Name: zoneName, Private: true})
+	ctx := ctxT(t)
+	a := inst("aaa", "calc", 1001, map[string]string{route53backend.MetaSRVName: "calc", route53backend.MetaContainerID: "aaa"})
+	a.Health.Status = registry.HealthPassing
+	if err := newBackend(t, cfg(s)).Sync(ctx, []registry.Instance{a}); err != nil {
+		t.Fatal(err)
+	}
+	c := cfg(s)
+	c.TTL = 30
+	second := newBackend(t, c)
+	s.ResetRequests()
+	known, err := second.Known(ctx, []registry.Instance{a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, ok := known["aaa"]; !ok || h.Status != registry.HealthPassing {
+		t.Fatalf("Known = %+v: a record that differs only in TTL is still the running instance's", known)
+	}
+	if err := second.Sync(ctx, []registry.Instance{a}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range s.Requests() {
+		for _, ch := range r.Changes {
+			if ch.Action == "DELETE" {
+				t.Fatalf("the start-up sync deleted %s %s: %+v", ch.Name, ch.SetIdentifier, r.Changes)
+			}
+		}
+	}
+	rs := find(s, zone, "calc.servicediscovery.internal.", "SRV", host+":aaa")
+	if rs == nil || rs.TTL != 30 {
+		t.Fatalf("aaa's record after the sync: %+v, want TTL 30", rs)
+	}
+}
+
+// TestRepeatedZonePageToken: finding the zone by name follows
+// ListHostedZonesByName's NextDNSName/NextHostedZoneId; a page that gives
+// back the token it was asked with must fail New, naming the token,
+// instead of looping. (Three pages of zones of the same name, so that a
+// page asked for by token is itself truncated.)
+func TestRepeatedZonePageToken(t *testing.T) {
+	s := startEmu(t)
+	for range 2*r53emu.MaxZoneItems + 1 {
+		s.AddZone(r53emu.Zone{Name: zoneName, Private: true})
+	}
+	s.LoopPages(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := route53backend.New(ctx, cfg(s))
+	if !errors.Is(err, route53backend.ErrRepeatedPageToken) || !strings.Contains(err.Error(), "NextHostedZoneId=") {
+		t.Fatalf("New over a looping zone listing: %v, want an error naming the repeated token", err)
+	}
+	if n := s.Count(r53emu.OpListHostedZonesByName); n > 5 {
+		t.Fatalf("%d zone list requests: the loop was followed", n)
+	}
+	// Without the loop, the listing reaches the end and says there are too many.
+	s.ClearInjected()
+	if _, err := route53backend.New(ctx, cfg(s)); err == nil || !strings.Contains(err.Error(), "201 hosted zones are named") {
+		t.Fatalf("New over 101 zones of one name: %v", err)
+	}
+}
+
+// TestRestartAfterHalfARun: the zone holds what an earlier agent left
+// half done (its instance's SRV set, but not yet its host record) among
+// other hosts' record sets, some of whose owners' names begin like this
+// host's. Known carries the instance; the start-up Sync is one batch
+// that adds the host record and touches nothing else.
+func TestRestartAfterHalfARun(t *testing.T) {
+	s := startEmu(t)
+	zone := s.AddZone(r53emu.Zone{Name: zoneName, Private: true})
+	seedOthers(t, s, zone, 12)
+	one := int64(1)
+	if err := s.Seed(zone, r53emu.RecordSet{Name: "calc." + zoneName + ".", Type: "SRV", SetIdentifier: host + ":aaa",
+		Weight: &one, Values: []string{"1 1 1001 " + host}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	a := inst("aaa", "calc", 1001, map[string]string{route53backend.MetaSRVName: "calc", route53backend.MetaContainerID: "aaa"})
+	b := newBackend(t, cfg(s))
+	s.ResetRequests()
+	known, err := b.Known(ctx, []registry.Instance{a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, ok := known["aaa"]
+	if !ok || len(known) != 1 {
+		t.Fatalf("Known = %+v, want aaa only", known)
+	}
+	a.Health = h
+	if err := b.Sync(ctx, []registry.Instance{a}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range s.Requests() {
+		for _, ch := range r.Changes {
+			got = append(got, ch.Action+" "+ch.Type+" "+ch.Name+" ["+ch.SetIdentifier+"]")
+		}
+	}
+	want := "UPSERT A ip-10-0-0-5." + zoneName + ". [" + host + "]"
+	if len(got) != 1 || got[0] != want {
+		t.Fatalf("the start-up sync sent %q, want only %q", got, want)
 	}
 }

@@ -7,6 +7,10 @@
 // count, which only the Route 53 layout needs) is stripped before writing,
 // so it never shows in the server's TXT records or API. Containers cannot
 // publish metadata under that prefix either: it is reserved.
+//
+// Every call is bounded (Backend.CallTimeout, three lease TTLs): a server
+// that never answers fails the call instead of holding the agent's loop,
+// whose retries and resyncs then take over.
 package serverbackend
 
 import (
@@ -23,9 +27,29 @@ import (
 
 // Backend writes one node's registrations to a signpost server.
 type Backend struct {
-	client *apiclient.Client
-	node   string
-	ttl    time.Duration
+	client  *apiclient.Client
+	node    string
+	ttl     time.Duration
+	timeout time.Duration
+}
+
+// callTimeoutPerTTL is how many lease TTLs one call may take (CallTimeout):
+// the server bounds its own writes (its store's budget is a few seconds),
+// so a call that takes longer is stuck, not slow.
+const callTimeoutPerTTL = 3
+
+// minCallTimeout is CallTimeout's floor, for short leases.
+const minCallTimeout = 3 * time.Second
+
+// CallTimeout bounds every call to the server: one that gets no answer
+// (a wedged server, a host gone without a reset) fails with an error
+// wrapping context.DeadlineExceeded instead of holding the agent's loop.
+// It is three lease TTLs, at least 3s.
+func (b *Backend) CallTimeout() time.Duration { return b.timeout }
+
+// bounded returns ctx bounded by CallTimeout.
+func (b *Backend) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, b.timeout)
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -41,7 +65,7 @@ func New(client *apiclient.Client, node string, ttl time.Duration) (*Backend, er
 	if ttl < time.Second {
 		return nil, fmt.Errorf("serverbackend: lease ttl %s: want at least 1s", ttl)
 	}
-	return &Backend{client: client, node: node, ttl: ttl}, nil
+	return &Backend{client: client, node: node, ttl: ttl, timeout: max(callTimeoutPerTTL*ttl, minCallTimeout)}, nil
 }
 
 // Name implements backend.Backend.
@@ -55,6 +79,8 @@ func public(inst registry.Instance) registry.Instance {
 
 // Sync replaces the node's whole set in one call and renews its lease.
 func (b *Backend) Sync(ctx context.Context, insts []registry.Instance) error {
+	ctx, cancel := b.bounded(ctx)
+	defer cancel()
 	if len(insts) > 0 {
 		out := make([]registry.Instance, len(insts))
 		for i := range insts {
@@ -80,6 +106,8 @@ func noLease(err error) bool {
 // Register creates or updates one instance. When the node's lease is gone
 // it returns backend.ErrResync, wrapped.
 func (b *Backend) Register(ctx context.Context, inst registry.Instance) error {
+	ctx, cancel := b.bounded(ctx)
+	defer cancel()
 	inst = public(inst)
 	inst.Node = b.node
 	if _, err := b.client.Register(ctx, inst); err != nil {
@@ -93,6 +121,8 @@ func (b *Backend) Register(ctx context.Context, inst registry.Instance) error {
 
 // Deregister removes one instance; one that is not there is not an error.
 func (b *Backend) Deregister(ctx context.Context, inst registry.Instance) error {
+	ctx, cancel := b.bounded(ctx)
+	defer cancel()
 	if _, err := b.client.DeregisterNode(ctx, b.node, inst.ID); err != nil && !apiclient.IsStatus(err, http.StatusNotFound) {
 		return fmt.Errorf("deregister %s: %w", inst.ID, err)
 	}
@@ -102,6 +132,8 @@ func (b *Backend) Deregister(ctx context.Context, inst registry.Instance) error 
 // Heartbeat renews the node's lease; a lease that is gone gives
 // backend.ErrResync, wrapped.
 func (b *Backend) Heartbeat(ctx context.Context) error {
+	ctx, cancel := b.bounded(ctx)
+	defer cancel()
 	if err := b.client.Heartbeat(ctx, b.node); err != nil {
 		if apiclient.IsStatus(err, http.StatusNotFound) {
 			return fmt.Errorf("heartbeat of node %q: %w: %w", b.node, backend.ErrResync, err)
@@ -113,6 +145,8 @@ func (b *Backend) Heartbeat(ctx context.Context) error {
 
 // Release removes every registration of the node and ends its lease.
 func (b *Backend) Release(ctx context.Context) error {
+	ctx, cancel := b.bounded(ctx)
+	defer cancel()
 	if _, err := b.client.ReleaseNode(ctx, b.node); err != nil && !apiclient.IsStatus(err, http.StatusNotFound) {
 		return fmt.Errorf("release node %q: %w", b.node, err)
 	}
@@ -123,6 +157,8 @@ func (b *Backend) Release(ctx context.Context) error {
 // /v1/instances?node=) and returns the health the server holds for each of
 // insts it holds with the same service, protocol, address and port.
 func (b *Backend) Known(ctx context.Context, insts []registry.Instance) (map[string]registry.Health, error) {
+	ctx, cancel := b.bounded(ctx)
+	defer cancel()
 	held, _, err := b.client.Instances(ctx, b.node)
 	if err != nil {
 		return nil, fmt.Errorf("read the instances of node %q: %w", b.node, err)

@@ -3,6 +3,8 @@ package serverbackend_test
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
@@ -191,5 +193,54 @@ func TestKnown(t *testing.T) {
 	if len(got) != 2 || got["ok"].Status != registry.HealthPassing || !got["ok"].CheckedAt.Equal(checked) || got["ok"].Output != "tcp connect: ok" ||
 		got["sick"].Status != registry.HealthCritical {
 		t.Fatalf("Known = %+v, want ok passing (checked %s) and sick critical, nothing for moves, new or theirs", got, checked)
+	}
+}
+
+// TestCallsEndOnAHungServer: a server that accepts the connection and
+// never answers (a wedged process, a host gone without a reset) must not
+// hold the agent's loop for ever: every call gives up with an error after
+// a bound (CallTimeout), even under a context without a deadline.
+func TestCallsEndOnAHungServer(t *testing.T) {
+	release := make(chan struct{})
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() { close(release); hung.Close() })
+	c, err := apiclient.New(hung.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := serverbackend.New(c, "host1", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.CallTimeout() > time.Minute {
+		t.Fatalf("CallTimeout %s with a 1s lease", b.CallTimeout())
+	}
+	ctx := context.Background()
+	calls := map[string]func() error{
+		"Known": func() error { _, err := b.Known(ctx, []registry.Instance{inst("a", 1)}); return err },
+		"Sync":  func() error { return b.Sync(ctx, []registry.Instance{inst("a", 1)}) },
+		"Register": func() error {
+			return b.Register(ctx, inst("a", 1))
+		},
+		"Deregister": func() error { return b.Deregister(ctx, inst("a", 1)) },
+		"Heartbeat":  func() error { return b.Heartbeat(ctx) },
+		"Release":    func() error { return b.Release(ctx) },
+	}
+	for name, call := range calls {
+		done := make(chan error, 1)
+		go func() { done <- call() }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("%s against a hung server: %v, want a deadline error", name, err)
+			}
+		case <-time.After(time.Minute): // a liveness bound, far above CallTimeout
+			t.Fatalf("%s against a hung server still blocked after a minute", name)
+		}
 	}
 }

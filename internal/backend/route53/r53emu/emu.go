@@ -286,10 +286,10 @@ func (s *Server) ClearInjected() {
 	s.mu.Unlock()
 }
 
-// LoopPages makes the next n truncated ListResourceRecordSets pages that
-// were asked for from a page token give that same token again as the
-// next one, as a broken or hostile endpoint might: a client that follows
-// tokens blindly loops for ever.
+// LoopPages makes the next n truncated ListResourceRecordSets and
+// ListHostedZonesByName pages that were asked for from a page token give
+// that same token again as the next one, as a broken or hostile endpoint
+// might: a client that follows tokens blindly loops for ever.
 func (s *Server) LoopPages(n int) {
 	s.mu.Lock()
 	s.loopPages = n
@@ -656,6 +656,10 @@ func (s *Server) listZonesByName(r *http.Request) (any, *apiError) {
 		if len(resp.HostedZones) == n {
 			resp.IsTruncated = true
 			name, id := z.Name, z.ID
+			if startID != "" && s.loopPages > 0 {
+				s.loopPages-- // injected: point back at this very page
+				name, id = dnsName, startID
+			}
 			resp.NextDNSName, resp.NextHostedZoneID = &name, &id
 			break
 		}
