@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"time"
@@ -115,12 +116,18 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("create data dir %q: %w", dir, err)
 	}
 	path := filepath.Join(dir, FileName)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
+	if err := verify(path); err != nil {
+		if errors.Is(err, berrors.ErrTimeout) {
+			return nil, fmt.Errorf("open store %q: locked by another process (is another signpost server using this data dir?)", path)
+		}
+		return nil, &DamagedError{Path: path, Err: err}
+	}
+	db, err := openBolt(path)
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("open store %q: locked by another process (is another signpost server using this data dir?)", path)
 		}
-		return nil, fmt.Errorf("open store %q: %w", path, err)
+		return nil, &DamagedError{Path: path, Err: err}
 	}
 	s := &Store{
 		db:      db,
@@ -134,14 +141,32 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if err := s.load(); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("open store %q: %w", path, err)
+		return nil, &DamagedError{Path: path, Err: err}
 	}
 	go s.writer()
 	go s.expirer()
 	return s, nil
 }
 
-func (s *Store) load() error {
+// openBolt opens the database read-write. A panic of bbolt on a file that
+// changed since verify read it becomes an error.
+func openBolt(path string) (db *bolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("unreadable: %v", r)
+		}
+	}()
+	return bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
+}
+
+func (s *Store) load() (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("unreadable: %v", r)
+		}
+	}()
 	now := time.Now()
 	return s.db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketInstances, bucketByNode, bucketNodes, bucketMeta} {

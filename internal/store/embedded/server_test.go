@@ -1,10 +1,14 @@
 package embedded_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +18,7 @@ import (
 	"github.com/signpost-dns/signpost/internal/registry"
 	"github.com/signpost-dns/signpost/internal/server"
 	"github.com/signpost-dns/signpost/internal/signposttest"
+	"github.com/signpost-dns/signpost/internal/store/embedded"
 )
 
 // TestBadWriteBesideGoodOnes is issue 12's "150 concurrent good writes
@@ -86,4 +91,53 @@ func TestBadWriteBesideGoodOnes(t *testing.T) {
 	if err := c.Heartbeat(ctx, badNode); !apiclient.IsStatus(err, 404) && !apiclient.IsStatus(err, 400) {
 		t.Errorf("heartbeat of the refused node: err = %v, want 404 (no lease) or 400", err)
 	}
+}
+
+// TestServerOnTruncatedStore: `signpost server` on a truncated
+// signpost.db exits non-zero with one line that names the file and what to
+// do, and no stack trace (bbolt panicked on it: "invalid freelist page").
+func TestServerOnTruncatedStore(t *testing.T) {
+	bin := signposttest.Binary(t)
+	dir := t.TempDir()
+	srv := signposttest.Start(t, server.Config{DataDir: dir})
+	c, err := apiclient.New(srv.URL(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range 100 {
+		in := registry.Instance{ID: fmt.Sprintf("i-%d", i), Service: "calc", Address: netip.MustParseAddr("10.1.2.3"), Port: uint16(1000 + i)}
+		if _, err := c.Register(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.Stop()
+	path := filepath.Join(dir, embedded.FileName)
+	if err := os.Truncate(path, 8192); err != nil {
+		t.Fatal(err)
+	}
+
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, "server", "--data-dir", dir, "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0")
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() <= 0 {
+		t.Fatalf("signpost server on a truncated store: %v (want a non-zero exit); stderr:\n%s", err, stderr.String())
+	}
+	out := stderr.String()
+	var errLines []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if strings.Contains(l, path) {
+			errLines = append(errLines, l)
+		}
+	}
+	if len(errLines) != 1 || !strings.Contains(errLines[0], "restore") || !strings.Contains(errLines[0], "move it aside") {
+		t.Errorf("want one line naming %s and what to do; stderr:\n%s", path, out)
+	}
+	if strings.Contains(out, "goroutine ") || strings.Contains(out, "panic") {
+		t.Errorf("stderr shows a panic or a stack trace:\n%s", out)
+	}
+	t.Logf("exit %d: %s", ee.ExitCode(), strings.TrimSpace(out))
 }
