@@ -38,7 +38,7 @@ func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
 	etcdEndpoints := fs.String("etcd-endpoints", envOr("SIGNPOST_ETCD_ENDPOINTS", "http://127.0.0.1:2379"), "comma-separated etcd client URLs, with --store etcd (env SIGNPOST_ETCD_ENDPOINTS)")
 	fs.StringVar(&cfg.Etcd.Prefix, "etcd-prefix", "/signpost/", "etcd key prefix of the registry, with --store etcd")
 	fs.BoolVar(&cfg.SkyDNS, "skydns", false, "with --store etcd: also keep every serving instance under /skydns/ in etcd, the layout CoreDNS's etcd plugin serves")
-	fs.DurationVar(&cfg.Etcd.Timeout, "etcd-timeout", 5*time.Second, "timeout of each etcd call; writes fail with 503 past it")
+	fs.DurationVar(&cfg.Etcd.Timeout, "etcd-timeout", 5*time.Second, "budget of each etcd call, retries through a leader election included; writes fail with 503 past it")
 	return func() (server.Config, error) {
 		cfg.DNS = dnsserver.Config{
 			Zone:       *zone,

@@ -54,8 +54,11 @@ type Options struct {
 	Prefix string
 	// DialTimeout bounds the first connection (default 5s).
 	DialTimeout time.Duration
-	// Timeout bounds each call to etcd; a call that takes longer fails
-	// with registry.ErrUnavailable (default 5s).
+	// Timeout is the budget of each store call (default 5s): within it a
+	// call that etcd refuses for now (a leader election, a member down)
+	// is tried again, each attempt bounded to a third of it; past it the
+	// call fails with an error that wraps registry.ErrUnavailable and
+	// says what happened.
 	Timeout time.Duration
 	// Log receives the store's logs (default slog.Default()).
 	Log *slog.Logger

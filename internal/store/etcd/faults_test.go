@@ -22,6 +22,7 @@ import (
 
 // outcome is what one write through the API got.
 type outcome struct {
+	kind   string // "write" or "heartbeat"
 	phase  string // when it was sent
 	end    string // when it was answered
 	status int    // 200 or the error's HTTP status; 0: no HTTP answer
@@ -75,8 +76,14 @@ func memberLeaderQuorumLoss(t *testing.T, members []*etcdtest.Member) {
 		t.Logf("phase: %s", p)
 	}
 	ctx, stop := context.WithCancel(context.Background())
+	// An agent's node, heartbeated by worker 4 through both servers: its
+	// lease must never be lost (404), whatever the cluster goes through.
+	const node = "host-a"
+	if _, err := clients[0].ReplaceNode(ctx, node, 10*time.Second, []registry.Instance{{ID: "a-1", Service: "calc", Address: netip.MustParseAddr("10.9.9.1"), Port: 1}}); err != nil {
+		t.Fatal(err)
+	}
 	var wg sync.WaitGroup
-	for w := range 4 {
+	for w := range 5 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -90,10 +97,17 @@ func memberLeaderQuorumLoss(t *testing.T, members []*etcdtest.Member) {
 				mu.Unlock()
 				start := time.Now()
 				wctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				_, err := clients[(w+n)%2].Register(wctx, in)
+				var err error
+				kind := "write"
+				if w == 4 {
+					kind = "heartbeat"
+					err = clients[n%2].Heartbeat(wctx, node)
+				} else {
+					_, err = clients[(w+n)%2].Register(wctx, in)
+				}
 				cancel()
 				mu.Lock()
-				o := outcome{phase: p, end: phase, status: 200, took: time.Since(start)}
+				o := outcome{kind: kind, phase: p, end: phase, status: 200, took: time.Since(start)}
 				mu.Unlock()
 				var ae *apiclient.Error
 				switch {
@@ -106,7 +120,11 @@ func memberLeaderQuorumLoss(t *testing.T, members []*etcdtest.Member) {
 				mu.Lock()
 				results = append(results, o)
 				mu.Unlock()
-				time.Sleep(20 * time.Millisecond)
+				if w == 4 {
+					time.Sleep(200 * time.Millisecond)
+				} else {
+					time.Sleep(20 * time.Millisecond)
+				}
 			}
 		}()
 	}
@@ -203,7 +221,7 @@ func memberLeaderQuorumLoss(t *testing.T, members []*etcdtest.Member) {
 			}
 		default:
 			tl.other++
-			t.Errorf("%s: a write got %d (want 200 or 503) after %s: %s", o.phase, o.status, o.took, o.msg)
+			t.Errorf("%s: a %s got %d (want 200 or 503) after %s: %s", o.phase, o.kind, o.status, o.took, o.msg)
 			continue
 		}
 		// The message names etcd and says what happened: "did not answer
