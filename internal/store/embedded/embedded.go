@@ -152,21 +152,13 @@ func Open(dir string, opts Options) (*Store, error) {
 // changed since verify read it becomes an error.
 func openBolt(path string) (db *bolt.DB, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			db, err = nil, fmt.Errorf("unreadable: %v", r)
-		}
-	}()
+	defer guard(&err)
 	return bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
 }
 
 func (s *Store) load() (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("unreadable: %v", r)
-		}
-	}()
+	defer guard(&err)
 	now := time.Now()
 	return s.db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketInstances, bucketByNode, bucketNodes, bucketMeta} {
@@ -233,6 +225,9 @@ func (s *Store) submit(ctx context.Context, o *op) (int64, error) {
 
 func (s *Store) writer() {
 	defer close(s.done)
+	// A fault reading the file (cut short while the server runs) fails
+	// the commit instead of the process.
+	debug.SetPanicOnFault(true)
 	var last time.Time
 	for {
 		var batch []*op
@@ -318,13 +313,25 @@ func (s *Store) commit(batch []*op) {
 // tryCommit runs batch in one transaction and returns its events and the
 // revision it reached. When the transaction fails it undoes what the ops
 // changed in memory and returns the error.
-func (s *Store) tryCommit(batch []*op) ([]registry.Event, int64, error) {
+func (s *Store) tryCommit(batch []*op) (_ []registry.Event, _ int64, err error) {
+	defer func() {
+		if err != nil {
+			for i := len(batch) - 1; i >= 0; i-- {
+				if u := batch[i].undo; u != nil {
+					u()
+				}
+			}
+		}
+	}()
+	// Runs first: bbolt rolls the transaction back as a panic passes, and
+	// the undo above sees the error.
+	defer guard(&err)
 	s.mu.Lock()
 	rev := s.rev
 	s.mu.Unlock()
 	next := func() int64 { rev++; return rev }
 	var events []registry.Event
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		for _, o := range batch {
 			o.err, o.rev, o.undo = nil, 0, nil
 			before := rev
@@ -350,14 +357,18 @@ func (s *Store) tryCommit(batch []*op) ([]registry.Event, int64, error) {
 		return tx.Bucket(bucketMeta).Put(keyRev, b[:])
 	})
 	if err != nil {
-		for i := len(batch) - 1; i >= 0; i-- {
-			if u := batch[i].undo; u != nil {
-				u()
-			}
-		}
 		return nil, 0, err
 	}
 	return events, rev, nil
+}
+
+// guard turns a panic of bbolt on a damaged file (or a fault reading past
+// the end of a file cut short, with debug.SetPanicOnFault) into *err.
+// Deferred directly by the function whose error it sets.
+func guard(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("store file unreadable: %v", r)
+	}
 }
 
 // isPrecondition reports whether err is one that ops return after checking,
@@ -386,10 +397,12 @@ func (s *Store) publish(events []registry.Event, rev int64) {
 }
 
 // List implements registry.Store.
-func (s *Store) List(ctx context.Context) ([]registry.Instance, int64, error) {
+func (s *Store) List(ctx context.Context) (_ []registry.Instance, _ int64, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer guard(&err)
 	var out []registry.Instance
 	var rev int64
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err = s.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketMeta).Get(keyRev); len(v) == 8 {
 			rev = int64(binary.BigEndian.Uint64(v))
 		}

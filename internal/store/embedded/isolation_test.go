@@ -17,10 +17,27 @@ import (
 )
 
 // TestFailedCommitFailsOnlyItsWrite: a write that breaks the transaction
-// it shares (here an op that writes a key bbolt refuses, as a write the
-// checks let through would) fails alone; the writes committed beside it
-// all succeed, and the node set that failed leaves no lease behind.
+// it shares (an op that writes a key bbolt refuses, as a write the checks
+// let through would; or one during which bbolt panics, as on a damaged
+// page) fails alone; the writes committed beside it all succeed, and the
+// node set that failed leaves no lease behind.
 func TestFailedCommitFailsOnlyItsWrite(t *testing.T) {
+	t.Run("key too large", func(t *testing.T) {
+		failedCommitFailsOnlyItsWrite(t, func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketNodes).Put([]byte(strings.Repeat("n", bolt.MaxKeySize+1)), []byte("{}"))
+		})
+	})
+	t.Run("panic", func(t *testing.T) {
+		failedCommitFailsOnlyItsWrite(t, func(tx *bolt.Tx) error {
+			if err := tx.Bucket(bucketNodes).Put([]byte("bad-node"), []byte("{}")); err != nil {
+				return err
+			}
+			panic("page 12: unexpected page type")
+		})
+	})
+}
+
+func failedCommitFailsOnlyItsWrite(t *testing.T, breakTx func(tx *bolt.Tx) error) {
 	dir := t.TempDir()
 	s, err := Open(dir, Options{Log: slog.New(slog.DiscardHandler), CommitInterval: 20 * time.Millisecond})
 	if err != nil {
@@ -41,7 +58,7 @@ func TestFailedCommitFailsOnlyItsWrite(t *testing.T) {
 			delete(s.leases, "bad-node")
 			s.mu.Unlock()
 		}
-		return nil, tx.Bucket(bucketNodes).Put([]byte(strings.Repeat("n", bolt.MaxKeySize+1)), []byte("{}"))
+		return nil, breakTx(tx)
 	}
 
 	// Hold the writer in a commit until every write below is queued, so
@@ -101,7 +118,10 @@ func TestFailedCommitFailsOnlyItsWrite(t *testing.T) {
 	}
 	list, _, err := s.List(ctx)
 	if err != nil || len(list) != good {
-		t.Errorf("List = %d instances, %v; want all %d good ones", len(list), err, good)
+		t.Errorf("List = %d instances, %v; want all %d good ones and no other", len(list), err, good)
+	}
+	if _, err := s.Put(ctx, registry.Instance{ID: "after", Service: "calc", Address: netip.MustParseAddr("10.1.2.3"), Port: 1}); err != nil {
+		t.Errorf("a write after the failed commit: %v", err)
 	}
 	if err := s.KeepAlive(ctx, "bad-node"); !errors.Is(err, registry.ErrNoLease) {
 		t.Errorf("the failed node set left a lease behind: KeepAlive = %v", err)

@@ -131,14 +131,37 @@ const (
 // error is returned wrapped with what. A write that may have been applied
 // before its error must find out on its next attempt.
 func (s *Store) attempts(ctx context.Context, what string, attempt func(cctx context.Context) error) error {
+	return s.retry(ctx, what, splitBudget, attempt)
+}
+
+// reads is attempts for a read whose one attempt may need the whole
+// budget (a large List, a lease for every node): etcd answers reads
+// without a proposal that a leader's death could lose.
+func (s *Store) reads(ctx context.Context, what string, attempt func(cctx context.Context) error) error {
+	return s.retry(ctx, what, wholeBudget, attempt)
+}
+
+// attemptTime says how much of the budget one attempt may take.
+type attemptTime int
+
+const (
+	// splitBudget: a third of the budget, at least minAttempt. A request
+	// that a member took for a leader that then died is never answered,
+	// and the next attempt reaches the new leader.
+	splitBudget attemptTime = iota
+	// wholeBudget: all of what is left.
+	wholeBudget
+)
+
+func (s *Store) retry(ctx context.Context, what string, share attemptTime, attempt func(cctx context.Context) error) error {
 	start := time.Now()
 	cctx, cancel := s.call(ctx)
 	defer cancel()
 	budget := time.Until(deadlineOf(cctx))
-	// One attempt gets part of the budget: a request that a member took
-	// for a leader that then died is never answered, and the next attempt
-	// reaches the new leader.
-	per := max(budget/3, minAttempt)
+	per := budget
+	if share == splitBudget {
+		per = max(budget/3, minAttempt)
+	}
 	backoff := backoffMin
 	contended, tries := 0, 0
 	var refused error // the last error by which etcd refused, rather than said nothing

@@ -191,7 +191,7 @@ func stamp(in *registry.Instance, old *registry.Instance) {
 // List implements registry.Store.
 func (s *Store) List(ctx context.Context) ([]registry.Instance, int64, error) {
 	var resp *clientv3.GetResponse
-	err := s.attempts(ctx, "list "+s.instPrefix, func(cctx context.Context) error {
+	err := s.reads(ctx, "list "+s.instPrefix, func(cctx context.Context) error {
 		var err error
 		resp, err = s.cli.Get(cctx, s.instPrefix, clientv3.WithPrefix())
 		return err
@@ -569,7 +569,7 @@ func (s *Store) ReleaseNode(ctx context.Context, node string) (int64, error) {
 // now, which etcd counts in whole seconds, rounded down.
 func (s *Store) Leases(ctx context.Context) ([]registry.Lease, error) {
 	var out []registry.Lease
-	err := s.attempts(ctx, "list node leases under "+s.nodePrefix, func(cctx context.Context) error {
+	err := s.reads(ctx, "list node leases under "+s.nodePrefix, func(cctx context.Context) error {
 		g, err := s.cli.Get(cctx, s.nodePrefix, clientv3.WithPrefix())
 		if err != nil {
 			return err
