@@ -315,7 +315,9 @@ func (ix *Index) waitPast(ctx context.Context, rev int64, cur func() int64) int6
 }
 
 // Instances returns copies of a service's instances, sorted by ID, and the
-// revision of the service's last change.
+// revision of the service's last change (for a service removed and
+// forgotten since, the revision of the newest forgotten removal: a
+// blocking query from it waits for the service's next change).
 func (ix *Index) Instances(service string) ([]Instance, int64) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
@@ -325,7 +327,11 @@ func (ix *Index) Instances(service string) ([]Instance, int64) {
 		out = append(out, in.Clone())
 	}
 	SortInstances(out)
-	return out, ix.svcRev[service]
+	rev, ok := ix.svcRev[service]
+	if !ok {
+		rev = ix.forgot
+	}
+	return out, rev
 }
 
 // Get returns one instance.

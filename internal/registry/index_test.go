@@ -64,4 +64,14 @@ func TestIndexForgetsDeletedServices(t *testing.T) {
 	if r := ix.WaitService(ctx, "gone-0", early); r <= early || ctx.Err() != nil {
 		t.Errorf("WaitService(gone-0, %d) = %d after the wait ran out; want an answer at once past %d", early, r, early)
 	}
+	// ... with an index to block on from then on.
+	list, r := ix.Instances("gone-0")
+	if len(list) != 0 || r != ix.Forgotten() {
+		t.Errorf("Instances(gone-0) = %d instances, index %d; want none, index %d", len(list), r, ix.Forgotten())
+	}
+	short, cancelShort := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancelShort()
+	if got := ix.WaitService(short, "gone-0", r); got > r {
+		t.Errorf("WaitService(gone-0, %d) answered %d though nothing changed", r, got)
+	}
 }
