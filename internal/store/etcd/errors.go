@@ -154,6 +154,9 @@ const (
 )
 
 func (s *Store) retry(ctx context.Context, what string, share attemptTime, attempt func(cctx context.Context) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
 	start := time.Now()
 	cctx, cancel := s.call(ctx)
 	defer cancel()
