@@ -30,46 +30,69 @@ const (
 	kindTransient
 	// kindTimeout: the cluster did not answer in time.
 	kindTimeout
+	// kindDown: the cluster answers but takes no writes until an
+	// operator acts (its database is full, or it found corruption).
+	kindDown
 )
 
 // grpcStatus is what gRPC status errors implement; the etcd client
 // returns them for failures it has no rpctypes value for.
 type grpcStatus interface{ GRPCStatus() *status.Status }
 
+// grpcCode returns the gRPC code and message that err carries, from an
+// rpctypes value or a gRPC status; codes.OK when it carries none.
+func grpcCode(err error) (codes.Code, string) {
+	var ee rpctypes.EtcdError
+	var gs grpcStatus
+	switch {
+	case errors.As(err, &ee):
+		return ee.Code(), ee.Error()
+	case errors.As(err, &gs):
+		st := gs.GRPCStatus()
+		return st.Code(), st.Message()
+	}
+	return codes.OK, ""
+}
+
+// code returns the gRPC code that err carries (codes.OK: none).
+func code(err error) codes.Code {
+	c, _ := grpcCode(err)
+	return c
+}
+
 // classify says what err, returned by an etcd call, means. It goes by the
 // etcd client's error values and gRPC codes: every rpctypes error with
 // code Unavailable (no leader, leader changed, request timed out due to a
-// leader failure or a lost connection, server stopped, unhealthy cluster)
-// and a member that cannot be reached are transient; a deadline, whether
-// the client's own or relayed by the server (etcd 3.4 sends its request
-// context's error back as code Unknown), is a timeout.
+// leader failure or a lost connection, server stopped, unhealthy cluster),
+// not leader, not capable (a member starting), too many requests, a
+// request the member canceled (stopping) and a member that cannot be
+// reached are transient; a deadline, whether the client's own or relayed
+// by the server (etcd 3.4 sends its request context's error back as code
+// Unknown), is a timeout; a full database (NOSPACE) or a corrupt cluster
+// is down.
 func classify(err error) errKind {
 	switch {
 	case err == nil:
 		return kindOther
 	case errors.Is(err, context.DeadlineExceeded):
 		return kindTimeout
+	case errors.Is(err, rpctypes.ErrNoSpace), errors.Is(err, rpctypes.ErrCorrupt):
+		return kindDown
 	case errors.Is(err, rpctypes.ErrNotLeader), errors.Is(err, rpctypes.ErrTooManyRequests),
-		errors.Is(err, clientv3.ErrNoAvailableEndpoints):
+		errors.Is(err, rpctypes.ErrNotCapable), errors.Is(err, clientv3.ErrNoAvailableEndpoints):
+		// A member that is starting does not know the cluster's version
+		// yet: "not capable".
 		return kindTransient
 	}
-	var code codes.Code
-	var msg string
-	var ee rpctypes.EtcdError
-	var gs grpcStatus
-	switch {
-	case errors.As(err, &ee):
-		code, msg = ee.Code(), ee.Error()
-	case errors.As(err, &gs):
-		st := gs.GRPCStatus()
-		code, msg = st.Code(), st.Message()
-	default:
-		return kindOther
-	}
-	switch code {
+	c, msg := grpcCode(err)
+	switch c {
 	case codes.DeadlineExceeded:
 		return kindTimeout
 	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted:
+		return kindTransient
+	case codes.Canceled:
+		// The member canceled the request (it is stopping); a caller
+		// that canceled its own call is told apart before classify.
 		return kindTransient
 	case codes.Unknown:
 		if msg == context.DeadlineExceeded.Error() {
@@ -90,8 +113,14 @@ func meaning(err error) string {
 		return "the etcd leader changed"
 	case errors.Is(err, rpctypes.ErrTooManyRequests):
 		return "etcd is overloaded (too many requests)"
-	case errors.Is(err, rpctypes.ErrStopped):
+	case errors.Is(err, rpctypes.ErrStopped), code(err) == codes.Canceled:
 		return "the etcd member is stopping"
+	case errors.Is(err, rpctypes.ErrNotCapable):
+		return "the etcd member is starting"
+	case errors.Is(err, rpctypes.ErrNoSpace):
+		return "etcd's database is full (its NOSPACE alarm: compact, defragment, then disarm it)"
+	case errors.Is(err, rpctypes.ErrCorrupt):
+		return "etcd reports a corrupt cluster"
 	case errors.Is(err, rpctypes.ErrUnhealthy):
 		return "the etcd cluster is unhealthy"
 	case errors.Is(err, rpctypes.ErrTimeout), errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost),
@@ -190,11 +219,11 @@ func (s *Store) retry(ctx context.Context, what string, share attemptTime, attem
 		if kind == kindOther {
 			return fmt.Errorf("%s: %w", what, err)
 		}
-		if kind == kindTransient {
+		if kind != kindTimeout {
 			refused = err
 		}
 		left := time.Until(deadlineOf(cctx))
-		if left <= 0 || cctx.Err() != nil {
+		if kind == kindDown || left <= 0 || cctx.Err() != nil {
 			return unavailable(what, err, refused, budget, time.Since(start), tries)
 		}
 		if kind == kindTimeout {
@@ -233,6 +262,8 @@ func unavailable(what string, last, refused error, budget, took time.Duration, t
 		why = fmt.Sprintf("etcd did not answer within %s%s", budget, n)
 	case classify(last) == kindTimeout:
 		why = fmt.Sprintf("%s, then did not answer within %s%s", meaning(refused), budget, n)
+	case tries == 1:
+		why = meaning(last)
 	default:
 		why = fmt.Sprintf("%s; still so after %s%s", meaning(last), took.Round(time.Millisecond), n)
 	}

@@ -43,6 +43,10 @@ func TestClassify(t *testing.T) {
 		{"no endpoints", clientv3.ErrNoAvailableEndpoints, kindTransient},
 		{"wrapped", fmt.Errorf("grant lease: %w", rpctypes.ErrLeaderChanged), kindTransient},
 		{"wrapped status", fmt.Errorf("read lease: %w", status.Error(codes.Unknown, context.DeadlineExceeded.Error())), kindTimeout},
+		{"member starting", rpctypes.ErrNotCapable, kindTransient},
+		{"member canceled the request", rpctypes.ErrGRPCCanceled, kindTransient},
+		{"database full", rpctypes.ErrNoSpace, kindDown},
+		{"corrupt", rpctypes.ErrCorrupt, kindDown},
 		{"lease not found", rpctypes.ErrLeaseNotFound, kindOther},
 		{"request too large", rpctypes.ErrRequestTooLarge, kindOther},
 		{"other unknown", status.Error(codes.Unknown, "something else"), kindOther},
@@ -69,6 +73,7 @@ func TestUnavailableSaysWhatHappened(t *testing.T) {
 		{context.DeadlineExceeded, rpctypes.ErrNoLeader, 5 * time.Second, 4, "the etcd cluster has no leader (quorum lost?), then did not answer within 5s (4 attempts)"},
 		{rpctypes.ErrLeaderChanged, rpctypes.ErrLeaderChanged, 4990 * time.Millisecond, 9, "the etcd leader changed; still so after 4.99s (9 attempts)"},
 		{rpctypes.ErrTooManyRequests, rpctypes.ErrTooManyRequests, 5 * time.Second, 9, "etcd is overloaded (too many requests); still so after 5s"},
+		{rpctypes.ErrNoSpace, rpctypes.ErrNoSpace, 3 * time.Millisecond, 1, "etcd's database is full (its NOSPACE alarm"},
 	} {
 		err := unavailable("put instance \"a\"", c.last, c.refused, 5*time.Second, c.took, c.tries)
 		if !strings.Contains(err.Error(), c.want) || !errors.Is(err, registry.ErrUnavailable) || !errors.Is(err, c.last) {

@@ -43,8 +43,8 @@ func TestMemberLeaderQuorumLossEtcd34(t *testing.T) {
 	memberLeaderQuorumLoss(t, members)
 }
 
-// TestMemberLeaderQuorumLossEtcd37 is the same with the embedded etcd
-// server, whose members stop gracefully (a leader hands over first).
+// TestMemberLeaderQuorumLossEtcd37 is the same with the embedded etcd 3.7
+// server, whose members are killed with HardStop (no leadership handover).
 func TestMemberLeaderQuorumLossEtcd37(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a three-member etcd cluster")
@@ -163,7 +163,7 @@ func memberLeaderQuorumLoss(t *testing.T, members []*etcdtest.Member) {
 	}
 	follower := (leader + 1) % 3
 	setPhase("one follower lost")
-	members[follower].Stop()
+	members[follower].Kill()
 	run(3 * time.Second)
 	members[follower].Start(t)
 	setPhase("follower back")
@@ -175,12 +175,12 @@ func memberLeaderQuorumLoss(t *testing.T, members []*etcdtest.Member) {
 		t.Fatal("no etcd leader after the follower came back")
 	}
 	setPhase("leader lost")
-	members[leader].Stop()
+	members[leader].Kill()
 	run(4 * time.Second)
 
 	setPhase("quorum lost")
 	second := (leader + 1) % 3
-	members[second].Stop()
+	members[second].Kill()
 	run(2*budget + time.Second)
 
 	setPhase("members restarting")

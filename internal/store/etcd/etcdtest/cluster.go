@@ -31,14 +31,30 @@ func (m *Member) Name() string { return m.cfg.Name }
 // ClientURL is the member's client URL.
 func (m *Member) ClientURL() string { return m.cfg.AdvertiseClientUrls[0].String() }
 
-// Stop stops the member (a process is killed with SIGKILL, as a lost
-// machine would be); Start starts it again on the same data.
+// Stop stops the member (gracefully for an embedded one: a leader hands
+// over first; a process is killed with SIGKILL); Start starts it again on
+// the same data.
 func (m *Member) Stop() {
 	if m.bin != "" {
 		m.proc.kill()
 		return
 	}
 	if m.e != nil {
+		m.e.Close()
+		m.e = nil
+	}
+}
+
+// Kill stops the member at once, as a lost machine would: a process gets
+// SIGKILL, an embedded server stops without handing its leadership over
+// (raft halts first, then the listeners close).
+func (m *Member) Kill() {
+	if m.bin != "" {
+		m.proc.kill()
+		return
+	}
+	if m.e != nil {
+		m.e.Server.HardStop()
 		m.e.Close()
 		m.e = nil
 	}
