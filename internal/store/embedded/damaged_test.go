@@ -125,3 +125,19 @@ func overwrite(t *testing.T, path string, off, n int64) {
 		t.Fatal(err)
 	}
 }
+
+// TestLockedFileIsNotDamaged: a data dir in use by another store is
+// refused as locked, not as damaged.
+func TestLockedFileIsNotDamaged(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, err = Open(dir, Options{Log: slog.New(slog.DiscardHandler)})
+	var de *DamagedError
+	if err == nil || errors.As(err, &de) || !strings.Contains(err.Error(), "locked by another process") {
+		t.Errorf("second Open of a data dir in use: %v; want it refused as locked", err)
+	}
+}
