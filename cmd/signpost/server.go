@@ -40,7 +40,7 @@ func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
 	etcdEndpoints := fs.String("etcd-endpoints", envOr("SIGNPOST_ETCD_ENDPOINTS", "http://127.0.0.1:2379"), "comma-separated etcd client URLs, with --store etcd (env SIGNPOST_ETCD_ENDPOINTS)")
 	fs.StringVar(&cfg.Etcd.Prefix, "etcd-prefix", "/signpost/", "etcd key prefix of the registry, with --store etcd")
 	fs.BoolVar(&cfg.SkyDNS, "skydns", false, "with --store etcd: also keep every serving instance under /skydns/ in etcd, the layout CoreDNS's etcd plugin serves")
-	fs.DurationVar(&cfg.Etcd.Timeout, "etcd-timeout", 5*time.Second, "timeout of each etcd call; writes fail with 503 past it")
+	fs.DurationVar(&cfg.Etcd.Timeout, "etcd-timeout", 5*time.Second, "budget of each etcd call, retries through a leader election included; writes fail with 503 past it")
 	tcpMax := fs.Int("dns-tcp-max-conns", 1000, "open DNS TCP connections in all; past it the connection idle the longest is closed")
 	tcpPerClient := fs.Int("dns-tcp-max-conns-per-client", 100, "open DNS TCP connections per client address; past it that client's connection idle the longest is closed")
 	tcpIdle := fs.Duration("dns-tcp-idle-timeout", 10*time.Second, "close a DNS TCP connection that has not sent a whole query for this long")

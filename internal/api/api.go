@@ -179,9 +179,19 @@ func (a *API) failErr(w http.ResponseWriter, err error) {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		a.fail(w, http.StatusServiceUnavailable, err.Error(), "")
 	default:
-		a.log.Error("api write failed", "err", err)
-		a.fail(w, http.StatusInternalServerError, err.Error(), "")
+		// The error may name a server path or what other writes in the
+		// same commit held: it goes to the log, and the client gets a
+		// reference to it.
+		ref := incidentRef()
+		a.log.Error("api write failed", "err", err, "ref", ref)
+		a.fail(w, http.StatusInternalServerError, fmt.Sprintf("internal error in the store; the server's log has the details under ref=%s", ref), "")
 	}
+}
+
+// incidentRef returns a short reference, unique in practice, that ties a
+// 500 answer to its log line.
+func incidentRef() string {
+	return strconv.FormatInt(time.Now().UnixNano(), 36)
 }
 
 // decodeStatus is the status of a decode error: 413 for a body over its

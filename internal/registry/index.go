@@ -21,7 +21,8 @@ type Index struct {
 	mu      sync.RWMutex
 	byID    map[string]*Instance
 	bySvc   map[string]map[string]*Instance
-	svcRev  map[string]int64 // revision of each service's last change
+	svcRev  map[string]int64 // revision of each service's last change; removed services' are tombstones
+	forgot  int64            // the newest revision of a tombstone dropped (see MaxTombstones)
 	rev     int64            // revision of the data in the maps
 	visible int64            // revision whose change hooks have run (DNS shows it)
 	synced  bool             // filled once, hooks run
@@ -229,6 +230,7 @@ func (ix *Index) applyLocked(evs []Event, rev int64, full bool) {
 	for s := range changed {
 		ix.svcRev[s] = ix.rev
 	}
+	ix.compactTombstones()
 	ix.mu.Unlock()
 
 	if len(changed) > 0 {
@@ -280,7 +282,15 @@ func (ix *Index) WaitRev(ctx context.Context, rev int64) error {
 // WaitService blocks until service changed after rev, or ctx is done, and
 // returns the service's current change revision. A blocking query.
 func (ix *Index) WaitService(ctx context.Context, service string, rev int64) int64 {
-	return ix.waitPast(ctx, rev, func() int64 { return ix.svcRev[service] })
+	return ix.waitPast(ctx, rev, func() int64 {
+		r, ok := ix.svcRev[service]
+		if !ok && rev < ix.forgot {
+			// Removed after rev perhaps, and forgotten since: answer now,
+			// with what is there (nothing).
+			return ix.forgot
+		}
+		return r
+	})
 }
 
 // WaitAny blocks until the index moves past rev, or ctx is done, and returns
@@ -307,7 +317,9 @@ func (ix *Index) waitPast(ctx context.Context, rev int64, cur func() int64) int6
 }
 
 // Instances returns copies of a service's instances, sorted by ID, and the
-// revision of the service's last change.
+// revision of the service's last change (for a service removed and
+// forgotten since, the revision of the newest forgotten removal: a
+// blocking query from it waits for the service's next change).
 func (ix *Index) Instances(service string) ([]Instance, int64) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
@@ -317,7 +329,11 @@ func (ix *Index) Instances(service string) ([]Instance, int64) {
 		out = append(out, in.Clone())
 	}
 	SortInstances(out)
-	return out, ix.svcRev[service]
+	rev, ok := ix.svcRev[service]
+	if !ok {
+		rev = ix.forgot
+	}
+	return out, rev
 }
 
 // Get returns one instance.
@@ -411,19 +427,74 @@ func (ix *Index) Len() int {
 // Expired counts the instances removed because their node's lease expired.
 func (ix *Index) Expired() int64 { return ix.expired.Load() }
 
+// MaxTombstones is how many removed services the index remembers (their
+// last change revision, so that a watcher learns they are gone). Beyond
+// it the oldest half is forgotten at once.
+const MaxTombstones = 1024
+
+// compactTombstones forgets the oldest tombstones when there are more than
+// MaxTombstones. Called with mu held.
+func (ix *Index) compactTombstones() {
+	if len(ix.svcRev)-len(ix.bySvc) <= MaxTombstones {
+		return
+	}
+	type tomb struct {
+		name string
+		rev  int64
+	}
+	tombs := make([]tomb, 0, len(ix.svcRev)-len(ix.bySvc))
+	for s, r := range ix.svcRev {
+		if _, live := ix.bySvc[s]; !live {
+			tombs = append(tombs, tomb{s, r})
+		}
+	}
+	sort.Slice(tombs, func(i, j int) bool { return tombs[i].rev < tombs[j].rev })
+	for _, t := range tombs[:len(tombs)-MaxTombstones/2] {
+		delete(ix.svcRev, t.name)
+		ix.forgot = max(ix.forgot, t.rev)
+	}
+}
+
 // ChangedSince returns the services changed after rev (including removed
-// ones), sorted, and the index revision.
+// ones), sorted, and the index revision. For rev 0 (a new watcher) it
+// returns the services that exist now, not the removed ones. For a rev
+// older than the tombstones the index still holds (see MaxTombstones), it
+// returns every service it knows, live or removed: the whole current
+// state, so that a watcher that was away long can take it as such (a
+// service it knew and does not see again is gone).
 func (ix *Index) ChangedSince(rev int64) ([]string, int64) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	var out []string
-	for s, r := range ix.svcRev {
-		if r > rev {
+	switch {
+	case rev <= 0:
+		out = make([]string, 0, len(ix.bySvc))
+		for s := range ix.bySvc {
 			out = append(out, s)
+		}
+	case rev < ix.forgot:
+		out = make([]string, 0, len(ix.svcRev))
+		for s := range ix.svcRev {
+			out = append(out, s)
+		}
+	default:
+		for s, r := range ix.svcRev {
+			if r > rev {
+				out = append(out, s)
+			}
 		}
 	}
 	sort.Strings(out)
 	return out, ix.rev
+}
+
+// Forgotten returns the newest revision of a removed service that the
+// index no longer remembers: a watcher at an older revision may have
+// missed a removal, and gets the whole state from ChangedSince.
+func (ix *Index) Forgotten() int64 {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.forgot
 }
 
 // WaitSynced blocks until the index has been filled from the store once,

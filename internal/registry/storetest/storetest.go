@@ -472,6 +472,13 @@ func testReplaceNodeInvalid(t *testing.T, c *config, s registry.Store) {
 	if l, _ := list(t, c, s); len(l) != 0 {
 		t.Errorf("refused ReplaceNodes stored %v", ids(l, "*"))
 	}
+	// A refused node set leaves no lease behind.
+	if ls, err := s.Leases(ctx); err != nil || len(ls) != 0 {
+		t.Errorf("Leases after refused ReplaceNodes = %v, %v; want none", ls, err)
+	}
+	if err := s.KeepAlive(ctx, "host1"); !errors.Is(err, registry.ErrNoLease) {
+		t.Errorf("KeepAlive after refused ReplaceNodes: err = %v, want ErrNoLease", err)
+	}
 	// The node field of the given instances is the node's, whatever it said.
 	mustReplace(t, c, s, "host1", inst("a", "calc", "someone-else", 1))
 	if l, _ := list(t, c, s); !slices.Equal(ids(l, "host1"), []string{"a"}) {

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"time"
@@ -86,9 +87,12 @@ type op struct {
 	fn func(tx *bolt.Tx, next func() int64) ([]registry.Event, error)
 	// after runs once the transaction committed.
 	after func()
-	rev   int64
-	err   error
-	done  chan struct{}
+	// undo, when fn set it, reverts what fn changed outside the
+	// transaction (a lease renewed in memory) if the commit fails.
+	undo func()
+	rev  int64
+	err  error
+	done chan struct{}
 }
 
 // Open opens (creating if needed) the store in dir.
@@ -112,12 +116,18 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("create data dir %q: %w", dir, err)
 	}
 	path := filepath.Join(dir, FileName)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
+	if err := verify(path); err != nil {
+		if errors.Is(err, berrors.ErrTimeout) {
+			return nil, fmt.Errorf("open store %q: locked by another process (is another signpost server using this data dir?)", path)
+		}
+		return nil, &DamagedError{Path: path, Err: err}
+	}
+	db, err := openBolt(path)
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("open store %q: locked by another process (is another signpost server using this data dir?)", path)
 		}
-		return nil, fmt.Errorf("open store %q: %w", path, err)
+		return nil, &DamagedError{Path: path, Err: err}
 	}
 	s := &Store{
 		db:      db,
@@ -131,14 +141,24 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if err := s.load(); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("open store %q: %w", path, err)
+		return nil, &DamagedError{Path: path, Err: err}
 	}
 	go s.writer()
 	go s.expirer()
 	return s, nil
 }
 
-func (s *Store) load() error {
+// openBolt opens the database read-write. A panic of bbolt on a file that
+// changed since verify read it becomes an error.
+func openBolt(path string) (db *bolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer guard(&err)
+	return bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
+}
+
+func (s *Store) load() (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer guard(&err)
 	now := time.Now()
 	return s.db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketInstances, bucketByNode, bucketNodes, bucketMeta} {
@@ -205,6 +225,9 @@ func (s *Store) submit(ctx context.Context, o *op) (int64, error) {
 
 func (s *Store) writer() {
 	defer close(s.done)
+	// A fault reading the file (cut short while the server runs) fails
+	// the commit instead of the process.
+	debug.SetPanicOnFault(true)
 	var last time.Time
 	for {
 		var batch []*op
@@ -257,15 +280,60 @@ func (s *Store) failPending() {
 	}
 }
 
+// commit writes batch in one transaction. If that transaction fails, no
+// write of the batch is kept, and each is committed again alone: one
+// write that breaks a commit fails by itself, never its neighbours.
 func (s *Store) commit(batch []*op) {
+	events, rev, err := s.tryCommit(batch)
+	if err != nil && len(batch) > 1 {
+		s.log.Warn("group commit failed; committing its writes one by one", "writes", len(batch), "err", err)
+		for _, o := range batch {
+			s.commit([]*op{o})
+		}
+		return
+	}
+	if err != nil {
+		o := batch[0]
+		s.log.Error("store commit failed", "err", err)
+		o.err = fmt.Errorf("commit to the embedded store: %w", err)
+		close(o.done)
+		return
+	}
+	for _, o := range batch {
+		if o.err == nil && o.after != nil {
+			o.after()
+		}
+	}
+	s.publish(events, rev)
+	for _, o := range batch {
+		close(o.done)
+	}
+}
+
+// tryCommit runs batch in one transaction and returns its events and the
+// revision it reached. When the transaction fails it undoes what the ops
+// changed in memory and returns the error.
+func (s *Store) tryCommit(batch []*op) (_ []registry.Event, _ int64, err error) {
+	defer func() {
+		if err != nil {
+			for i := len(batch) - 1; i >= 0; i-- {
+				if u := batch[i].undo; u != nil {
+					u()
+				}
+			}
+		}
+	}()
+	// Runs first: bbolt rolls the transaction back as a panic passes, and
+	// the undo above sees the error.
+	defer guard(&err)
 	s.mu.Lock()
 	rev := s.rev
 	s.mu.Unlock()
 	next := func() int64 { rev++; return rev }
 	var events []registry.Event
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		events = events[:0]
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		for _, o := range batch {
+			o.err, o.rev, o.undo = nil, 0, nil
 			before := rev
 			evs, err := o.fn(tx, next)
 			if err != nil {
@@ -289,24 +357,17 @@ func (s *Store) commit(batch []*op) {
 		return tx.Bucket(bucketMeta).Put(keyRev, b[:])
 	})
 	if err != nil {
-		err = fmt.Errorf("commit to %s: %w", s.db.Path(), err)
-		s.log.Error("store commit failed", "err", err, "writes", len(batch))
-		for _, o := range batch {
-			if o.err == nil {
-				o.err = err
-			}
-			close(o.done)
-		}
-		return
+		return nil, 0, err
 	}
-	for _, o := range batch {
-		if o.err == nil && o.after != nil {
-			o.after()
-		}
-	}
-	s.publish(events, rev)
-	for _, o := range batch {
-		close(o.done)
+	return events, rev, nil
+}
+
+// guard turns a panic of bbolt on a damaged file (or a fault reading past
+// the end of a file cut short, with debug.SetPanicOnFault) into *err.
+// Deferred directly by the function whose error it sets.
+func guard(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("store file unreadable: %v", r)
 	}
 }
 
@@ -336,10 +397,12 @@ func (s *Store) publish(events []registry.Event, rev int64) {
 }
 
 // List implements registry.Store.
-func (s *Store) List(ctx context.Context) ([]registry.Instance, int64, error) {
+func (s *Store) List(ctx context.Context) (_ []registry.Instance, _ int64, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer guard(&err)
 	var out []registry.Instance
 	var rev int64
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err = s.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketMeta).Get(keyRev); len(v) == 8 {
 			rev = int64(binary.BigEndian.Uint64(v))
 		}
@@ -355,7 +418,7 @@ func (s *Store) List(ctx context.Context) ([]registry.Instance, int64, error) {
 		})
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("list %s: %w", s.db.Path(), err)
+		return nil, 0, fmt.Errorf("list the embedded store: %w", err)
 	}
 	return out, rev, nil
 }
@@ -473,6 +536,29 @@ func nodeIDs(tx *bolt.Tx, node string) []string {
 	return ids
 }
 
+// deleteNodeInstances deletes the instances node owns, except those in
+// keep, and returns their delete events, marked with reason.
+func deleteNodeInstances(tx *bolt.Tx, next func() int64, node string, keep map[string]registry.Instance, reason string) ([]registry.Event, error) {
+	var evs []registry.Event
+	for _, id := range nodeIDs(tx, node) {
+		if _, ok := keep[id]; ok {
+			continue
+		}
+		old, err := getInstance(tx, id)
+		if err != nil {
+			return nil, err
+		}
+		if old == nil {
+			continue
+		}
+		if err := deleteInstance(tx, old); err != nil {
+			return nil, err
+		}
+		evs = append(evs, registry.Event{Type: registry.EventDelete, Rev: next(), Instance: *old, Reason: reason})
+	}
+	return evs, nil
+}
+
 // leaseLive reports whether node holds a lease, as seen by tx and by the
 // in-memory deadlines. A lease granted earlier in the same commit is live.
 func (s *Store) leaseLive(tx *bolt.Tx, node string) bool {
@@ -489,6 +575,9 @@ func (s *Store) leaseLive(tx *bolt.Tx, node string) bool {
 func (s *Store) Put(ctx context.Context, inst registry.Instance) (int64, error) {
 	in, err := registry.Prepare(inst)
 	if err != nil {
+		return 0, err
+	}
+	if err := fits(in.Node, &in); err != nil {
 		return 0, err
 	}
 	return s.submit(ctx, &op{fn: func(tx *bolt.Tx, next func() int64) ([]registry.Event, error) {
@@ -549,69 +638,114 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 	if err != nil {
 		return 0, err
 	}
+	if err := fits(node, nil); err != nil {
+		return 0, err
+	}
+	for _, in := range want {
+		if err := fits(node, &in); err != nil {
+			return 0, err
+		}
+	}
 	rec, err := json.Marshal(nodeRecord{TTL: ttl})
 	if err != nil {
 		return 0, fmt.Errorf("encode lease of node %q: %w", node, err)
 	}
-	return s.submit(ctx, &op{
-		fn: func(tx *bolt.Tx, next func() int64) ([]registry.Event, error) {
-			olds := map[string]*registry.Instance{}
-			for id := range want {
-				old, err := getInstance(tx, id)
-				if err != nil {
-					return nil, err
-				}
-				if old != nil && old.Node != node {
-					return nil, fmt.Errorf("replace node %q: instance %q is owned by node %q: %w", node, id, old.Node, registry.ErrConflict)
-				}
-				olds[id] = old
+	o := &op{}
+	o.fn = func(tx *bolt.Tx, next func() int64) ([]registry.Event, error) {
+		olds := map[string]*registry.Instance{}
+		for id := range want {
+			old, err := getInstance(tx, id)
+			if err != nil {
+				return nil, err
 			}
-			if err := tx.Bucket(bucketNodes).Put([]byte(node), rec); err != nil {
-				return nil, fmt.Errorf("write lease of node %q: %w", node, err)
+			if old != nil && old.Node != node {
+				return nil, fmt.Errorf("replace node %q: instance %q is owned by node %q: %w", node, id, old.Node, registry.ErrConflict)
 			}
-			// Renew the lease now, not only after the commit: an expiry of
-			// the old lease later in the same commit must see it live and
-			// leave the new set alone.
+			olds[id] = old
+		}
+		if err := tx.Bucket(bucketNodes).Put([]byte(node), rec); err != nil {
+			return nil, fmt.Errorf("write lease of node %q: %w", node, err)
+		}
+		// Renew the lease now, not only after the commit: an expiry of
+		// the old lease later in the same commit must see it live and
+		// leave the new set alone. If the commit fails, the lease is as
+		// it was: a failed node set leaves no lease behind.
+		mine := &lease{ttl: ttl, deadline: time.Now().Add(ttl)}
+		s.mu.Lock()
+		prev, had := s.leases[node]
+		s.leases[node] = mine
+		s.mu.Unlock()
+		o.undo = func() {
 			s.mu.Lock()
-			s.leases[node] = &lease{ttl: ttl, deadline: time.Now().Add(ttl)}
-			s.mu.Unlock()
-			var evs []registry.Event
-			for _, id := range nodeIDs(tx, node) {
-				if _, keep := want[id]; keep {
-					continue
-				}
-				old, err := getInstance(tx, id)
-				if err != nil {
-					return nil, err
-				}
-				if old == nil {
-					continue
-				}
-				if err := deleteInstance(tx, old); err != nil {
-					return nil, err
-				}
-				evs = append(evs, registry.Event{Type: registry.EventDelete, Rev: next(), Instance: *old})
+			defer s.mu.Unlock()
+			if s.leases[node] != mine {
+				return
 			}
-			ids := make([]string, 0, len(want))
-			for id := range want {
-				ids = append(ids, id)
+			if had {
+				s.leases[node] = prev
+			} else {
+				delete(s.leases, node)
 			}
-			sort.Strings(ids)
-			for _, id := range ids {
-				e, err := s.putLocked(tx, next, want[id], olds[id])
-				if err != nil {
-					return nil, err
-				}
-				evs = append(evs, e...)
+		}
+		evs, err := deleteNodeInstances(tx, next, node, want, "")
+		if err != nil {
+			return nil, err
+		}
+		ids := make([]string, 0, len(want))
+		for id := range want {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			e, err := s.putLocked(tx, next, want[id], olds[id])
+			if err != nil {
+				return nil, err
 			}
-			return evs, nil
-		},
-		after: func() {
-			s.mu.Lock()
-			s.leases[node] = &lease{ttl: ttl, deadline: time.Now().Add(ttl)}
-			s.mu.Unlock()
-		},
-	})
+			evs = append(evs, e...)
+		}
+		return evs, nil
+	}
+	o.after = func() {
+		s.mu.Lock()
+		s.leases[node] = &lease{ttl: ttl, deadline: time.Now().Add(ttl)}
+		s.mu.Unlock()
+	}
+	return s.submit(ctx, o)
+}
+
+// fits checks, before a write joins a group commit, that the keys and the
+// value it makes fit bbolt's limits (bolt.MaxKeySize, bolt.MaxValueSize),
+// so that it cannot fail the commit it shares. in is nil to check only the
+// node's own key.
+func fits(node string, in *registry.Instance) error {
+	tooLong := func(field, value string, n int) error {
+		shown := value
+		if len(shown) > 40 {
+			shown = shown[:40] + "..."
+		}
+		return &registry.FieldError{Field: field, Value: shown, Reason: fmt.Sprintf("%d bytes: the embedded store keeps at most %d", n, bolt.MaxKeySize)}
+	}
+	if len(node) > bolt.MaxKeySize {
+		return tooLong("node", node, len(node))
+	}
+	if in == nil {
+		return nil
+	}
+	if len(in.ID) > bolt.MaxKeySize {
+		return tooLong("id", in.ID, len(in.ID))
+	}
+	if n := len(byNodeKey(node, in.ID)); node != "" && n > bolt.MaxKeySize {
+		return tooLong("node", node, n)
+	}
+	v, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("encode instance %q: %w", in.ID, err)
+	}
+	// Room for the registration time that the write adds.
+	if len(v)+64 > bolt.MaxValueSize {
+		return &registry.FieldError{Field: "instance", Value: in.ID, Reason: fmt.Sprintf("%d bytes encoded: the embedded store keeps at most %d", len(v), bolt.MaxValueSize)}
+	}
+	return nil
 }
 
 // KeepAlive implements registry.Store.
@@ -663,19 +797,9 @@ func (s *Store) dropNode(ctx context.Context, node, reason string, onlyExpired b
 			if err := tx.Bucket(bucketNodes).Delete([]byte(node)); err != nil {
 				return nil, fmt.Errorf("delete lease of node %q: %w", node, err)
 			}
-			var evs []registry.Event
-			for _, id := range nodeIDs(tx, node) {
-				old, err := getInstance(tx, id)
-				if err != nil {
-					return nil, err
-				}
-				if old == nil {
-					continue
-				}
-				if err := deleteInstance(tx, old); err != nil {
-					return nil, err
-				}
-				evs = append(evs, registry.Event{Type: registry.EventDelete, Rev: next(), Instance: *old, Reason: reason})
+			evs, err := deleteNodeInstances(tx, next, node, nil, reason)
+			if err != nil {
+				return nil, err
 			}
 			removed = len(evs)
 			return evs, nil

@@ -30,8 +30,6 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/signpost-dns/signpost/internal/registry"
 )
@@ -56,8 +54,11 @@ type Options struct {
 	Prefix string
 	// DialTimeout bounds the first connection (default 5s).
 	DialTimeout time.Duration
-	// Timeout bounds each call to etcd; a call that takes longer fails
-	// with registry.ErrUnavailable (default 5s).
+	// Timeout is the budget of each store call (default 5s): within it a
+	// call that etcd refuses for now (a leader election, a member down)
+	// is tried again, each attempt bounded to a third of it; past it the
+	// call fails with an error that wraps registry.ErrUnavailable and
+	// says what happened.
 	Timeout time.Duration
 	// Log receives the store's logs (default slog.Default()).
 	Log *slog.Logger
@@ -147,39 +148,6 @@ func (s *Store) call(ctx context.Context) (context.Context, context.CancelFunc) 
 	return context.WithTimeout(ctx, s.timeout)
 }
 
-// unavailable reports whether err says that etcd did not answer, rather
-// than that it refused the request.
-func unavailable(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, clientv3.ErrNoAvailableEndpoints) {
-		return true
-	}
-	for _, e := range []error{
-		rpctypes.ErrNoLeader, rpctypes.ErrNotLeader, rpctypes.ErrLeaderChanged,
-		rpctypes.ErrStopped, rpctypes.ErrTimeout, rpctypes.ErrTimeoutDueToLeaderFail,
-		rpctypes.ErrTimeoutDueToConnectionLost, rpctypes.ErrTimeoutWaitAppliedIndex,
-		rpctypes.ErrUnhealthy, rpctypes.ErrTooManyRequests,
-	} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	switch status.Code(err) {
-	case codes.Unavailable, codes.DeadlineExceeded:
-		return true
-	}
-	return false
-}
-
-// fail wraps err with what failed; when etcd did not answer (and the
-// caller's own context is still live) the error wraps
-// registry.ErrUnavailable.
-func (s *Store) fail(ctx context.Context, err error, what string) error {
-	if ctx.Err() == nil && unavailable(err) {
-		return fmt.Errorf("%s: etcd unavailable or no answer within %s: %w: %w", what, s.timeout, registry.ErrUnavailable, err)
-	}
-	return fmt.Errorf("%s: %w", what, err)
-}
-
 func decodeInstance(kv *mvccpb.KeyValue) (*registry.Instance, error) {
 	var in registry.Instance
 	if err := json.Unmarshal(kv.Value, &in); err != nil {
@@ -222,11 +190,14 @@ func stamp(in *registry.Instance, old *registry.Instance) {
 
 // List implements registry.Store.
 func (s *Store) List(ctx context.Context) ([]registry.Instance, int64, error) {
-	cctx, cancel := s.call(ctx)
-	defer cancel()
-	resp, err := s.cli.Get(cctx, s.instPrefix, clientv3.WithPrefix())
+	var resp *clientv3.GetResponse
+	err := s.reads(ctx, "list "+s.instPrefix, func(cctx context.Context) error {
+		var err error
+		resp, err = s.cli.Get(cctx, s.instPrefix, clientv3.WithPrefix())
+		return err
+	})
 	if err != nil {
-		return nil, 0, s.fail(ctx, err, "list "+s.instPrefix)
+		return nil, 0, err
 	}
 	out := make([]registry.Instance, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
@@ -249,26 +220,26 @@ func (s *Store) Put(ctx context.Context, inst registry.Instance) (int64, error) 
 	if in.Node != "" {
 		what += fmt.Sprintf(" for node %q", in.Node)
 	}
-	cctx, cancel := s.call(ctx)
-	defer cancel()
 	key, nkey := s.instKey(in.ID), s.nodeKey(in.Node)
-	for range maxAttempts {
+	var rev int64
+	err = s.attempts(ctx, what, func(cctx context.Context) error {
+		in := in
 		reads := []clientv3.Op{clientv3.OpGet(key)}
 		if in.Node != "" {
 			reads = append(reads, clientv3.OpGet(nkey))
 		}
 		snap, err := s.cli.Txn(cctx).Then(reads...).Commit()
 		if err != nil {
-			return 0, s.fail(ctx, err, what)
+			return err
 		}
 		oldKV := firstKV(snap, 0)
 		var old *registry.Instance
 		if oldKV != nil {
 			if old, err = decodeInstance(oldKV); err != nil {
-				return 0, fmt.Errorf("%s: %w", what, err)
+				return err
 			}
 			if old.Node != in.Node {
-				return 0, fmt.Errorf("%s: owned by node %q: %w", what, old.Node, registry.ErrConflict)
+				return fmt.Errorf("owned by node %q: %w", old.Node, registry.ErrConflict)
 			}
 		}
 		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", modRev(oldKV))}
@@ -277,11 +248,11 @@ func (s *Store) Put(ctx context.Context, inst registry.Instance) (int64, error) 
 		if in.Node != "" {
 			nodeKV := firstKV(snap, 1)
 			if nodeKV == nil {
-				return 0, fmt.Errorf("%s: %w", what, registry.ErrNoLease)
+				return registry.ErrNoLease
 			}
 			rec, err := decodeNode(nodeKV)
 			if err != nil {
-				return 0, fmt.Errorf("%s: %w", what, err)
+				return err
 			}
 			opts = append(opts, clientv3.WithLease(rec.Lease))
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(nkey), "=", nodeKV.ModRevision))
@@ -289,52 +260,65 @@ func (s *Store) Put(ctx context.Context, inst registry.Instance) (int64, error) 
 			nodeOps = append(nodeOps, clientv3.OpPut(nkey, string(nodeKV.Value), clientv3.WithLease(rec.Lease)))
 		}
 		if old != nil && registry.Unchanged(old, &in) {
-			return oldKV.ModRevision, nil
+			rev = oldKV.ModRevision
+			return nil
 		}
 		stamp(&in, old)
 		val, err := json.Marshal(in)
 		if err != nil {
-			return 0, fmt.Errorf("%s: encode: %w", what, err)
+			return fmt.Errorf("encode: %w", err)
 		}
 		tr, err := s.cli.Txn(cctx).If(cmps...).Then(append(nodeOps, clientv3.OpPut(key, string(val), opts...))...).Commit()
 		if err != nil {
 			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-				return 0, fmt.Errorf("%s: %w", what, registry.ErrNoLease)
+				return registry.ErrNoLease
 			}
-			return 0, s.fail(ctx, err, what)
+			return err
 		}
-		if tr.Succeeded {
-			return tr.Header.Revision, nil
-		}
-	}
-	return 0, fmt.Errorf("%s: still contended after %d attempts: %w", what, maxAttempts, registry.ErrUnavailable)
+		return committed(tr, &rev)
+	})
+	return rev, err
 }
 
-// Delete implements registry.Store.
+// Delete implements registry.Store. A delete that etcd may have applied
+// before an error (a leader change) and finds the instance gone on its
+// next attempt succeeded.
 func (s *Store) Delete(ctx context.Context, id string) (int64, error) {
-	what := fmt.Sprintf("delete instance %q", id)
-	cctx, cancel := s.call(ctx)
-	defer cancel()
 	key := s.instKey(id)
-	for range maxAttempts {
+	var rev int64
+	maybeDone := false // a delete was sent and failed: etcd may have applied it
+	err := s.attempts(ctx, fmt.Sprintf("delete instance %q", id), func(cctx context.Context) error {
 		g, err := s.cli.Get(cctx, key)
 		if err != nil {
-			return 0, s.fail(ctx, err, what)
+			return err
 		}
 		if len(g.Kvs) == 0 {
-			return 0, fmt.Errorf("%s: %w", what, registry.ErrNotFound)
+			if maybeDone {
+				rev = g.Header.Revision
+				return nil
+			}
+			return registry.ErrNotFound
 		}
 		tr, err := s.cli.Txn(cctx).
 			If(clientv3.Compare(clientv3.ModRevision(key), "=", g.Kvs[0].ModRevision)).
 			Then(clientv3.OpDelete(key)).Commit()
 		if err != nil {
-			return 0, s.fail(ctx, err, what)
+			maybeDone = true
+			return err
 		}
-		if tr.Succeeded {
-			return tr.Header.Revision, nil
-		}
+		return committed(tr, &rev)
+	})
+	return rev, err
+}
+
+// committed records the revision of a transaction that went through, or
+// says to read again and retry one whose compare failed.
+func committed(tr *clientv3.TxnResponse, rev *int64) error {
+	if !tr.Succeeded {
+		return errContended
 	}
-	return 0, fmt.Errorf("%s: still contended after %d attempts: %w", what, maxAttempts, registry.ErrUnavailable)
+	*rev = tr.Header.Revision
+	return nil
 }
 
 // leaseKeys returns the instance keys attached to lease and whether the
@@ -375,11 +359,8 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	what := fmt.Sprintf("replace instances of node %q", node)
 	ttlSec := max(int64(math.Ceil(ttl.Seconds())), 1)
 
-	cctx, cancel := s.call(ctx)
-	defer cancel()
 	nkey := s.nodeKey(node)
 	var granted clientv3.LeaseID // granted here and not yet used
 	defer func() {
@@ -387,14 +368,15 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 			s.revoke(granted, node)
 		}
 	}()
-	for range maxAttempts {
+	var rev int64
+	err = s.attempts(ctx, fmt.Sprintf("replace instances of node %q", node), func(cctx context.Context) error {
 		reads := []clientv3.Op{clientv3.OpGet(nkey)}
 		for _, id := range ids {
 			reads = append(reads, clientv3.OpGet(s.instKey(id)))
 		}
 		snap, err := s.cli.Txn(cctx).Then(reads...).Commit()
 		if err != nil {
-			return 0, s.fail(ctx, err, what)
+			return err
 		}
 		nodeKV := firstKV(snap, 0)
 		var rec nodeRecord
@@ -402,25 +384,30 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 		live := false
 		if nodeKV != nil {
 			if rec, err = decodeNode(nodeKV); err != nil {
-				return 0, fmt.Errorf("%s: %w", what, err)
+				return err
+			}
+			if rec.Lease == granted {
+				// An earlier attempt that failed was applied after all:
+				// the lease granted here is in use.
+				granted = 0
 			}
 			if oldKeys, live, err = s.leaseKeys(cctx, rec.Lease); err != nil {
-				return 0, s.fail(ctx, err, what+": read lease")
+				return fmt.Errorf("read lease: %w", err)
 			}
 		}
 		lease := rec.Lease
 		if live && rec.TTL == ttl {
 			if _, err := s.cli.KeepAliveOnce(cctx, lease); err != nil {
 				if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-					continue // expired meanwhile: the next round grants a new one
+					return errContended // expired meanwhile: the next round grants a new one
 				}
-				return 0, s.fail(ctx, err, what+": renew lease")
+				return fmt.Errorf("renew lease: %w", err)
 			}
 		} else {
 			if granted == 0 {
 				g, err := s.cli.Grant(cctx, ttlSec)
 				if err != nil {
-					return 0, s.fail(ctx, err, what+": grant lease")
+					return fmt.Errorf("grant lease: %w", err)
 				}
 				granted = g.ID
 			}
@@ -428,7 +415,7 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 		}
 		recVal, err := json.Marshal(nodeRecord{Lease: lease, TTL: ttl})
 		if err != nil {
-			return 0, fmt.Errorf("%s: encode lease: %w", what, err)
+			return fmt.Errorf("encode lease: %w", err)
 		}
 		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(nkey), "=", modRev(nodeKV))}
 		writes := []clientv3.Op{clientv3.OpPut(nkey, string(recVal), clientv3.WithLease(lease))}
@@ -445,10 +432,10 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 			var old *registry.Instance
 			if oldKV != nil {
 				if old, err = decodeInstance(oldKV); err != nil {
-					return 0, fmt.Errorf("%s: %w", what, err)
+					return err
 				}
 				if old.Node != node {
-					return 0, fmt.Errorf("%s: instance %q is owned by node %q: %w", what, id, old.Node, registry.ErrConflict)
+					return fmt.Errorf("instance %q is owned by node %q: %w", id, old.Node, registry.ErrConflict)
 				}
 				if registry.Unchanged(old, &in) && clientv3.LeaseID(oldKV.Lease) == lease {
 					continue
@@ -457,7 +444,7 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 			stamp(&in, old)
 			val, err := json.Marshal(in)
 			if err != nil {
-				return 0, fmt.Errorf("%s: encode instance %q: %w", what, id, err)
+				return fmt.Errorf("encode instance %q: %w", id, err)
 			}
 			writes = append(writes, clientv3.OpPut(key, string(val), clientv3.WithLease(lease)))
 		}
@@ -467,12 +454,12 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 				if lease == granted {
 					granted = 0
 				}
-				continue
+				return errContended
 			}
-			return 0, s.fail(ctx, err, what)
+			return err
 		}
 		if !tr.Succeeded {
-			continue
+			return errContended
 		}
 		if lease == granted {
 			granted = 0
@@ -481,9 +468,10 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 				s.revoke(rec.Lease, node)
 			}
 		}
-		return tr.Header.Revision, nil
-	}
-	return 0, fmt.Errorf("%s: still contended after %d attempts: %w", what, maxAttempts, registry.ErrUnavailable)
+		rev = tr.Header.Revision
+		return nil
+	})
+	return rev, err
 }
 
 // revoke ends a lease that no longer holds anything, best effort: left
@@ -499,53 +487,56 @@ func (s *Store) revoke(lease clientv3.LeaseID, node string) {
 // KeepAlive implements registry.Store with one etcd keep-alive of the
 // node's stored lease.
 func (s *Store) KeepAlive(ctx context.Context, node string) error {
-	what := fmt.Sprintf("keep alive node %q", node)
-	cctx, cancel := s.call(ctx)
-	defer cancel()
-	g, err := s.cli.Get(cctx, s.nodeKey(node))
-	if err != nil {
-		return s.fail(ctx, err, what)
-	}
-	if len(g.Kvs) == 0 {
-		return fmt.Errorf("%s: %w", what, registry.ErrNoLease)
-	}
-	rec, err := decodeNode(g.Kvs[0])
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	if _, err := s.cli.KeepAliveOnce(cctx, rec.Lease); err != nil {
-		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			return fmt.Errorf("%s: etcd lease %x: %w", what, int64(rec.Lease), registry.ErrNoLease)
+	return s.attempts(ctx, fmt.Sprintf("keep alive node %q", node), func(cctx context.Context) error {
+		g, err := s.cli.Get(cctx, s.nodeKey(node))
+		if err != nil {
+			return err
 		}
-		return s.fail(ctx, err, what)
-	}
-	return nil
+		if len(g.Kvs) == 0 {
+			return registry.ErrNoLease
+		}
+		rec, err := decodeNode(g.Kvs[0])
+		if err != nil {
+			return err
+		}
+		if _, err := s.cli.KeepAliveOnce(cctx, rec.Lease); err != nil {
+			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				return fmt.Errorf("etcd lease %x: %w", int64(rec.Lease), registry.ErrNoLease)
+			}
+			return err
+		}
+		return nil
+	})
 }
 
 // ReleaseNode implements registry.Store. It deletes the node's instances
 // in one transaction, then revokes its lease, so that watchers do not take
-// the deletes for an expiry.
+// the deletes for an expiry. A release that etcd may have applied before
+// an error and finds the node gone on its next attempt succeeded.
 func (s *Store) ReleaseNode(ctx context.Context, node string) (int64, error) {
-	what := fmt.Sprintf("release node %q", node)
-	cctx, cancel := s.call(ctx)
-	defer cancel()
 	nkey := s.nodeKey(node)
-	for range maxAttempts {
+	var rev int64
+	maybeDone := false // a write was sent and failed: etcd may have applied it
+	err := s.attempts(ctx, fmt.Sprintf("release node %q", node), func(cctx context.Context) error {
 		g, err := s.cli.Get(cctx, nkey)
 		if err != nil {
-			return 0, s.fail(ctx, err, what)
+			return err
 		}
 		if len(g.Kvs) == 0 {
-			return 0, fmt.Errorf("%s: %w", what, registry.ErrNoLease)
+			if maybeDone {
+				rev = max(rev, g.Header.Revision)
+				return nil
+			}
+			return registry.ErrNoLease
 		}
 		nodeKV := g.Kvs[0]
 		rec, err := decodeNode(nodeKV)
 		if err != nil {
-			return 0, fmt.Errorf("%s: %w", what, err)
+			return err
 		}
 		keys, _, err := s.leaseKeys(cctx, rec.Lease)
 		if err != nil {
-			return 0, s.fail(ctx, err, what+": read lease")
+			return fmt.Errorf("read lease: %w", err)
 		}
 		writes := []clientv3.Op{clientv3.OpPut(nkey, string(nodeKV.Value), clientv3.WithLease(rec.Lease))}
 		for _, k := range keys {
@@ -556,48 +547,56 @@ func (s *Store) ReleaseNode(ctx context.Context, node string) (int64, error) {
 			Then(writes...).Commit()
 		if err != nil {
 			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-				return 0, fmt.Errorf("%s: %w", what, registry.ErrNoLease)
+				return registry.ErrNoLease
 			}
-			return 0, s.fail(ctx, err, what)
+			maybeDone = true
+			return err
 		}
 		if !tr.Succeeded {
-			continue
+			return errContended
 		}
+		rev = tr.Header.Revision
 		if _, err := s.cli.Revoke(cctx, rec.Lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			return tr.Header.Revision, s.fail(ctx, err, what+": instances deleted, but revoke lease")
+			maybeDone = true
+			return fmt.Errorf("instances deleted, but revoke lease: %w", err)
 		}
-		return tr.Header.Revision, nil
-	}
-	return 0, fmt.Errorf("%s: still contended after %d attempts: %w", what, maxAttempts, registry.ErrUnavailable)
+		return nil
+	})
+	return rev, err
 }
 
 // Leases implements registry.Store. Expires is etcd's remaining TTL from
 // now, which etcd counts in whole seconds, rounded down.
 func (s *Store) Leases(ctx context.Context) ([]registry.Lease, error) {
-	cctx, cancel := s.call(ctx)
-	defer cancel()
-	g, err := s.cli.Get(cctx, s.nodePrefix, clientv3.WithPrefix())
-	if err != nil {
-		return nil, s.fail(ctx, err, "list node leases under "+s.nodePrefix)
-	}
-	out := make([]registry.Lease, 0, len(g.Kvs))
-	for _, kv := range g.Kvs {
-		node := strings.TrimPrefix(string(kv.Key), s.nodePrefix)
-		rec, err := decodeNode(kv)
+	var out []registry.Lease
+	err := s.reads(ctx, "list node leases under "+s.nodePrefix, func(cctx context.Context) error {
+		g, err := s.cli.Get(cctx, s.nodePrefix, clientv3.WithPrefix())
 		if err != nil {
-			return nil, err
+			return err
 		}
-		r, err := s.cli.TimeToLive(cctx, rec.Lease)
-		if err != nil {
-			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		out = make([]registry.Lease, 0, len(g.Kvs))
+		for _, kv := range g.Kvs {
+			node := strings.TrimPrefix(string(kv.Key), s.nodePrefix)
+			rec, err := decodeNode(kv)
+			if err != nil {
+				return err
+			}
+			r, err := s.cli.TimeToLive(cctx, rec.Lease)
+			if err != nil {
+				if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+					continue
+				}
+				return fmt.Errorf("read lease of node %q: %w", node, err)
+			}
+			if r.TTL < 0 { // gone; its record goes with it
 				continue
 			}
-			return nil, s.fail(ctx, err, fmt.Sprintf("read lease of node %q", node))
+			out = append(out, registry.Lease{Node: node, TTL: rec.TTL, Expires: time.Now().Add(time.Duration(r.TTL) * time.Second)})
 		}
-		if r.TTL < 0 { // gone; its record goes with it
-			continue
-		}
-		out = append(out, registry.Lease{Node: node, TTL: rec.TTL, Expires: time.Now().Add(time.Duration(r.TTL) * time.Second)})
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -11,9 +11,9 @@ import (
 // periodically to say in /healthz and /metrics that it is degraded, since
 // a watch on an unreachable cluster can stay silent instead of failing.
 func (s *Store) Ping(ctx context.Context) error {
-	ctx, cancel := s.call(ctx)
+	cctx, cancel := s.call(ctx)
 	defer cancel()
-	if _, err := s.cli.Get(ctx, s.nodePrefix, clientv3.WithCountOnly(), clientv3.WithLimit(1)); err != nil {
+	if _, err := s.cli.Get(cctx, s.nodePrefix, clientv3.WithCountOnly(), clientv3.WithLimit(1)); err != nil {
 		return s.fail(ctx, err, "ping etcd")
 	}
 	return nil

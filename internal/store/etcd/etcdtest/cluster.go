@@ -15,10 +15,14 @@ import (
 	"go.uber.org/zap"
 )
 
-// Member is one etcd server embedded in a test, on loopback only.
+// Member is one etcd server in a test, on loopback only: embedded (the
+// etcd server module) or a process of an etcd binary (StartBinaryCluster).
 type Member struct {
 	cfg *embed.Config
 	e   *embed.Etcd
+	// bin is the etcd binary of a member run as a process.
+	bin  string
+	proc *process
 }
 
 // Name is the member's name.
@@ -27,9 +31,30 @@ func (m *Member) Name() string { return m.cfg.Name }
 // ClientURL is the member's client URL.
 func (m *Member) ClientURL() string { return m.cfg.AdvertiseClientUrls[0].String() }
 
-// Stop stops the member; Start starts it again on the same data.
+// Stop stops the member (gracefully for an embedded one: a leader hands
+// over first; a process is killed with SIGKILL); Start starts it again on
+// the same data.
 func (m *Member) Stop() {
+	if m.bin != "" {
+		m.proc.kill()
+		return
+	}
 	if m.e != nil {
+		m.e.Close()
+		m.e = nil
+	}
+}
+
+// Kill stops the member at once, as a lost machine would: a process gets
+// SIGKILL, an embedded server stops without handing its leadership over
+// (raft halts first, then the listeners close).
+func (m *Member) Kill() {
+	if m.bin != "" {
+		m.proc.kill()
+		return
+	}
+	if m.e != nil {
+		m.e.Server.HardStop()
 		m.e.Close()
 		m.e = nil
 	}
@@ -38,6 +63,10 @@ func (m *Member) Stop() {
 // Start starts a stopped member again.
 func (m *Member) Start(t testing.TB) {
 	t.Helper()
+	if m.bin != "" {
+		m.proc.start(t, m.bin, m.args())
+		return
+	}
 	e, err := embed.StartEtcd(m.cfg)
 	if err != nil {
 		t.Fatalf("start etcd member %s: %v", m.cfg.Name, err)
@@ -64,11 +93,9 @@ func loopURL(t testing.TB) url.URL {
 	return *u
 }
 
-// StartCluster starts an n-member etcd cluster in the test and waits until
-// it has a leader. tick and election are etcd's heartbeat interval and
-// election timeout; the shortest lease etcd grants is 1.5 elections' worth
-// of ticks... (3*election/tick/2 ticks), rounded up to a second.
-func StartCluster(t testing.TB, n int, tick, election time.Duration) []*Member {
+// configs makes the configuration of n members on loopback ports, each
+// with its own data dir.
+func configs(t testing.TB, n int, tick, election time.Duration) []*Member {
 	t.Helper()
 	token := fmt.Sprintf("signpost-test-%d", time.Now().UnixNano())
 	members := make([]*Member, n)
@@ -91,6 +118,16 @@ func StartCluster(t testing.TB, n int, tick, election time.Duration) []*Member {
 	for _, m := range members {
 		m.cfg.InitialCluster = strings.Join(initial, ",")
 	}
+	return members
+}
+
+// StartCluster starts an n-member etcd cluster in the test and waits until
+// it has a leader. tick and election are etcd's heartbeat interval and
+// election timeout; the shortest lease etcd grants is 1.5 elections' worth
+// of ticks... (3*election/tick/2 ticks), rounded up to a second.
+func StartCluster(t testing.TB, n int, tick, election time.Duration) []*Member {
+	t.Helper()
+	members := configs(t, n, tick, election)
 	errs := make(chan error, n)
 	for _, m := range members {
 		go func() {
