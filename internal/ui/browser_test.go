@@ -126,6 +126,10 @@ func TestUIInChromium(t *testing.T) {
 
 	waitFor(t, page, "calc-1 passing, and every service listed", 30*time.Second,
 		`rowStatus("calc-1") === "passing" && !!row("time-1") && !!row("db-1") && !!row("calc-2")`)
+	// The nodes table gets its leases from /v1/nodes, read apart from the
+	// instances.
+	waitFor(t, page, "host-a's lease in the nodes table", 30*time.Second,
+		`!!document.querySelector('#nodes-body tr[data-node="host-a"][data-lease="live"]')`)
 	got := view(t, page)
 	if loc := got.URL; !strings.HasSuffix(loc, "/ui/") {
 		t.Errorf("the page is at %s, want / to redirect to /ui/", loc)
