@@ -193,7 +193,7 @@ func (d *demoRun) srvPorts(t *testing.T, name string) []uint16 {
 func TestDemo(t *testing.T) {
 	requireDocker(t)
 	d := newDemo(t)
-	before := snapshot(t)
+	before := snapshot(t, d.prefix)
 	if _, err := os.Stat(d.state); !os.IsNotExist(err) {
 		t.Fatalf("state dir %s exists before the demo: %v", d.state, err)
 	}
@@ -311,7 +311,7 @@ func TestDemo(t *testing.T) {
 	t.Run("down leaves the machine as it found it", func(t *testing.T) {
 		down = true
 		d.run(t, "down")
-		compare(t, before, snapshot(t))
+		compare(t, before, d.prefix)
 		if _, err := os.Stat(d.state); !os.IsNotExist(err) {
 			t.Errorf("state dir %s is still there after down (%v)", d.state, err)
 		}
@@ -337,7 +337,7 @@ func TestDemoPortTaken(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ul.Close()
-	before := snapshot(t)
+	before := snapshot(t, d.prefix)
 	t.Cleanup(func() {
 		// Whatever a broken script left, with this test's prefix only.
 		down := exec.Command("bash", "demo.sh", "down")
@@ -358,7 +358,7 @@ func TestDemoPortTaken(t *testing.T) {
 	if !strings.Contains(msg, want) || !strings.Contains(msg, "DEMO_DNS_PORT=") || strings.Count(strings.TrimSpace(msg), "\n") > 2 {
 		t.Errorf("demo.sh up with port %d taken said:\n%s\nwant a short message with %q and DEMO_DNS_PORT=", d.dnsPort, msg, want)
 	}
-	compare(t, before, snapshot(t))
+	compare(t, before, d.prefix)
 	if _, err := os.Stat(d.state); !os.IsNotExist(err) {
 		t.Errorf("state dir %s exists after the failed start (%v)", d.state, err)
 	}
