@@ -9,6 +9,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/raft/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -95,11 +96,23 @@ func classify(err error) errKind {
 		// that canceled its own call is told apart before classify.
 		return kindTransient
 	case codes.Unknown:
-		if msg == context.DeadlineExceeded.Error() {
+		switch msg {
+		case context.DeadlineExceeded.Error():
 			return kindTimeout
+		case raft.ErrStopped.Error():
+			// A member whose raft node stopped (it is being shut down)
+			// sends raft's own error back unmapped, as code Unknown.
+			return kindTransient
 		}
 	}
 	return kindOther
+}
+
+// isRaftStopped says whether err is raft's "stopped", relayed by a member
+// as code Unknown.
+func isRaftStopped(err error) bool {
+	c, msg := grpcCode(err)
+	return c == codes.Unknown && msg == raft.ErrStopped.Error()
 }
 
 // meaning says in a few words what a transient or timeout error means to
@@ -113,7 +126,7 @@ func meaning(err error) string {
 		return "the etcd leader changed"
 	case errors.Is(err, rpctypes.ErrTooManyRequests):
 		return "etcd is overloaded (too many requests)"
-	case errors.Is(err, rpctypes.ErrStopped), code(err) == codes.Canceled:
+	case errors.Is(err, rpctypes.ErrStopped), code(err) == codes.Canceled, isRaftStopped(err):
 		return "the etcd member is stopping"
 	case errors.Is(err, rpctypes.ErrNotCapable):
 		return "the etcd member is starting"

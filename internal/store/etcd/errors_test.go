@@ -49,6 +49,7 @@ func TestClassify(t *testing.T) {
 		{"corrupt", rpctypes.ErrCorrupt, kindDown},
 		{"lease not found", rpctypes.ErrLeaseNotFound, kindOther},
 		{"request too large", rpctypes.ErrRequestTooLarge, kindOther},
+		{"a member's raft node stopped (sent as Unknown)", status.Error(codes.Unknown, "raft: stopped"), kindTransient},
 		{"other unknown", status.Error(codes.Unknown, "something else"), kindOther},
 		{"not etcd's", errors.New("decode instance: bad JSON"), kindOther},
 		{"conflict", registry.ErrConflict, kindOther},
