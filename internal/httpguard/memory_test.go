@@ -273,8 +273,9 @@ func TestWatchOutlivesTimeouts(t *testing.T) {
 func TestBodiesInFlight(t *testing.T) {
 	p := signposttest.StartProcess(t, 0, "--max-node-set-body", "100000", "--http-max-bodies-in-flight", "150000", "--http-read-timeout", "5s")
 	// A client that declares 100,000 bytes and sends ten holds them
-	// until the read timeout.
-	c := dial(t, p.HTTP)
+	// until the read timeout (another address than the test's, whose
+	// own share is not what is tested here).
+	c := dialFrom(t, p.HTTP, net.IPv4(127, 0, 0, 2))
 	fmt.Fprintf(c, "PUT /v1/nodes/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"ttl\":\"1")
 	var four []registry.Instance
 	for i := range 4 {
@@ -312,4 +313,47 @@ func TestBodiesInFlight(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestBodiesInFlightPerClient: one client that opens a few connections
+// and trickles node set bodies (no token needed on a tokenless server)
+// holds at most its share of the bodies in flight: its second body gets
+// 429 naming the flag, and every other client's writes still go through.
+func TestBodiesInFlightPerClient(t *testing.T) {
+	p := signposttest.StartProcess(t, 0, "--max-node-set-body", "100000", "--http-max-bodies-in-flight", "400000", "--http-read-timeout", "20s")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	hogIP := net.IPv4(127, 0, 0, 2)
+	hog := func(i int) net.Conn {
+		c := dialFrom(t, p.HTTP, hogIP)
+		fmt.Fprintf(c, "PUT /v1/nodes/hog%d HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{", i)
+		return c
+	}
+	first := hog(0)
+	for {
+		if n, err := p.Metric(ctx, "signpost_http_body_bytes_in_flight"); err == nil && n == 100000 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the first trickled body is not counted in flight")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i := 1; i < 4; i++ {
+		c := hog(i)
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("trickled body %d beside the first, from the same client: no answer (%v): it took more than its share", i, err)
+		}
+		var e apiclient.ErrorResponse
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(e.Error, "--http-max-bodies-in-flight-per-client") {
+			t.Fatalf("trickled body %d from the same client: %d %q, want 429 naming the flag", i, resp.StatusCode, e.Error)
+		}
+	}
+	// Another client's node set goes through while the first is held.
+	putNodeSet(t, p.URL, "good", "calc", 0, 3, 0)
+	_ = first.Close()
 }
