@@ -174,13 +174,18 @@ func (a *API) failErr(w http.ResponseWriter, err error) {
 		a.fail(w, http.StatusNotFound, err.Error(), "node")
 	case errors.Is(err, registry.ErrConflict):
 		a.fail(w, http.StatusConflict, err.Error(), "id")
+	// The store's own error text stays in the server's log: it may name
+	// files on the server, etcd endpoints, or another client's data that
+	// shared the failed commit.
 	case errors.Is(err, registry.ErrUnavailable):
-		a.fail(w, http.StatusServiceUnavailable, err.Error(), "")
+		a.log.Warn("api write failed: store unavailable", "err", err)
+		a.fail(w, http.StatusServiceUnavailable, "the registry's store is unavailable: the write was not stored; retry", "")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		a.fail(w, http.StatusServiceUnavailable, err.Error(), "")
+		a.log.Warn("api write failed: timed out", "err", err)
+		a.fail(w, http.StatusServiceUnavailable, "the registry's store did not answer in time: the write was not stored; retry", "")
 	default:
 		a.log.Error("api write failed", "err", err)
-		a.fail(w, http.StatusInternalServerError, err.Error(), "")
+		a.fail(w, http.StatusInternalServerError, "internal error: the write was not stored (the server's log has the cause)", "")
 	}
 }
 
