@@ -112,7 +112,10 @@ func (l Limits) withDefaults() Limits {
 	set64(&l.InstanceBody, d.InstanceBody)
 	set64(&l.NodeSetBody, d.NodeSetBody)
 	set64(&l.OtherBody, d.OtherBody)
-	set64(&l.BodiesInFlight, max(d.BodiesInFlight, l.NodeSetBody))
+	set64(&l.BodiesInFlight, d.BodiesInFlight)
+	// Both budgets hold at least one largest node set, which would
+	// otherwise get 503 forever.
+	l.BodiesInFlight = max(l.BodiesInFlight, l.NodeSetBody)
 	// A client's share holds at least one largest node set.
 	l.BodiesInFlightPerClient = min(max(l.BodiesInFlightPerClient, l.NodeSetBody), l.BodiesInFlight)
 	return l
