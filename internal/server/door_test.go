@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/signpost-dns/signpost/internal/api"
+	"github.com/signpost-dns/signpost/internal/httpguard"
 	"github.com/signpost-dns/signpost/internal/registry"
 	"github.com/signpost-dns/signpost/internal/server"
 )
@@ -51,5 +53,23 @@ func TestContainerNamesCheckedAtTheDoor(t *testing.T) {
 	}
 	if code, e := do(t, "PUT", ts.URL()+"/v1/instances/web-1", "", `{"service":"web","address":"10.0.0.1","port":80,"container":"web_1.blue-2"}`); code != 200 {
 		t.Errorf("a Docker container name: %d %+v, want 200", code, e)
+	}
+}
+
+// TestBodyLimitsWithinTheAPIsCap: a body limit over what the API's
+// decoder reads (api.MaxBodyBytes) is refused at start, naming the flag,
+// rather than taken and then cut at 8 MiB with a 413.
+func TestBodyLimitsWithinTheAPIsCap(t *testing.T) {
+	for _, tc := range []struct {
+		flag string
+		lim  httpguard.Limits
+	}{
+		{"--max-node-set-body", httpguard.Limits{NodeSetBody: api.MaxBodyBytes + 1}},
+		{"--max-instance-body", httpguard.Limits{InstanceBody: api.MaxBodyBytes + 1}},
+	} {
+		_, err := server.New(server.Config{HTTPAddr: "127.0.0.1:0", DNSAddr: "127.0.0.1:0", DataDir: t.TempDir(), HTTPLimits: tc.lim})
+		if err == nil || !strings.Contains(err.Error(), tc.flag) {
+			t.Errorf("%s over %d bytes: %v, want an error naming the flag", tc.flag, api.MaxBodyBytes, err)
+		}
 	}
 }
