@@ -286,15 +286,7 @@ func TestBodiesInFlight(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// Wait until the slow client's headers are in (its share taken).
-	for {
-		if n, err := p.Metric(ctx, "signpost_http_body_bytes_in_flight"); err == nil && n == 100000 {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal("the slow client's body is not counted in flight")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitMetric(ctx, t, p, "signpost_http_body_bytes_in_flight", 100000, "the slow client's body counted in flight")
 	status, msg := call(t, "PUT", p.URL+"/v1/nodes/n1", padded, jsonCT)
 	if status != http.StatusServiceUnavailable || !strings.Contains(msg, "--http-max-bodies-in-flight") {
 		t.Fatalf("60 KB node set beside 100 KB being read, budget 150 KB: %d %q, want 503", status, msg)
@@ -330,15 +322,7 @@ func TestBodiesInFlightPerClient(t *testing.T) {
 		return c
 	}
 	first := hog(0)
-	for {
-		if n, err := p.Metric(ctx, "signpost_http_body_bytes_in_flight"); err == nil && n == 100000 {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal("the first trickled body is not counted in flight")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitMetric(ctx, t, p, "signpost_http_body_bytes_in_flight", 100000, "the first trickled body counted in flight")
 	for i := 1; i < 4; i++ {
 		c := hog(i)
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -356,4 +340,20 @@ func TestBodiesInFlightPerClient(t *testing.T) {
 	// Another client's node set goes through while the first is held.
 	putNodeSet(t, p.URL, "good", "calc", 0, 3, 0)
 	_ = first.Close()
+}
+
+// waitMetric waits until the process's metric name is want (what says
+// what that means), failing when ctx ends first.
+func waitMetric(ctx context.Context, t *testing.T, p *signposttest.Process, name string, want float64, what string) {
+	t.Helper()
+	for {
+		n, err := p.Metric(ctx, name)
+		if err == nil && n == want {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("waiting for %s: %s is %v (%v), want %v", what, name, n, err, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
