@@ -493,8 +493,9 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 // watch streams server-sent events: each time a service changes, its whole
-// current instance list. ?index=N starts after revision N (0: everything
-// now, as a first snapshot); ?service=NAME limits the stream to one service.
+// current instance list. ?index=N starts after revision N (0, or an index
+// beyond the server's: everything now, as a first snapshot);
+// ?service=NAME limits the stream to one service.
 func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 	index, _, err := blocking(r)
 	if err != nil {
@@ -519,6 +520,11 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 	fl.Flush()
 	ix := a.cfg.Index
 	rev := index
+	if rev > ix.Rev() {
+		// An index this server has not reached comes from another
+		// server or another store: start over with the whole state.
+		rev = 0
+	}
 	for {
 		changed, cur := ix.ChangedSince(rev)
 		for _, svc := range changed {
