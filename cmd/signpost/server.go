@@ -137,6 +137,7 @@ func httpFlags(fs *flag.FlagSet, cfg *server.Config) *string {
 	fs.Int64Var(&l.InstanceBody, "max-instance-body", d.InstanceBody, "largest body of one instance (PUT /v1/instances/ID), and each instance's share of a node set, in bytes")
 	fs.Int64Var(&l.NodeSetBody, "max-node-set-body", d.NodeSetBody, "largest body of a node set (PUT /v1/nodes/NODE), in bytes, whatever its instance count")
 	fs.Int64Var(&l.BodiesInFlight, "http-max-bodies-in-flight", d.BodiesInFlight, "bytes of instance and node set bodies read at once, in all (503 beyond); at least --max-node-set-body")
+	fs.Int64Var(&l.BodiesInFlightPerClient, "http-max-bodies-in-flight-per-client", 0, "bytes of instance and node set bodies read at once from one client IP (429 beyond; default and least: --max-node-set-body)")
 	return hosts
 }
 

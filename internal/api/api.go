@@ -174,10 +174,21 @@ func (a *API) failErr(w http.ResponseWriter, err error) {
 		a.fail(w, http.StatusNotFound, err.Error(), "node")
 	case errors.Is(err, registry.ErrConflict):
 		a.fail(w, http.StatusConflict, err.Error(), "id")
+	// The store's own error text stays in the server's log: it may name
+	// files on the server, etcd endpoints, or another client's data that
+	// shared the failed commit.
 	case errors.Is(err, registry.ErrUnavailable):
-		a.fail(w, http.StatusServiceUnavailable, err.Error(), "")
+		a.log.Warn("api write failed: store unavailable", "err", err)
+		msg := "the registry's " + registry.ErrUnavailable.Error() + ": the write was not stored; retry"
+		var ue *registry.UnavailableError
+		if errors.As(err, &ue) {
+			// What happened, in the store's words meant for clients.
+			msg = "the registry's " + registry.ErrUnavailable.Error() + " (" + ue.Reason + "): the write was not stored; retry"
+		}
+		a.fail(w, http.StatusServiceUnavailable, msg, "")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		a.fail(w, http.StatusServiceUnavailable, err.Error(), "")
+		a.log.Warn("api write failed: timed out", "err", err)
+		a.fail(w, http.StatusServiceUnavailable, "the registry's store did not answer in time: the write was not stored; retry", "")
 	default:
 		// The error may name a server path or what other writes in the
 		// same commit held: it goes to the log, and the client gets a
@@ -498,8 +509,9 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 // watch streams server-sent events: each time a service changes, its whole
-// current instance list. ?index=N starts after revision N (0: everything
-// now, as a first snapshot); ?service=NAME limits the stream to one service.
+// current instance list. ?index=N starts after revision N (0, or an index
+// beyond the server's: everything now, as a first snapshot);
+// ?service=NAME limits the stream to one service.
 func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 	index, _, err := blocking(r)
 	if err != nil {
@@ -524,6 +536,11 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 	fl.Flush()
 	ix := a.cfg.Index
 	rev := index
+	if rev > ix.Rev() {
+		// An index this server has not reached comes from another
+		// server or another store: start over with the whole state.
+		rev = 0
+	}
 	for {
 		changed, cur := ix.ChangedSince(rev)
 		for _, svc := range changed {

@@ -28,36 +28,49 @@ func (b *bodyCount) Read(p []byte) (int, error) {
 
 func (b *bodyCount) Close() error { return b.rc.Close() }
 
-// inFlight counts the body bytes of writes being served.
+// inFlight counts the body bytes of writes being served, in all and per
+// client IP.
 type inFlight struct {
-	mu sync.Mutex
-	n  int64
+	mu       sync.Mutex
+	n        int64
+	byClient map[string]int64
 }
 
-// reserve takes n bytes of the BodiesInFlight budget, or returns nil
-// when they are not there.
-func (g *Guard) reserve(n int64) (release func()) {
+// reserve takes n bytes of the BodiesInFlight budget for client ip, or
+// says which limit is full.
+func (g *Guard) reserve(ip string, n int64) (release func(), status int, msg string) {
 	f := &g.bodies
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.byClient[ip]+n > g.lim.BodiesInFlightPerClient {
+		return nil, http.StatusTooManyRequests, fmt.Sprintf("too many large writes from %s being read at once (%d bytes, --http-max-bodies-in-flight-per-client); retry", ip, g.lim.BodiesInFlightPerClient)
+	}
 	if f.n+n > g.lim.BodiesInFlight {
-		return nil
+		return nil, http.StatusServiceUnavailable, fmt.Sprintf("too many large writes being read at once (%d bytes in all, --http-max-bodies-in-flight); retry", g.lim.BodiesInFlight)
+	}
+	if f.byClient == nil {
+		f.byClient = map[string]int64{}
 	}
 	f.n += n
+	f.byClient[ip] += n
 	g.bodyBytes.Add(float64(n))
 	return func() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		f.n -= n
+		if f.byClient[ip] -= n; f.byClient[ip] <= 0 {
+			delete(f.byClient, ip)
+		}
 		g.bodyBytes.Sub(float64(n))
-	}
+	}, 0, ""
 }
 
 // limitBody refuses a declared body over max at once (413, and the
 // connection closed rather than drained) and cuts a body that grows past
 // max while it is read: the handler's decoder gets a *http.MaxBytesError.
 // An instance or node set body also takes its share of BodiesInFlight
-// (503 when there is none left); release gives it back.
+// (503 when there is none left, 429 past the client's share); release
+// gives it back.
 func (g *Guard) limitBody(w http.ResponseWriter, r *http.Request, kind Kind) (_ *http.Request, release func(), ok bool) {
 	max := g.lim.OtherBody
 	switch kind {
@@ -76,9 +89,15 @@ func (g *Guard) limitBody(w http.ResponseWriter, r *http.Request, kind Kind) (_ 
 		if r.ContentLength >= 0 {
 			n = r.ContentLength
 		}
-		if release = g.reserve(n); release == nil {
+		var status int
+		var msg string
+		if release, status, msg = g.reserve(clientIP(r.RemoteAddr), n); release == nil {
+			reason := "bodies_in_flight"
+			if status == http.StatusTooManyRequests {
+				reason = "bodies_in_flight_per_client"
+			}
 			w.Header().Set("Retry-After", "1")
-			g.deny(w, r, http.StatusServiceUnavailable, "bodies_in_flight", fmt.Sprintf("too many large writes being read at once (%d bytes in all, --http-max-bodies-in-flight); retry", g.lim.BodiesInFlight))
+			g.deny(w, r, status, reason, msg)
 			return r, nil, false
 		}
 	}

@@ -53,6 +53,11 @@ type Limits struct {
 	// read and decoded at once, in all (503 beyond): each request counts
 	// for its declared length, or its limit when it declares none.
 	BodiesInFlight int64
+	// BodiesInFlightPerClient caps the part of BodiesInFlight one client
+	// IP may hold (429 beyond), so that a few connections trickling
+	// bodies cannot starve every other client's writes. 0: NodeSetBody
+	// (one largest node set at a time).
+	BodiesInFlightPerClient int64
 	// OtherBody caps every other request body (heartbeats, deletes,
 	// reads), which carry nothing.
 	OtherBody int64
@@ -107,7 +112,12 @@ func (l Limits) withDefaults() Limits {
 	set64(&l.InstanceBody, d.InstanceBody)
 	set64(&l.NodeSetBody, d.NodeSetBody)
 	set64(&l.OtherBody, d.OtherBody)
-	set64(&l.BodiesInFlight, max(d.BodiesInFlight, l.NodeSetBody))
+	set64(&l.BodiesInFlight, d.BodiesInFlight)
+	// Both budgets hold at least one largest node set, which would
+	// otherwise get 503 forever.
+	l.BodiesInFlight = max(l.BodiesInFlight, l.NodeSetBody)
+	// A client's share holds at least one largest node set.
+	l.BodiesInFlightPerClient = min(max(l.BodiesInFlightPerClient, l.NodeSetBody), l.BodiesInFlight)
 	return l
 }
 

@@ -170,3 +170,19 @@ func TestClientIP(t *testing.T) {
 		}
 	}
 }
+
+// TestLimitsFloors: the bodies in flight, in all and per client, hold at
+// least one largest node set, whatever the flags say: a smaller budget
+// would answer every large node set 503 (Retry-After: 1) forever.
+func TestLimitsFloors(t *testing.T) {
+	for _, l := range []Limits{
+		{NodeSetBody: 1 << 20, BodiesInFlight: 1000},
+		{NodeSetBody: 1 << 20, BodiesInFlight: 1000, BodiesInFlightPerClient: 10},
+		{NodeSetBody: 1 << 20, BodiesInFlightPerClient: 10},
+	} {
+		got := l.withDefaults()
+		if got.BodiesInFlight < got.NodeSetBody || got.BodiesInFlightPerClient < got.NodeSetBody {
+			t.Errorf("%+v: bodies in flight %d, per client %d, below the node set limit %d", l, got.BodiesInFlight, got.BodiesInFlightPerClient, got.NodeSetBody)
+		}
+	}
+}

@@ -28,6 +28,19 @@ func dial(t *testing.T, addr string) net.Conn {
 	return c
 }
 
+// dialFrom opens a raw TCP connection to the process's API from a given
+// loopback address, another client as far as per-client shares go.
+func dialFrom(t *testing.T, addr string, from net.IP) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: from}}
+	c, err := d.Dial("tcp", strings.TrimPrefix(addr, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 // closedWithin reads from c until the server closes it (EOF or reset),
 // and fails if that takes longer than limit. It returns what was read.
 func closedWithin(t *testing.T, c net.Conn, limit time.Duration, what string) string {

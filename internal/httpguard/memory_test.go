@@ -273,8 +273,9 @@ func TestWatchOutlivesTimeouts(t *testing.T) {
 func TestBodiesInFlight(t *testing.T) {
 	p := signposttest.StartProcess(t, 0, "--max-node-set-body", "100000", "--http-max-bodies-in-flight", "150000", "--http-read-timeout", "5s")
 	// A client that declares 100,000 bytes and sends ten holds them
-	// until the read timeout.
-	c := dial(t, p.HTTP)
+	// until the read timeout (another address than the test's, whose
+	// own share is not what is tested here).
+	c := dialFrom(t, p.HTTP, net.IPv4(127, 0, 0, 2))
 	fmt.Fprintf(c, "PUT /v1/nodes/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"ttl\":\"1")
 	var four []registry.Instance
 	for i := range 4 {
@@ -285,15 +286,7 @@ func TestBodiesInFlight(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// Wait until the slow client's headers are in (its share taken).
-	for {
-		if n, err := p.Metric(ctx, "signpost_http_body_bytes_in_flight"); err == nil && n == 100000 {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal("the slow client's body is not counted in flight")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitMetric(ctx, t, p, "signpost_http_body_bytes_in_flight", 100000, "the slow client's body counted in flight")
 	status, msg := call(t, "PUT", p.URL+"/v1/nodes/n1", padded, jsonCT)
 	if status != http.StatusServiceUnavailable || !strings.Contains(msg, "--http-max-bodies-in-flight") {
 		t.Fatalf("60 KB node set beside 100 KB being read, budget 150 KB: %d %q, want 503", status, msg)
@@ -311,5 +304,56 @@ func TestBodiesInFlight(t *testing.T) {
 			t.Fatalf("60 KB node set after the slow client was closed: %d", status)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestBodiesInFlightPerClient: one client that opens a few connections
+// and trickles node set bodies (no token needed on a tokenless server)
+// holds at most its share of the bodies in flight: its second body gets
+// 429 naming the flag, and every other client's writes still go through.
+func TestBodiesInFlightPerClient(t *testing.T) {
+	p := signposttest.StartProcess(t, 0, "--max-node-set-body", "100000", "--http-max-bodies-in-flight", "400000", "--http-read-timeout", "20s")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	hogIP := net.IPv4(127, 0, 0, 2)
+	hog := func(i int) net.Conn {
+		c := dialFrom(t, p.HTTP, hogIP)
+		fmt.Fprintf(c, "PUT /v1/nodes/hog%d HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{", i)
+		return c
+	}
+	first := hog(0)
+	waitMetric(ctx, t, p, "signpost_http_body_bytes_in_flight", 100000, "the first trickled body counted in flight")
+	for i := 1; i < 4; i++ {
+		c := hog(i)
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("trickled body %d beside the first, from the same client: no answer (%v): it took more than its share", i, err)
+		}
+		var e apiclient.ErrorResponse
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(e.Error, "--http-max-bodies-in-flight-per-client") {
+			t.Fatalf("trickled body %d from the same client: %d %q, want 429 naming the flag", i, resp.StatusCode, e.Error)
+		}
+	}
+	// Another client's node set goes through while the first is held.
+	putNodeSet(t, p.URL, "good", "calc", 0, 3, 0)
+	_ = first.Close()
+}
+
+// waitMetric waits until the process's metric name is want (what says
+// what that means), failing when ctx ends first.
+func waitMetric(ctx context.Context, t *testing.T, p *signposttest.Process, name string, want float64, what string) {
+	t.Helper()
+	for {
+		n, err := p.Metric(ctx, name)
+		if err == nil && n == want {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("waiting for %s: %s is %v (%v), want %v", what, name, n, err, want)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -116,3 +116,20 @@ type Store interface {
 type Pinger interface {
 	Ping(ctx context.Context) error
 }
+
+// UnavailableError is a store that did not answer, or refused for now. It
+// wraps ErrUnavailable and the store's own error. Reason says what
+// happened in words that may be shown to any client ("etcd did not answer
+// within 5s (3 attempts)"); the cause may name servers, endpoints or keys,
+// and belongs in the server's log.
+type UnavailableError struct {
+	Reason string
+	Err    error
+}
+
+func (e *UnavailableError) Error() string {
+	return e.Reason + ": " + ErrUnavailable.Error() + ": " + e.Err.Error()
+}
+
+// Unwrap gives ErrUnavailable and the cause.
+func (e *UnavailableError) Unwrap() []error { return []error{ErrUnavailable, e.Err} }

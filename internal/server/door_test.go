@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/signpost-dns/signpost/internal/api"
+	"github.com/signpost-dns/signpost/internal/httpguard"
 	"github.com/signpost-dns/signpost/internal/registry"
 	"github.com/signpost-dns/signpost/internal/server"
 )
@@ -21,10 +23,11 @@ func TestServerNamesABadHTTPAddress(t *testing.T) {
 
 // TestNodeNamesCheckedAtTheDoor: a node's name is checked when its set is
 // written, even an empty set: no control characters, at most
-// registry.MaxNodeLen bytes; nothing is stored for a refused one.
+// registry.MaxNodeLen bytes; nothing is stored for a refused one. (A name
+// long enough to pass the 16 KiB header limit gets 431 before that.)
 func TestNodeNamesCheckedAtTheDoor(t *testing.T) {
 	ts := startServer(t, nil)
-	for _, node := range []string{"bad%1B%5B31mnode", "evil%E2%80%AEnode", strings.Repeat("x", registry.MaxNodeLen+1), strings.Repeat("y", 10_000)} {
+	for _, node := range []string{"bad%1B%5B31mnode", "evil%E2%80%AEnode", strings.Repeat("x", registry.MaxNodeLen+1), strings.Repeat("y", 12_000)} {
 		code, e := do(t, "PUT", ts.URL()+"/v1/nodes/"+node, "", `{"instances":[]}`)
 		if code != 400 || e.Field != "node" || len(e.Error) > 300 {
 			t.Errorf("PUT /v1/nodes/%.20s... (%d bytes): %d %.400q (field %q), want 400 naming the node, briefly", node, len(node), code, e.Error, e.Field)
@@ -56,5 +59,23 @@ func TestContainerNamesCheckedAtTheDoor(t *testing.T) {
 	}
 	if code, e := do(t, "PUT", ts.URL()+"/v1/instances/web-1", "", `{"service":"web","address":"10.0.0.1","port":80,"container":"web_1.blue-2"}`); code != 200 {
 		t.Errorf("a Docker container name: %d %+v, want 200", code, e)
+	}
+}
+
+// TestBodyLimitsWithinTheAPIsCap: a body limit over what the API's
+// decoder reads (api.MaxBodyBytes) is refused at start, naming the flag,
+// rather than taken and then cut at 8 MiB with a 413.
+func TestBodyLimitsWithinTheAPIsCap(t *testing.T) {
+	for _, tc := range []struct {
+		flag string
+		lim  httpguard.Limits
+	}{
+		{"--max-node-set-body", httpguard.Limits{NodeSetBody: api.MaxBodyBytes + 1}},
+		{"--max-instance-body", httpguard.Limits{InstanceBody: api.MaxBodyBytes + 1}},
+	} {
+		_, err := server.New(server.Config{HTTPAddr: "127.0.0.1:0", DNSAddr: "127.0.0.1:0", DataDir: t.TempDir(), HTTPLimits: tc.lim})
+		if err == nil || !strings.Contains(err.Error(), tc.flag) {
+			t.Errorf("%s over %d bytes: %v, want an error naming the flag", tc.flag, api.MaxBodyBytes, err)
+		}
 	}
 }

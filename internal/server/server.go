@@ -185,6 +185,16 @@ func New(cfg Config) (_ *Server, err error) {
 	if _, _, err := net.SplitHostPort(cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("HTTP address %q: want HOST:PORT: %w", cfg.HTTPAddr, err)
 	}
+	// The API's decoder reads no more than api.MaxBodyBytes, whatever
+	// the guard in front lets in.
+	for _, b := range []struct {
+		flag string
+		n    int64
+	}{{"--max-instance-body", cfg.HTTPLimits.InstanceBody}, {"--max-node-set-body", cfg.HTTPLimits.NodeSetBody}} {
+		if b.n > api.MaxBodyBytes {
+			return nil, fmt.Errorf("%s %d: over the API's limit of %d bytes", b.flag, b.n, api.MaxBodyBytes)
+		}
+	}
 	token, readToken := "", ""
 	if cfg.ReadTokenFile != "" {
 		if readToken, err = readTokenFile(cfg.Log, cfg.ReadTokenFile); err != nil {

@@ -280,7 +280,7 @@ func unavailable(what string, last, refused error, budget, took time.Duration, t
 	default:
 		why = fmt.Sprintf("%s; still so after %s%s", meaning(last), took.Round(time.Millisecond), n)
 	}
-	return fmt.Errorf("%s: %s: %w: %w", what, why, registry.ErrUnavailable, last)
+	return fmt.Errorf("%s: %w", what, &registry.UnavailableError{Reason: why, Err: last})
 }
 
 // fail wraps err, from one etcd call outside a retried write, with what
@@ -292,7 +292,7 @@ func (s *Store) fail(ctx context.Context, err error, what string) error {
 		if classify(err) == kindTimeout {
 			why = fmt.Sprintf("etcd did not answer within %s", s.timeout)
 		}
-		return fmt.Errorf("%s: %s: %w: %w", what, why, registry.ErrUnavailable, err)
+		return fmt.Errorf("%s: %w", what, &registry.UnavailableError{Reason: why, Err: err})
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
