@@ -231,30 +231,12 @@ func TestOutputJSON(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startWatch runs `signpost watch args...` until the test ends and
 // returns what it prints.
-func startWatch(t *testing.T, args ...string) *syncBuffer {
+func startWatch(t *testing.T, args ...string) *signposttest.Output {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &syncBuffer{}
+	out := &signposttest.Output{}
 	done := make(chan error, 1)
 	go func() { done <- commands["watch"].run(ctx, args, out) }()
 	t.Cleanup(func() {
@@ -318,7 +300,7 @@ func TestWatch(t *testing.T) {
 	waitFor("the removed instance", has("removed", "db-1", "10.0.0.7:5432"))
 
 	// -o json: one object a line, for scripts.
-	var js syncBuffer
+	var js signposttest.Output
 	jctx, jcancel := context.WithCancel(context.Background())
 	jdone := make(chan error, 1)
 	go func() { jdone <- commands["watch"].run(jctx, []string{api, "-o", "json", "old"}, &js) }()

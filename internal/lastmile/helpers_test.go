@@ -1,7 +1,6 @@
 package lastmile
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -12,7 +11,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -124,33 +122,12 @@ func freePort(t *testing.T) int {
 	return 0
 }
 
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() > 1<<20 {
-		return len(p), nil // bounded: enough to diagnose
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // run starts a program for the rest of the test, stops it at the end, and
 // shows its output if the test failed.
 func run(t *testing.T, prog string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(prog, args...)
-	out := &lockedBuffer{}
+	out := &signposttest.Output{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", prog, err)

@@ -185,7 +185,7 @@ func registerContainers(t *testing.T, c cli, tpl *template, zoneID string, publi
 		args = append(args, "--allow-public-zone")
 	}
 	t.Logf("agent: signpost %s", strings.Join(args, " "))
-	logs := &lockedBuffer{}
+	logs := &signposttest.Output{}
 	agent := exec.Command(bin, args...)
 	agent.Env = awsEnv()
 	agent.Stdout, agent.Stderr = logs, logs

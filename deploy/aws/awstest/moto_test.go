@@ -5,13 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/signpost-dns/signpost/internal/signposttest"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,27 +44,6 @@ func skipOrFail(t *testing.T, msg string) {
 	t.Skip(msg)
 }
 
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.buf.Len() > 4<<20 { // bounded: keep the first 4 MiB
-		return len(p), nil
-	}
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // tail returns the last n lines of s.
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
@@ -91,10 +70,10 @@ func startMoto(t *testing.T) string {
 	t.Helper()
 	requireTools(t, "moto_server", "aws")
 	var url string
-	var out *lockedBuffer
+	var out *signposttest.Output
 	for attempt := 0; attempt < 3; attempt++ {
 		port := freePort(t)
-		out = &lockedBuffer{}
+		out = &signposttest.Output{}
 		cmd := exec.Command("moto_server", "-H", "127.0.0.1", "-p", strconv.Itoa(port))
 		cmd.Stdout, cmd.Stderr = out, out
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
