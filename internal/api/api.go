@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -500,6 +501,8 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 // watch streams server-sent events: each time a service changes, its whole
 // current instance list. ?index=N starts after revision N (0: everything
 // now, as a first snapshot); ?service=NAME limits the stream to one service.
+// When the index no longer remembers every removal after N, an
+// `event: reset` naming the services that exist comes first.
 func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 	index, _, err := blocking(r)
 	if err != nil {
@@ -525,7 +528,21 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 	ix := a.cfg.Index
 	rev := index
 	for {
-		changed, cur := ix.ChangedSince(rev)
+		changed, cur, reset := ix.ChangedSince(rev)
+		if reset {
+			// The index forgot removals after rev: say so, with every
+			// service there is, so that the client drops the others.
+			live := changed
+			if only != "" {
+				live = nil
+				if slices.Contains(changed, only) {
+					live = []string{only}
+				}
+			}
+			if err := writeReset(w, cur, live); err != nil {
+				return
+			}
+		}
 		for _, svc := range changed {
 			if only != "" && svc != only {
 				continue
@@ -555,4 +572,18 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 			fl.Flush()
 		}
 	}
+}
+
+// writeReset writes the reset event of a watch: the services that exist
+// at rev (apiclient.WatchReset).
+func writeReset(w io.Writer, rev int64, services []string) error {
+	if services == nil {
+		services = []string{}
+	}
+	data, err := json.Marshal(apiclient.WatchReset{Index: rev, Services: services})
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "id: %d\nevent: reset\ndata: %s\n\n", rev, data)
+	return err
 }
