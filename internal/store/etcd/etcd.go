@@ -24,6 +24,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -73,6 +74,8 @@ type Store struct {
 	nodePrefix string
 	timeout    time.Duration
 	log        *slog.Logger
+	streams    atomic.Int64 // watch streams opened, to give each its own metadata
+	members    *memberCheck // set on a client of its own with several endpoints
 }
 
 type nodeRecord struct {
@@ -93,7 +96,9 @@ func Open(opts Options) (*Store, error) {
 		Endpoints:   opts.Endpoints,
 		DialTimeout: opts.DialTimeout,
 		Logger:      zap.NewNop(),
-		// Notice a dead member and move to another.
+		// Notice a dead member and move to another (gRPC pings no more
+		// often than every 10 s whatever is asked; a member that hangs is
+		// left out sooner by the member check, see members.go).
 		DialKeepAliveTime:    5 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
 	})
@@ -102,6 +107,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	s := New(cli, opts)
 	s.ownClient = true
+	s.startMemberCheck(opts.Endpoints)
 	return s, nil
 }
 
@@ -134,6 +140,7 @@ func (s *Store) Close() error {
 	if !s.ownClient {
 		return nil
 	}
+	s.members.close()
 	if err := s.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("close etcd client: %w", err)
 	}
