@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/signpost-dns/signpost/internal/apiclient"
+	"github.com/signpost-dns/signpost/internal/httpguard"
 	"github.com/signpost-dns/signpost/internal/registry"
 	"github.com/signpost-dns/signpost/internal/server"
 	"github.com/signpost-dns/signpost/internal/signposttest"
@@ -24,7 +25,9 @@ import (
 // startServer runs a server on the embedded store in dir, and a client.
 func startServer(t *testing.T, dir string) (*signposttest.Server, *apiclient.Client) {
 	t.Helper()
-	srv := signposttest.Start(t, server.Config{DataDir: dir})
+	// 150 concurrent writes from this one client: above the default
+	// share of connections per client (the tests are about the store).
+	srv := signposttest.Start(t, server.Config{DataDir: dir, HTTPLimits: httpguard.Limits{MaxConnsPerClient: 256}})
 	c, err := apiclient.New(srv.URL(), "")
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +37,8 @@ func startServer(t *testing.T, dir string) (*signposttest.Server, *apiclient.Cli
 
 // TestBadWriteBesideGoodOnes is issue 12's "150 concurrent good writes
 // all succeed beside a bad one", against a real server on loopback: the
-// bad one is a node set with a 40,000-character node name and no
+// bad one is a node set with a 10,000-character node name (one of
+// 40,000 no longer gets past the 16 KiB header limit) and no
 // instances. It is refused with a 4xx that shows neither the database
 // path nor another client's data, and leaves no lease behind.
 func TestBadWriteBesideGoodOnes(t *testing.T) {
@@ -42,7 +46,7 @@ func TestBadWriteBesideGoodOnes(t *testing.T) {
 	_, c := startServer(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	badNode := strings.Repeat("n", 40000)
+	badNode := strings.Repeat("n", 10000)
 
 	const good = 150
 	errs := make(chan error, good)
@@ -74,7 +78,7 @@ func TestBadWriteBesideGoodOnes(t *testing.T) {
 	}
 	var ae *apiclient.Error
 	if !errors.As(badErr, &ae) || ae.Status/100 != 4 {
-		t.Fatalf("the node set with a 40,000-character name: err = %v, want a 4xx", badErr)
+		t.Fatalf("the node set with a 10,000-character name: err = %.300v, want a 4xx", badErr)
 	}
 	msg := ae.ErrorResponse.Error
 	if strings.Contains(msg, dir) || strings.Contains(msg, "good-") {
