@@ -501,8 +501,9 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 // watch streams server-sent events: each time a service changes, its whole
 // current instance list. ?index=N starts after revision N (0: everything
 // now, as a first snapshot); ?service=NAME limits the stream to one service.
-// When the index no longer remembers every removal after N, an
-// `event: reset` naming the services that exist comes first.
+// When the index no longer remembers every removal after N, or N is one
+// it has not reached, an `event: reset` naming the services that exist
+// comes first.
 func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 	index, _, err := blocking(r)
 	if err != nil {
@@ -527,8 +528,25 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 	fl.Flush()
 	ix := a.cfg.Index
 	rev := index
+	// An index this server has not reached: another server's, a moment
+	// ahead (etcd's revisions are shared), or one from before this
+	// server's store was replaced, which it may never reach. Wait a
+	// little for it, then send the whole state as a reset.
+	future := false
+	if index > ix.Rev() {
+		ctx, cancel := context.WithTimeout(r.Context(), futureIndexWait)
+		future = ix.WaitRev(ctx, index) != nil
+		cancel()
+		if r.Context().Err() != nil {
+			return
+		}
+	}
 	for {
 		changed, cur, reset := ix.ChangedSince(rev)
+		if future {
+			changed, cur, _ = ix.ChangedSince(0)
+			reset, future = true, false
+		}
 		if reset {
 			// The index forgot removals after rev: say so, with every
 			// service there is, so that the client drops the others.
@@ -573,6 +591,10 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
+
+// futureIndexWait is how long a watch from an index the server has not
+// reached waits for it before it sends the whole state as a reset.
+const futureIndexWait = 2 * time.Second
 
 // writeReset writes the reset event of a watch: the services that exist
 // at rev (apiclient.WatchReset).

@@ -212,11 +212,26 @@ func TestWatchResetAfterForgottenRemovals(t *testing.T) {
 		t.Errorf("after the watch: the watcher holds %v; the server has %v", got, want)
 	}
 
-	// A watcher that is not behind gets no reset.
 	_, cur, err := c.Instances(ctx, "")
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A watcher from an index the server has not reached (one from before
+	// its store was replaced, say) is told to reset, with the whole state.
+	future := cur + 1_000_000
+	var reset *apiclient.WatchReset
+	err = c.Watch(ctx, "", future, func(ev apiclient.WatchEvent) error {
+		if ev.Reset == nil {
+			return fmt.Errorf("an event before the reset, from index %d: %+v", future, ev)
+		}
+		reset = ev.Reset
+		return errDone
+	})
+	if err != errDone || reset == nil || strings.Join(reset.Services, " ") != "keep marker new" {
+		t.Errorf("watch from index %d, ahead of the server's %d: %v, reset %+v; want a reset naming keep, marker and new", future, cur, err, reset)
+	}
+
+	// A watcher that is not behind gets no reset.
 	short, cancelShort := context.WithCancel(ctx)
 	defer cancelShort()
 	go func() {
