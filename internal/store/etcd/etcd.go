@@ -76,6 +76,10 @@ type Store struct {
 	log        *slog.Logger
 	streams    atomic.Int64 // watch streams opened, to give each its own metadata
 	members    *memberCheck // set on a client of its own with several endpoints
+	// closed is canceled by Close: calls in flight end at once, and
+	// calls after it fail at once, saying so.
+	closed     context.Context
+	closeCalls context.CancelFunc
 }
 
 type nodeRecord struct {
@@ -125,7 +129,10 @@ func New(cli *clientv3.Client, opts Options) *Store {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
+	closed, closeCalls := context.WithCancel(context.Background())
 	return &Store{
+		closed:     closed,
+		closeCalls: closeCalls,
 		cli:        cli,
 		prefix:     opts.Prefix,
 		instPrefix: opts.Prefix + "instances/",
@@ -140,6 +147,7 @@ func (s *Store) Close() error {
 	if !s.ownClient {
 		return nil
 	}
+	s.closeCalls()
 	s.members.close()
 	if err := s.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("close etcd client: %w", err)

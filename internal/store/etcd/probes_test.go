@@ -134,3 +134,38 @@ func TestReplaceNodeRacesExpiry(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestWritesRacingClose: writes in flight or sent after Close end at once
+// with an unavailable error that says the store is closed, not after the
+// whole budget with "etcd did not answer".
+func TestWritesRacingClose(t *testing.T) {
+	members := etcdtest.StartCluster(t, 1, 50*time.Millisecond, 500*time.Millisecond)
+	s, err := Open(Options{Endpoints: []string{members[0].ClientURL()}, Log: quiet, Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			for i := 0; ; i++ {
+				if _, err := s.Put(context.Background(), testInst(fmt.Sprintf("w%d-%d", g, i%4), g)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 8 {
+		err := <-errs
+		if !errors.Is(err, registry.ErrUnavailable) || !strings.Contains(err.Error(), "closed") {
+			t.Errorf("a write racing Close: %v; want unavailable, saying the store is closed", err)
+		}
+	}
+	if _, err := s.Put(context.Background(), testInst("after", 1)); !errors.Is(err, registry.ErrUnavailable) || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("a write after Close: %v; want unavailable, saying the store is closed", err)
+	}
+}
