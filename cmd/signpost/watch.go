@@ -171,6 +171,28 @@ func (w *watcher) resync(list []registry.Instance, index int64) error {
 }
 
 func (w *watcher) event(ev apiclient.WatchEvent) error {
+	if ev.Reset != nil {
+		// The server sends the whole state again: a service printed
+		// before and not named now is gone.
+		live := make(map[string]bool, len(ev.Reset.Services))
+		for _, svc := range ev.Reset.Services {
+			live[svc] = true
+		}
+		var gone []string
+		for svc := range w.seen {
+			if !live[svc] {
+				gone = append(gone, svc)
+			}
+		}
+		sort.Strings(gone)
+		for _, svc := range gone {
+			if err := w.event(apiclient.WatchEvent{Service: svc, Index: ev.Index}); err != nil {
+				return err
+			}
+			delete(w.seen, svc)
+		}
+		return nil
+	}
 	old := w.seen[ev.Service]
 	now := make(map[string]registry.Instance, len(ev.Instances))
 	var lines []change

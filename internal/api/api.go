@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -509,9 +510,11 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 // watch streams server-sent events: each time a service changes, its whole
-// current instance list. ?index=N starts after revision N (0, or an index
-// beyond the server's: everything now, as a first snapshot);
-// ?service=NAME limits the stream to one service.
+// current instance list. ?index=N starts after revision N (0: everything
+// now, as a first snapshot); ?service=NAME limits the stream to one service.
+// When the index no longer remembers every removal after N, or N is one
+// it has not reached, an `event: reset` naming the services that exist
+// comes first.
 func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 	index, _, err := blocking(r)
 	if err != nil {
@@ -536,13 +539,39 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 	fl.Flush()
 	ix := a.cfg.Index
 	rev := index
-	if rev > ix.Rev() {
-		// An index this server has not reached comes from another
-		// server or another store: start over with the whole state.
-		rev = 0
+	// An index this server has not reached: another server's, a moment
+	// ahead (etcd's revisions are shared), or one from before this
+	// server's store was replaced, which it may never reach. Wait a
+	// little for it, then send the whole state as a reset.
+	future := false
+	if index > ix.Rev() {
+		ctx, cancel := context.WithTimeout(r.Context(), futureIndexWait)
+		future = ix.WaitRev(ctx, index) != nil
+		cancel()
+		if r.Context().Err() != nil {
+			return
+		}
 	}
 	for {
-		changed, cur := ix.ChangedSince(rev)
+		changed, cur, reset := ix.ChangedSince(rev)
+		if future {
+			changed, cur, _ = ix.ChangedSince(0)
+			reset, future = true, false
+		}
+		if reset {
+			// The index forgot removals after rev: say so, with every
+			// service there is, so that the client drops the others.
+			live := changed
+			if only != "" {
+				live = nil
+				if slices.Contains(changed, only) {
+					live = []string{only}
+				}
+			}
+			if err := writeReset(w, cur, live); err != nil {
+				return
+			}
+		}
 		for _, svc := range changed {
 			if only != "" && svc != only {
 				continue
@@ -572,4 +601,22 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 			fl.Flush()
 		}
 	}
+}
+
+// futureIndexWait is how long a watch from an index the server has not
+// reached waits for it before it sends the whole state as a reset.
+const futureIndexWait = 2 * time.Second
+
+// writeReset writes the reset event of a watch: the services that exist
+// at rev (apiclient.WatchReset).
+func writeReset(w io.Writer, rev int64, services []string) error {
+	if services == nil {
+		services = []string{}
+	}
+	data, err := json.Marshal(apiclient.WatchReset{Index: rev, Services: services})
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "id: %d\nevent: reset\ndata: %s\n\n", rev, data)
+	return err
 }

@@ -55,6 +55,22 @@ type WatchEvent struct {
 	Service   string              `json:"service"`
 	Index     int64               `json:"index"`
 	Instances []registry.Instance `json:"instances"`
+	// Reset, when set, is a reset event instead (Service and Instances
+	// are empty): the server no longer knows every removal since the
+	// watch's index, and sends the whole current state. Every service not
+	// in Reset.Services is gone; the service events that follow carry the
+	// instances of those that are.
+	Reset *WatchReset `json:"-"`
+}
+
+// WatchReset is the data of the `event: reset` of /v1/watch, sent first
+// when the watch's index is older than the removals the server still
+// remembers (registry.MaxTombstones).
+type WatchReset struct {
+	// Index is the revision the list of services is at.
+	Index int64 `json:"index"`
+	// Services names every service that exists at Index, sorted.
+	Services []string `json:"services"`
 }
 
 // Error is a non-2xx answer from the server.

@@ -27,7 +27,8 @@ var errStalled = errors.New("stalled")
 
 // Watch follows the server's watch stream (GET /v1/watch, server-sent
 // events) and calls fn with each change: a service's whole current
-// instance list. service limits the stream to one service (empty: all);
+// instance list, or a reset (WatchEvent.Reset: drop every service not
+// named in it) when the server sends the whole state again. service limits the stream to one service (empty: all);
 // index starts after that revision (0: a first snapshot of everything).
 // It returns when parent ends (parent.Err()), when fn fails (fn's error), or
 // when the stream breaks or the server ends it (an error naming the URL);
@@ -92,10 +93,18 @@ func (c *Client) Watch(parent context.Context, service string, index int64, fn f
 		line := sc.Text()
 		switch {
 		case line == "":
-			if event == "service" && data.Len() > 0 {
+			if (event == "service" || event == "reset") && data.Len() > 0 {
 				var ev WatchEvent
-				if err := json.Unmarshal([]byte(data.String()), &ev); err != nil {
-					return fmt.Errorf("GET %s: decode event: %w", u.String(), err)
+				var err error
+				if event == "reset" {
+					ev.Reset = &WatchReset{}
+					err = json.Unmarshal([]byte(data.String()), ev.Reset)
+					ev.Index = ev.Reset.Index
+				} else {
+					err = json.Unmarshal([]byte(data.String()), &ev)
+				}
+				if err != nil {
+					return fmt.Errorf("GET %s: decode %s event: %w", u.String(), event, err)
 				}
 				if err := fn(ev); err != nil {
 					return err

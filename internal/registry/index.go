@@ -458,26 +458,22 @@ func (ix *Index) compactTombstones() {
 // ChangedSince returns the services changed after rev (including removed
 // ones), sorted, and the index revision. For rev 0 (a new watcher) it
 // returns the services that exist now, not the removed ones. For a rev
-// older than the tombstones the index still holds (see MaxTombstones), it
-// returns every service it knows, live or removed: the whole current
-// state, so that a watcher that was away long can take it as such (a
-// service it knew and does not see again is gone).
-func (ix *Index) ChangedSince(rev int64) ([]string, int64) {
+// older than the tombstones the index still holds (see MaxTombstones), a
+// watcher may have missed removals that nothing here records any more:
+// reset is then true and services are the services that exist now, the
+// whole current state, so that the watcher drops every service it knew
+// that is not among them.
+func (ix *Index) ChangedSince(rev int64) (services []string, cur int64, reset bool) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	var out []string
-	switch {
-	case rev <= 0:
+	if rev <= 0 || rev < ix.forgot {
 		out = make([]string, 0, len(ix.bySvc))
 		for s := range ix.bySvc {
 			out = append(out, s)
 		}
-	case rev < ix.forgot:
-		out = make([]string, 0, len(ix.svcRev))
-		for s := range ix.svcRev {
-			out = append(out, s)
-		}
-	default:
+		reset = rev > 0
+	} else {
 		for s, r := range ix.svcRev {
 			if r > rev {
 				out = append(out, s)
@@ -485,12 +481,12 @@ func (ix *Index) ChangedSince(rev int64) ([]string, int64) {
 		}
 	}
 	sort.Strings(out)
-	return out, ix.rev
+	return out, ix.rev, reset
 }
 
 // Forgotten returns the newest revision of a removed service that the
 // index no longer remembers: a watcher at an older revision may have
-// missed a removal, and gets the whole state from ChangedSince.
+// missed a removal, and is told to reset by ChangedSince.
 func (ix *Index) Forgotten() int64 {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()

@@ -17,6 +17,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -57,6 +58,8 @@ type Store struct {
 	db   *bolt.DB
 	log  *slog.Logger
 	opts Options
+	path string
+	file os.FileInfo // the file the store has open, to tell when path is another
 
 	ops     chan *op
 	closing chan struct{}
@@ -129,8 +132,15 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 		return nil, &DamagedError{Path: path, Err: err}
 	}
+	file, err := os.Stat(path) // the file just opened, locked by us
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open store %q: %w", path, err)
+	}
 	s := &Store{
 		db:      db,
+		path:    path,
+		file:    file,
 		log:     opts.Log,
 		opts:    opts,
 		ops:     make(chan *op, 1024),
@@ -284,6 +294,16 @@ func (s *Store) failPending() {
 // write of the batch is kept, and each is committed again alone: one
 // write that breaks a commit fails by itself, never its neighbours.
 func (s *Store) commit(batch []*op) {
+	if err := s.Ping(context.Background()); err != nil {
+		// What would be written now would go to a file nobody will open
+		// again: refuse it.
+		s.log.Error("store file replaced or removed while the server runs; refusing writes until it is restarted", "path", s.path)
+		for _, o := range batch {
+			o.err = fmt.Errorf("commit to the embedded store: %w", err)
+			close(o.done)
+		}
+		return
+	}
 	events, rev, err := s.tryCommit(batch)
 	if err != nil && len(batch) > 1 {
 		s.log.Warn("group commit failed; committing its writes one by one", "writes", len(batch), "err", err)
@@ -296,6 +316,10 @@ func (s *Store) commit(batch []*op) {
 		o := batch[0]
 		s.log.Error("store commit failed", "err", err)
 		o.err = fmt.Errorf("commit to the embedded store: %w", err)
+		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+			// Said without the path (clients see it); the log has it.
+			o.err = fmt.Errorf("commit to the embedded store: the server's data dir is out of space (see its log): %w", registry.ErrUnavailable)
+		}
 		close(o.done)
 		return
 	}
@@ -860,4 +884,19 @@ func (s *Store) Leases(ctx context.Context) ([]registry.Lease, error) {
 	return out, nil
 }
 
+// Ping reports whether the store's file is still the one in its data dir:
+// a file replaced (a backup restored, a copy moved over it) or removed
+// while the server runs would silently take every write since, and lose
+// it at the next start. The server then says it is degraded, and writes
+// are refused until it is restarted on the file now there. The error does
+// not show the path (clients see it); the log does.
+func (s *Store) Ping(ctx context.Context) error {
+	fi, err := os.Stat(s.path)
+	if err == nil && os.SameFile(fi, s.file) {
+		return nil
+	}
+	return fmt.Errorf("the data dir's %s was replaced or removed while the server runs; restart the server to use the file there now: %w", FileName, registry.ErrUnavailable)
+}
+
 var _ registry.Store = (*Store)(nil)
+var _ registry.Pinger = (*Store)(nil)

@@ -199,9 +199,13 @@ func (s *Store) retry(ctx context.Context, what string, share attemptTime, attem
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
+	if s.closed.Err() != nil {
+		return errClosed(what)
+	}
 	start := time.Now()
 	cctx, cancel := s.call(ctx)
 	defer cancel()
+	defer context.AfterFunc(s.closed, cancel)()
 	budget := time.Until(deadlineOf(cctx))
 	per := budget
 	if share == splitBudget {
@@ -228,6 +232,9 @@ func (s *Store) retry(ctx context.Context, what string, share attemptTime, attem
 			// The caller gave up: its error, not the store's.
 			return fmt.Errorf("%s: %w", what, ctx.Err())
 		}
+		if s.closed.Err() != nil {
+			return errClosed(what)
+		}
 		kind := classify(err)
 		if kind == kindOther {
 			return fmt.Errorf("%s: %w", what, err)
@@ -253,6 +260,11 @@ func (s *Store) retry(ctx context.Context, what string, share attemptTime, attem
 		}
 		backoff = min(backoff*2, backoffMax)
 	}
+}
+
+// errClosed is the error of a call made or cut short by Close.
+func errClosed(what string) error {
+	return fmt.Errorf("%s: the etcd store is closed (the server is stopping): %w", what, registry.ErrUnavailable)
 }
 
 func deadlineOf(ctx context.Context) time.Time {

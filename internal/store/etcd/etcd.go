@@ -24,6 +24,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -73,6 +74,12 @@ type Store struct {
 	nodePrefix string
 	timeout    time.Duration
 	log        *slog.Logger
+	streams    atomic.Int64 // watch streams opened, to give each its own metadata
+	members    *memberCheck // set on a client of its own with several endpoints
+	// closed is canceled by Close: calls in flight end at once, and
+	// calls after it fail at once, saying so.
+	closed     context.Context
+	closeCalls context.CancelFunc
 }
 
 type nodeRecord struct {
@@ -93,7 +100,9 @@ func Open(opts Options) (*Store, error) {
 		Endpoints:   opts.Endpoints,
 		DialTimeout: opts.DialTimeout,
 		Logger:      zap.NewNop(),
-		// Notice a dead member and move to another.
+		// Notice a dead member and move to another (gRPC pings no more
+		// often than every 10 s whatever is asked; a member that hangs is
+		// left out sooner by the member check, see members.go).
 		DialKeepAliveTime:    5 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
 	})
@@ -102,6 +111,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	s := New(cli, opts)
 	s.ownClient = true
+	s.startMemberCheck(opts.Endpoints)
 	return s, nil
 }
 
@@ -119,7 +129,10 @@ func New(cli *clientv3.Client, opts Options) *Store {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
+	closed, closeCalls := context.WithCancel(context.Background())
 	return &Store{
+		closed:     closed,
+		closeCalls: closeCalls,
 		cli:        cli,
 		prefix:     opts.Prefix,
 		instPrefix: opts.Prefix + "instances/",
@@ -134,6 +147,8 @@ func (s *Store) Close() error {
 	if !s.ownClient {
 		return nil
 	}
+	s.closeCalls()
+	s.members.close()
 	if err := s.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("close etcd client: %w", err)
 	}

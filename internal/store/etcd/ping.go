@@ -2,19 +2,37 @@ package etcdstore
 
 import (
 	"context"
+	"fmt"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/signpost-dns/signpost/internal/registry"
 )
 
 // Ping reports whether etcd answers a linearizable read within the store's
-// timeout: whether a quorum is there to take writes. The server asks it
-// periodically to say in /healthz and /metrics that it is degraded, since
-// a watch on an unreachable cluster can stay silent instead of failing.
+// timeout (whether a quorum is there to take writes) and has no alarm
+// raised: with NOSPACE (its database full) or CORRUPT, etcd still answers
+// reads but refuses every write. The server asks it periodically to say
+// in /healthz and /metrics that it is degraded, since a watch on an
+// unreachable cluster can stay silent instead of failing.
 func (s *Store) Ping(ctx context.Context) error {
 	cctx, cancel := s.call(ctx)
 	defer cancel()
 	if _, err := s.cli.Get(cctx, s.nodePrefix, clientv3.WithCountOnly(), clientv3.WithLimit(1)); err != nil {
 		return s.fail(ctx, err, "ping etcd")
+	}
+	resp, err := s.cli.AlarmList(cctx)
+	if err != nil {
+		return s.fail(ctx, err, "ping etcd: list alarms")
+	}
+	for _, a := range resp.Alarms {
+		switch a.Alarm {
+		case pb.AlarmType_NOSPACE:
+			return fmt.Errorf("ping etcd: member %x: etcd's database is full (its NOSPACE alarm: compact, defragment, then disarm it); writes are refused: %w", a.MemberID, registry.ErrUnavailable)
+		case pb.AlarmType_CORRUPT:
+			return fmt.Errorf("ping etcd: member %x: etcd reports a corrupt cluster (its CORRUPT alarm); writes are refused: %w", a.MemberID, registry.ErrUnavailable)
+		}
 	}
 	return nil
 }

@@ -221,9 +221,20 @@
       if (field === "event") event = value;
       else if (field === "data") data.push(value);
     }
-    if (event !== "service" || data.length === 0) return;
+    if ((event !== "service" && event !== "reset") || data.length === 0) return;
     let ev;
     try { ev = JSON.parse(data.join("\n")); } catch { return; }
+    if (event === "reset") {
+      // The server no longer knows every removal since our revision and
+      // sends the whole state again: a service it does not name is gone.
+      if (!ev || !Array.isArray(ev.services)) return;
+      const live = new Set(ev.services);
+      for (const name of [...state.services.keys()]) if (!live.has(name)) setService(name, []);
+      if (typeof ev.index === "number" && ev.index > state.rev) state.rev = ev.index;
+      schedule();
+      nodesChanged();
+      return;
+    }
     if (!ev || typeof ev.service !== "string") return;
     setService(ev.service, ev.instances);
     if (typeof ev.index === "number" && ev.index > state.rev) state.rev = ev.index;

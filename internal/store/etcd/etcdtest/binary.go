@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -120,8 +121,15 @@ func StartBinaryCluster(t testing.TB, bin string, n int, tick, election time.Dur
 	defer cli.Close()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
+		// Ready when the cluster answers and so does every member (one
+		// whose port was taken meanwhile would be missing).
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_, err := cli.Get(ctx, "ready-probe")
+		for _, m := range members {
+			if err == nil {
+				_, err = cli.Status(ctx, m.ClientURL())
+			}
+		}
 		cancel()
 		if err == nil {
 			return members
@@ -151,4 +159,33 @@ func Leader(t testing.TB, members []*Member) int {
 		}
 	}
 	return -1
+}
+
+// Pause halts a member run as a process with SIGSTOP: its connections
+// stay open and nothing on them is answered, as on a hung machine.
+// Resume continues it; Stop still kills it.
+func (m *Member) Pause(t testing.TB) {
+	t.Helper()
+	m.signal(t, syscall.SIGSTOP)
+}
+
+// Resume continues a member halted by Pause.
+func (m *Member) Resume(t testing.TB) {
+	t.Helper()
+	m.signal(t, syscall.SIGCONT)
+}
+
+func (m *Member) signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	if m.bin == "" {
+		t.Fatalf("etcd member %s: %v needs a member run as a process", m.cfg.Name, sig)
+	}
+	m.proc.mu.Lock()
+	defer m.proc.mu.Unlock()
+	if m.proc.cmd == nil {
+		return
+	}
+	if err := m.proc.cmd.Process.Signal(sig); err != nil {
+		t.Errorf("etcd member %s: %v: %v", m.cfg.Name, sig, err)
+	}
 }

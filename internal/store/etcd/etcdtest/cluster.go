@@ -74,19 +74,21 @@ func (m *Member) Start(t testing.TB) {
 	m.e = e
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t testing.TB) int {
+// freePort returns a loopback port that was free a moment ago. Its
+// listener is held until release, so that the ports of one cluster are
+// all different.
+func freePort(t testing.TB, held *[]net.Listener) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("find a free port: %v", err)
 	}
-	defer l.Close()
+	*held = append(*held, l)
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func loopURL(t testing.TB) url.URL {
-	u, err := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort(t)))
+func loopURL(t testing.TB, held *[]net.Listener) url.URL {
+	u, err := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort(t, held)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,11 +102,17 @@ func configs(t testing.TB, n int, tick, election time.Duration) []*Member {
 	token := fmt.Sprintf("signpost-test-%d", time.Now().UnixNano())
 	members := make([]*Member, n)
 	var initial []string
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
 	for i := range members {
 		cfg := embed.NewConfig()
 		cfg.Name = fmt.Sprintf("m%d", i)
 		cfg.Dir = t.TempDir()
-		peer, client := loopURL(t), loopURL(t)
+		peer, client := loopURL(t, &held), loopURL(t, &held)
 		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
 		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
 		cfg.InitialClusterToken = token
