@@ -35,6 +35,7 @@ const (
 	EventDelete
 )
 
+// String gives the event type as a word (put, delete).
 func (t EventType) String() string {
 	switch t {
 	case EventPut:
@@ -127,7 +128,11 @@ type UnavailableError struct {
 	Err    error
 }
 
+// Error gives the reason, ErrUnavailable and the cause (when there is one).
 func (e *UnavailableError) Error() string {
+	if e.Err == nil {
+		return e.Reason + ": " + ErrUnavailable.Error()
+	}
 	return e.Reason + ": " + ErrUnavailable.Error() + ": " + e.Err.Error()
 }
 
