@@ -124,8 +124,10 @@ type Pinger interface {
 // within 5s (3 attempts)"); the cause may name servers, endpoints or keys,
 // and belongs in the server's log.
 type UnavailableError struct {
+	// Reason may be shown to any client.
 	Reason string
-	Err    error
+	// Err is the store's own error, for the server's log.
+	Err error
 }
 
 // Error gives the reason, ErrUnavailable and the cause (when there is one).

@@ -14,8 +14,10 @@ import (
 // DamagedError says that the database file cannot be used as it is. Its
 // message is one line that names the file and what to do.
 type DamagedError struct {
+	// Path is the database file.
 	Path string
-	Err  error
+	// Err is what was found wrong with it.
+	Err error
 }
 
 // Error names the file, what is wrong with it and what to do.
