@@ -264,11 +264,3 @@ func credentialToken() string {
 
 // tokenFileHelp documents --token-file's default.
 const tokenFileHelp = " (default: $CREDENTIALS_DIRECTORY/token when systemd's LoadCredential=token:... provides it)"
-
-// envOr returns the environment variable's value, or def.
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}

@@ -81,6 +81,7 @@ type Error struct {
 	ErrorResponse
 }
 
+// Error names the request, the HTTP status and the server's message.
 func (e *Error) Error() string {
 	return fmt.Sprintf("%s %s: %d %s: %s", e.Method, e.URL, e.Status, http.StatusText(e.Status), e.ErrorResponse.Error)
 }

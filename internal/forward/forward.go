@@ -101,6 +101,10 @@ type Resolver struct {
 	mu      sync.Mutex
 	servers []*dns.Server
 	closed  bool
+
+	// done ends with Close: exchanges with upstreams in flight stop then.
+	done     context.Context
+	closeAll context.CancelFunc
 }
 
 // New binds cfg.Addr (so that Addr is known before Serve) and returns a
@@ -138,6 +142,7 @@ func New(cfg Config, zone Zone) (*Resolver, error) {
 		inflight: make(chan struct{}, cfg.MaxInflight),
 		log:      cfg.Log,
 	}
+	r.done, r.closeAll = context.WithCancel(context.Background())
 	for _, p := range cfg.Allow {
 		if !p.IsValid() || p.Bits() == 0 {
 			return nil, fmt.Errorf("resolver: allowed network %q: would let anyone use signpost as a resolver (an open resolver); name the networks of your clients", p)
@@ -254,6 +259,7 @@ func (r *Resolver) Close() error {
 	r.closed = true
 	servers := r.servers
 	r.mu.Unlock()
+	r.closeAll()
 	for _, s := range servers {
 		_ = s.Shutdown()
 	}
@@ -329,7 +335,7 @@ func (r *Resolver) forward(req *dns.Msg) *dns.Msg {
 	}
 	var last *dns.Msg
 	for _, u := range r.cfg.Upstreams {
-		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
+		ctx, cancel := context.WithTimeout(r.done, r.cfg.Timeout)
 		c := &dns.Client{Net: "udp", UDPSize: upstreamUDPSize, Timeout: r.cfg.Timeout}
 		in, _, err := c.ExchangeContext(ctx, m, u)
 		if err == nil && in.Truncated {

@@ -84,6 +84,7 @@ type Spec struct {
 	Timeout  time.Duration
 }
 
+// String describes the check in one line of a log.
 func (s Spec) String() string {
 	switch s.Kind {
 	case HTTP:

@@ -22,6 +22,7 @@ type Warning struct {
 	Reason string
 }
 
+// Error names the variable, its value and what is wrong.
 func (w Warning) Error() string { return fmt.Sprintf("%s=%q: %s", w.Var, w.Value, w.Reason) }
 
 // ParseSpec reads one port's check settings, keyed as the conventions

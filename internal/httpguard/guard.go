@@ -13,6 +13,7 @@ import (
 
 // Config configures a Guard.
 type Config struct {
+	// Limits are the bounds applied (zero fields take Defaults).
 	Limits Limits
 	// WriteToken, when set, is required as "Authorization: Bearer <token>"
 	// on every write.
@@ -46,7 +47,8 @@ type Config struct {
 	StreamQuiet time.Duration
 	// Registerer gets the guard's metrics (default: none).
 	Registerer prometheus.Registerer
-	Log        *slog.Logger
+	// Log gets the guard's logs (default slog.Default()).
+	Log *slog.Logger
 }
 
 // Guard is the middleware in front of the API. Build one with New, wrap

@@ -87,6 +87,7 @@ type FieldError struct {
 	Reason string
 }
 
+// Error names the field, the value refused and why.
 func (e *FieldError) Error() string {
 	return fmt.Sprintf("invalid %s %q: %s", e.Field, e.Value, e.Reason)
 }

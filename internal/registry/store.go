@@ -35,6 +35,7 @@ const (
 	EventDelete
 )
 
+// String gives the event type as a word (put, delete).
 func (t EventType) String() string {
 	switch t {
 	case EventPut:
@@ -123,11 +124,17 @@ type Pinger interface {
 // within 5s (3 attempts)"); the cause may name servers, endpoints or keys,
 // and belongs in the server's log.
 type UnavailableError struct {
+	// Reason may be shown to any client.
 	Reason string
-	Err    error
+	// Err is the store's own error, for the server's log.
+	Err error
 }
 
+// Error gives the reason, ErrUnavailable and the cause (when there is one).
 func (e *UnavailableError) Error() string {
+	if e.Err == nil {
+		return e.Reason + ": " + ErrUnavailable.Error()
+	}
 	return e.Reason + ": " + ErrUnavailable.Error() + ": " + e.Err.Error()
 }
 

@@ -17,6 +17,7 @@ import (
 // Process is `signpost server` running as a child process on random
 // loopback ports.
 type Process struct {
+	// Cmd is the running server process.
 	Cmd *exec.Cmd
 	// DNS and HTTP are the addresses it answers on.
 	DNS, HTTP string

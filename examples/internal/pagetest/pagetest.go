@@ -25,6 +25,7 @@ type Answer struct {
 	Container string `json:"container"`
 }
 
+// String gives the answer as one line of a test's log.
 func (a Answer) String() string {
 	if a.Error {
 		return fmt.Sprintf("error %q", a.Text)

@@ -44,6 +44,7 @@ type ContainerPort struct {
 	Proto string // "tcp" or "udp"
 }
 
+// String gives the port as Docker writes it: 8080/tcp.
 func (p ContainerPort) String() string { return fmt.Sprintf("%d/%s", p.Port, p.Proto) }
 
 // Input is what the parser needs to know about one container.
@@ -97,6 +98,7 @@ type Warning struct {
 	Reason    string
 }
 
+// Error names the container, the variable, its value and what is wrong.
 func (w Warning) Error() string {
 	return fmt.Sprintf("container %s: %s=%q: %s", w.Container, w.Var, w.Value, w.Reason)
 }

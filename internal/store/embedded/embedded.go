@@ -121,14 +121,14 @@ func Open(dir string, opts Options) (*Store, error) {
 	path := filepath.Join(dir, FileName)
 	if err := verify(path); err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
-			return nil, fmt.Errorf("open store %q: locked by another process (is another signpost server using this data dir?)", path)
+			return nil, fmt.Errorf("open store %q: locked by another process (is another signpost server using this data dir?): %w", path, err)
 		}
 		return nil, &DamagedError{Path: path, Err: err}
 	}
 	db, err := openBolt(path)
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
-			return nil, fmt.Errorf("open store %q: locked by another process (is another signpost server using this data dir?)", path)
+			return nil, fmt.Errorf("open store %q: locked by another process (is another signpost server using this data dir?): %w", path, err)
 		}
 		return nil, &DamagedError{Path: path, Err: err}
 	}

@@ -14,14 +14,18 @@ import (
 // DamagedError says that the database file cannot be used as it is. Its
 // message is one line that names the file and what to do.
 type DamagedError struct {
+	// Path is the database file.
 	Path string
-	Err  error
+	// Err is what was found wrong with it.
+	Err error
 }
 
+// Error names the file, what is wrong with it and what to do.
 func (e *DamagedError) Error() string {
 	return fmt.Sprintf("store file %s is damaged (%v): restore it from a backup, or move it aside to start with an empty registry (agents register their containers again)", e.Path, e.Err)
 }
 
+// Unwrap gives the fault found in the file.
 func (e *DamagedError) Unwrap() error { return e.Err }
 
 // verify checks the database file at path before the store uses it, since
