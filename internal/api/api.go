@@ -495,7 +495,14 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 	case !synced:
 		body["status"], status = "starting", http.StatusServiceUnavailable
 	case err != nil:
-		body["status"], body["error"], status = "degraded", err.Error(), http.StatusServiceUnavailable
+		// /healthz is open even when reads need a token: a store's
+		// reason is shown, its cause (endpoints, keys) is in the log.
+		msg := err.Error()
+		var ue *registry.UnavailableError
+		if errors.As(err, &ue) {
+			msg = ue.Reason + ": " + registry.ErrUnavailable.Error()
+		}
+		body["status"], body["error"], status = "degraded", msg, http.StatusServiceUnavailable
 	}
 	for name, check := range a.cfg.HealthChecks {
 		body[name] = "ok"

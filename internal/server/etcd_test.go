@@ -2,7 +2,9 @@ package server_test
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,6 +105,19 @@ func TestTwoServersOnThreeEtcdMembers(t *testing.T) {
 	})
 	if srvCount(t, s1, calc) != 2 || srvCount(t, s2, calc) != 2 {
 		t.Fatal("answers stopped with etcd down")
+	}
+	// /healthz is open to anyone: it says why, but names no endpoint.
+	if resp, err := http.Get(s1.URL() + "/healthz"); err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, ep := range eps {
+			if strings.Contains(string(body), strings.TrimPrefix(ep, "http://")) {
+				t.Errorf("/healthz with etcd down names the endpoint %s: %s", ep, body)
+			}
+		}
+		if !strings.Contains(string(body), "etcd") {
+			t.Errorf("/healthz with etcd down does not say what happened: %s", body)
+		}
 	}
 	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	_, err := s1.client.Register(wctx, inst("calc-3", "calc", "10.10.0.3", 8081))
