@@ -17,6 +17,9 @@ func resolverFlags(fs *flag.FlagSet) func() (forward.Config, error) {
 	fs.StringVar(&cfg.Addr, "resolver", "", "also answer DNS on this address as the resolver of containers (docker run --dns IP): the zone for everyone, other names forwarded to --recursor for --allow-recursion clients, REFUSED to anyone else; e.g. 172.17.0.1:53 (default: off)")
 	fs.Var(&recursors, "recursor", "with --resolver: upstream resolver (host:port) for names outside the zone, repeatable (default: the name servers of /etc/resolv.conf)")
 	fs.Var(&allow, "allow-recursion", "with --resolver: network (CIDR) whose clients may resolve names outside the zone, repeatable (default: loopback and the host's Docker bridge networks)")
+	fs.IntVar(&cfg.MaxInflight, "resolver-max-inflight", forward.DefaultMaxInflight, "with --resolver: queries forwarded at once; past it SERVFAIL")
+	fs.IntVar(&cfg.MaxTCPConns, "resolver-max-tcp-conns", forward.DefaultMaxTCPConns, "with --resolver: open TCP connections in all")
+	fs.IntVar(&cfg.MaxTCPConnsPerClient, "resolver-max-tcp-conns-per-client", forward.DefaultMaxTCPConnsPerClient, "with --resolver: open TCP connections per client address (IPv6: per /64); past it the new one is closed")
 	return func() (forward.Config, error) {
 		for _, r := range recursors {
 			if _, err := netip.ParseAddrPort(r); err != nil {
@@ -34,6 +37,17 @@ func resolverFlags(fs *flag.FlagSet) func() (forward.Config, error) {
 				return cfg, fmt.Errorf("--allow-recursion %q: want a network such as 172.17.0.0/16: %w", a, err)
 			}
 			cfg.Allow = append(cfg.Allow, p.Masked())
+		}
+		for _, l := range []struct {
+			flag string
+			v    int
+		}{{"--resolver-max-inflight", cfg.MaxInflight}, {"--resolver-max-tcp-conns", cfg.MaxTCPConns}, {"--resolver-max-tcp-conns-per-client", cfg.MaxTCPConnsPerClient}} {
+			if l.v < 1 {
+				return cfg, fmt.Errorf("%s %d: want at least 1", l.flag, l.v)
+			}
+		}
+		if cfg.MaxTCPConnsPerClient > cfg.MaxTCPConns {
+			return cfg, fmt.Errorf("--resolver-max-tcp-conns-per-client %d: more than --resolver-max-tcp-conns %d", cfg.MaxTCPConnsPerClient, cfg.MaxTCPConns)
 		}
 		if cfg.Addr == "" && (len(recursors) > 0 || len(allow) > 0) {
 			return cfg, fmt.Errorf("--recursor and --allow-recursion need --resolver")
