@@ -60,7 +60,7 @@ func TestCheckSweeps(t *testing.T) {
 func serverWithDeadEndpoint(t *testing.T) (*signposttest.Server, *apiclient.Client) {
 	t.Helper()
 	srv := signposttest.Start(t, server.Config{})
-	c, _ := apiclient.New(srv.URL(), "")
+	c := srv.Client(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -177,10 +177,7 @@ func TestEnvConfig(t *testing.T) {
 func TestOutputJSON(t *testing.T) {
 	srv := signposttest.Start(t, server.Config{})
 	ctx := context.Background()
-	c, err := apiclient.New(srv.URL(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := srv.Client(t)
 	in := registry.Instance{ID: "web-1", Service: "web", Address: netip.MustParseAddr("10.0.0.9"), Port: 8081,
 		Tags: []string{"blue"}, Meta: map[string]string{"version": "1.2"}, Container: "shop-web-1"}
 	if _, err := c.ReplaceNode(ctx, "host-a", 10*time.Second, []registry.Instance{in}); err != nil {
@@ -284,10 +281,7 @@ func TestWatch(t *testing.T) {
 	}
 	waitFor("the added instance", has("added", "db", "db-1", "10.0.0.7:5432", "passing", "(by hand)"))
 	// A health change is a line of its own.
-	cl, err := apiclient.New(srv.URL(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cl := srv.Client(t)
 	crit := registry.Instance{ID: "db-1", Service: "db", Address: netip.MustParseAddr("10.0.0.7"), Port: 5432,
 		Health: registry.Health{Status: registry.HealthCritical, Output: "connection refused"}}
 	if _, err := cl.Register(context.Background(), crit); err != nil {

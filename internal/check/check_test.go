@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/signpost-dns/signpost/internal/apiclient"
 	"github.com/signpost-dns/signpost/internal/check"
 	"github.com/signpost-dns/signpost/internal/registry"
 	"github.com/signpost-dns/signpost/internal/server"
@@ -40,7 +39,7 @@ func closedPort(t *testing.T) uint16 {
 func TestSweepAgainstServer(t *testing.T) {
 	srv := signposttest.Start(t, server.Config{})
 	ctx := context.Background()
-	c, _ := apiclient.New(srv.URL(), "")
+	c := srv.Client(t)
 
 	healthy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/health" {

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signpost-dns/signpost/internal/apiclient"
 	"github.com/signpost-dns/signpost/internal/check"
 	"github.com/signpost-dns/signpost/internal/registry"
 	"github.com/signpost-dns/signpost/internal/server"
@@ -25,7 +24,7 @@ import (
 func TestDryRunRemovesNothing(t *testing.T) {
 	srv := signposttest.Start(t, server.Config{})
 	ctx := context.Background()
-	c, _ := apiclient.New(srv.URL(), "")
+	c := srv.Client(t)
 	sick := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "database down", http.StatusInternalServerError)
 	}))
@@ -104,7 +103,7 @@ func TestDryRunRemovesNothing(t *testing.T) {
 func TestDryRunLeavesTheStateFile(t *testing.T) {
 	srv := signposttest.Start(t, server.Config{})
 	ctx := context.Background()
-	c, _ := apiclient.New(srv.URL(), "")
+	c := srv.Client(t)
 	in := registry.Instance{ID: "dead-1", Service: "calc", Address: netip.MustParseAddr("127.0.0.1"), Port: closedPort(t)}
 	if _, err := c.Register(ctx, in); err != nil {
 		t.Fatal(err)
@@ -174,7 +173,7 @@ func TestDryRunLeavesTheStateFile(t *testing.T) {
 func TestSweepsCountInOneRun(t *testing.T) {
 	srv := signposttest.Start(t, server.Config{})
 	ctx := context.Background()
-	c, _ := apiclient.New(srv.URL(), "")
+	c := srv.Client(t)
 	var flaky atomic.Int32
 	blip := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if flaky.Add(1) == 2 { // the second probe passes, the others fail

@@ -13,7 +13,6 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/signpost-dns/signpost/internal/apiclient"
 	"github.com/signpost-dns/signpost/internal/dnsserver"
 	"github.com/signpost-dns/signpost/internal/forward"
 	"github.com/signpost-dns/signpost/internal/metricstest"
@@ -108,10 +107,7 @@ func startServer(t *testing.T, rc forward.Config) *signposttest.Server {
 	t.Helper()
 	rc.Addr = "127.0.0.1:0"
 	srv := signposttest.Start(t, server.Config{DNS: dnsserver.Config{FailOpen: true}, Resolver: rc})
-	api, err := apiclient.New(srv.URL(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	api := srv.Client(t)
 	in := registry.Instance{ID: "calc-1", Service: "calc", Address: netip.MustParseAddr("10.0.0.5"), Port: 8081}
 	if _, err := api.Register(context.Background(), in); err != nil {
 		t.Fatal(err)
@@ -183,10 +179,7 @@ func TestRefusedOutsideAllowedNetworks(t *testing.T) {
 
 func TestZoneAnswersAsSignpostDoes(t *testing.T) {
 	srv := startServer(t, forward.Config{Upstreams: []string{startUpstream(t).addr}})
-	api, err := apiclient.New(srv.URL(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	api := srv.Client(t)
 	for i := range 40 {
 		in := registry.Instance{ID: fmt.Sprintf("big-%02d", i), Service: "big", Address: netip.AddrFrom4([4]byte{10, 0, 1, byte(i + 1)}), Port: 9000}
 		if _, err := api.Register(context.Background(), in); err != nil {

@@ -18,7 +18,6 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/signpost-dns/signpost/internal/agent"
-	"github.com/signpost-dns/signpost/internal/apiclient"
 	"github.com/signpost-dns/signpost/internal/backend/serverbackend"
 	"github.com/signpost-dns/signpost/internal/dnsserver"
 	"github.com/signpost-dns/signpost/internal/forward"
@@ -133,10 +132,7 @@ func TestContainerResolvesThroughSystemResolver(t *testing.T) {
 		DNS:      dnsserver.Config{FailOpen: true},
 		Resolver: forward.Config{Addr: net.JoinHostPort(gw, "53"), Upstreams: []string{up}},
 	})
-	api, err := apiclient.New(sp.URL(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	api := sp.Client(t)
 	be, err := serverbackend.New(api, s.id, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)

@@ -26,10 +26,7 @@ import (
 // deletes gets every live service and a bounded number of removals.
 func TestWatchAfterManyDeletedServices(t *testing.T) {
 	srv := signposttest.Start(t, server.Config{})
-	c, err := apiclient.New(srv.URL(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := srv.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	inst := func(svc string, port uint16) registry.Instance {
@@ -108,10 +105,7 @@ func TestWatchAfterManyDeletedServices(t *testing.T) {
 // were removed meanwhile are dropped, though no event names them.
 func TestWatchResetAfterForgottenRemovals(t *testing.T) {
 	srv := signposttest.Start(t, server.Config{})
-	c, err := apiclient.New(srv.URL(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := srv.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	inst := func(svc string, n int) registry.Instance {

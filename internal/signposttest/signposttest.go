@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signpost-dns/signpost/internal/apiclient"
 	"github.com/signpost-dns/signpost/internal/server"
 )
 
@@ -54,6 +55,16 @@ func Start(t testing.TB, cfg server.Config) *Server {
 		t.Fatalf("signpost server did not load its store: %v", err)
 	}
 	return s
+}
+
+// Client returns an API client of the server, without a token.
+func (s *Server) Client(t testing.TB) *apiclient.Client {
+	t.Helper()
+	c, err := apiclient.New(s.URL(), "")
+	if err != nil {
+		t.Fatalf("API client of %s: %v", s.URL(), err)
+	}
+	return c
 }
 
 // Stop stops the server and waits for it; calling it again does nothing.

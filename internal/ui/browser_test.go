@@ -64,10 +64,7 @@ func TestUIInChromium(t *testing.T) {
 	srv := signposttest.Start(t, server.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cl, err := apiclient.New(srv.URL(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cl := srv.Client(t)
 
 	// calc-1 is a real HTTP endpoint whose /health the test can fail.
 	var failing atomic.Bool
@@ -762,9 +759,6 @@ func startServer(t *testing.T) (string, *signposttest.Server, *apiclient.Client)
 	t.Helper()
 	chromium := findChromium(t)
 	srv := signposttest.Start(t, server.Config{})
-	cl, err := apiclient.New(srv.URL(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cl := srv.Client(t)
 	return chromium, srv, cl
 }

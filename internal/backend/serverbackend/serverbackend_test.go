@@ -21,10 +21,7 @@ import (
 func startServer(t *testing.T) *apiclient.Client {
 	t.Helper()
 	srv := signposttest.Start(t, server.Config{})
-	c, err := apiclient.New(srv.URL(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := srv.Client(t)
 	return c
 }
 

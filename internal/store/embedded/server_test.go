@@ -31,10 +31,7 @@ func startServer(t *testing.T, dir string) (*signposttest.Server, *apiclient.Cli
 	// 150 concurrent writes from this one client: above the default
 	// share of connections per client (the tests are about the store).
 	srv := signposttest.Start(t, server.Config{DataDir: dir, HTTPLimits: httpguard.Limits{MaxConnsPerClient: 256}})
-	c, err := apiclient.New(srv.URL(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := srv.Client(t)
 	return srv, c
 }
 

@@ -59,10 +59,7 @@ func memberLeaderQuorumLoss(t *testing.T, members []*etcdtest.Member) {
 	var clients []*apiclient.Client
 	for range 2 {
 		srv := signposttest.Start(t, server.Config{StoreKind: "etcd", Etcd: etcdstore.Options{Endpoints: eps, Timeout: budget}})
-		c, err := apiclient.New(srv.URL(), "")
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := srv.Client(t)
 		clients = append(clients, c)
 	}
 

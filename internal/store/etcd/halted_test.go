@@ -33,10 +33,7 @@ func TestWatchLeavesAHaltedMember(t *testing.T) {
 	members := etcdtest.StartBinaryCluster(t, etcdtest.DebianEtcd, 3, 100*time.Millisecond, time.Second)
 	eps := etcdtest.Endpoints(members)
 	srv := signposttest.Start(t, server.Config{StoreKind: "etcd", Etcd: etcdstore.Options{Endpoints: eps}})
-	c, err := apiclient.New(srv.URL(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := srv.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	inst := func(svc string, n int) registry.Instance {
@@ -62,10 +59,7 @@ func TestWatchLeavesAHaltedMember(t *testing.T) {
 	others := slices.Delete(slices.Clone(eps), on, on+1)
 	// A second server, on the other members only, as another host would be.
 	srv2 := signposttest.Start(t, server.Config{StoreKind: "etcd", Etcd: etcdstore.Options{Endpoints: others}})
-	c2, err := apiclient.New(srv2.URL(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c2 := srv2.Client(t)
 	members[on].Pause(t)
 	t.Cleanup(func() { members[on].Resume(t) })
 	t.Logf("halted member %s, which the server's watch was on", members[on].Name())
