@@ -180,13 +180,12 @@ func (a *API) failErr(w http.ResponseWriter, err error) {
 	// shared the failed commit.
 	case errors.Is(err, registry.ErrUnavailable):
 		a.log.Warn("api write failed: store unavailable", "err", err)
-		msg := "the registry's " + registry.ErrUnavailable.Error() + ": the write was not stored; retry"
-		var ue *registry.UnavailableError
-		if errors.As(err, &ue) {
+		msg := "the registry's " + registry.ErrUnavailable.Error()
+		if r := registry.UnavailableReason(err); r != "" {
 			// What happened, in the store's words meant for clients.
-			msg = "the registry's " + registry.ErrUnavailable.Error() + " (" + ue.Reason + "): the write was not stored; retry"
+			msg += " (" + r + ")"
 		}
-		a.fail(w, http.StatusServiceUnavailable, msg, "")
+		a.fail(w, http.StatusServiceUnavailable, msg+": the write was not stored; retry", "")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		a.log.Warn("api write failed: timed out", "err", err)
 		a.fail(w, http.StatusServiceUnavailable, "the registry's store did not answer in time: the write was not stored; retry", "")
@@ -498,9 +497,8 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 		// /healthz is open even when reads need a token: a store's
 		// reason is shown, its cause (endpoints, keys) is in the log.
 		msg := err.Error()
-		var ue *registry.UnavailableError
-		if errors.As(err, &ue) {
-			msg = ue.Reason + ": " + registry.ErrUnavailable.Error()
+		if r := registry.UnavailableReason(err); r != "" {
+			msg = r + ": " + registry.ErrUnavailable.Error()
 		}
 		body["status"], body["error"], status = "degraded", msg, http.StatusServiceUnavailable
 	}

@@ -140,3 +140,14 @@ func (e *UnavailableError) Error() string {
 
 // Unwrap gives ErrUnavailable and the cause.
 func (e *UnavailableError) Unwrap() []error { return []error{ErrUnavailable, e.Err} }
+
+// UnavailableReason returns the Reason of the UnavailableError in err's
+// chain, or "" when there is none.
+func UnavailableReason(err error) string {
+	var ue *UnavailableError
+	if errors.As(err, &ue) {
+		return ue.Reason
+	}
+	return ""
+}
+
