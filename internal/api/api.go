@@ -358,7 +358,8 @@ func (a *API) replaceNode(w http.ResponseWriter, r *http.Request) {
 	// What the node has now and its sync no longer lists (a container
 	// gone while its agent was away, say) is removed: name each one.
 	var dropped []registry.Instance
-	for _, in := range a.cfg.Index.Node(node) {
+	had, _ := a.cfg.Index.Node(node)
+	for _, in := range had {
 		if !listed[in.ID] {
 			dropped = append(dropped, in)
 		}
@@ -389,7 +390,7 @@ func (a *API) heartbeat(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) releaseNode(w http.ResponseWriter, r *http.Request) {
 	node := r.PathValue("node")
-	had := a.cfg.Index.Node(node)
+	had, _ := a.cfg.Index.Node(node)
 	rev, err := a.cfg.Store.ReleaseNode(r.Context(), node)
 	a.committed(w, r, "release_node", rev, err, nil)
 	for i := 0; err == nil && i < len(had); i++ {
@@ -464,16 +465,11 @@ func (a *API) listInstances(w http.ResponseWriter, r *http.Request) {
 		a.serveSnapshot(w, a.snaps.forAll(), true)
 		return
 	}
-	all, rev := a.cfg.Index.All()
-	kept := all[:0]
-	for _, in := range all {
-		if in.Node == node {
-			kept = append(kept, in)
-		}
-	}
-	all = kept
+	// One node's instances (an agent's start-up, Backend.Known): copied
+	// alone, not the whole registry.
+	mine, rev := a.cfg.Index.Node(node)
 	w.Header().Set(apiclient.IndexHeader, strconv.FormatInt(rev, 10))
-	writeJSON(w, http.StatusOK, all)
+	writeJSON(w, http.StatusOK, mine)
 }
 
 func (a *API) getInstance(w http.ResponseWriter, r *http.Request) {

@@ -359,18 +359,19 @@ func (ix *Index) All() ([]Instance, int64) {
 	return out, ix.rev
 }
 
-// Node returns copies of the instances node owns, sorted.
-func (ix *Index) Node(node string) []Instance {
+// Node returns copies of the instances node owns, sorted (an empty, not
+// nil, list when it owns none), and the index revision.
+func (ix *Index) Node(node string) ([]Instance, int64) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	var out []Instance
+	out := []Instance{}
 	for _, in := range ix.byID {
 		if in.Node == node {
 			out = append(out, in.Clone())
 		}
 	}
 	SortInstances(out)
-	return out
+	return out, ix.rev
 }
 
 // ServiceSummary counts a service's instances.
