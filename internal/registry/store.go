@@ -150,4 +150,3 @@ func UnavailableReason(err error) string {
 	}
 	return ""
 }
-
