@@ -51,6 +51,18 @@ func (c *trackedConn) Close() error {
 	return err
 }
 
+// CloseWrite half-closes the connection when the one underneath can (TCP).
+// net/http looks for it to send its FIN before closing a connection whose
+// request body it did not read; without it, the close resets the
+// connection while the client is still sending, and the client may never
+// see its answer (the 413 or 401 of a refused request).
+func (c *trackedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
 // Accept returns the next connection within the limits.
 func (l *connLimiter) Accept() (net.Conn, error) {
 	for {
