@@ -1,14 +1,19 @@
 package httpguard
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/signpost-dns/signpost/internal/apiclient"
 )
 
 // Config configures a Guard.
@@ -155,11 +160,45 @@ func (g *Guard) Handler(next http.Handler) http.Handler {
 // the read timeout lets the client dawdle).
 func (g *Guard) deny(w http.ResponseWriter, r *http.Request, status int, reason, msg string) {
 	g.refused.WithLabelValues(reason).Inc()
-	if r.ContentLength != 0 {
-		w.Header().Set("Connection", "close")
-		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	if r.ContentLength != 0 && g.answerAndClose(w, status, msg) {
+		return
 	}
 	refuse(w, status, msg)
+}
+
+// rstAvoidance is how long a refused connection stays half-closed before
+// it is closed, as net/http waits in the same case: long enough for the
+// client, still sending its body, to read the answer before the reset
+// that closing over unread data sends.
+const rstAvoidance = 500 * time.Millisecond
+
+// answerAndClose writes the refusal on the connection itself, then
+// half-closes it at once and closes it after rstAvoidance, never reading
+// the body. Closing it outright (what net/http does when it cannot drain
+// a body) resets it over the unread body, and a client still sending may
+// lose the answer with it. It reports false when the connection cannot be
+// taken over (then the caller answers as usual).
+func (g *Guard) answerAndClose(w http.ResponseWriter, status int, msg string) bool {
+	h := w.Header().Clone()
+	conn, buf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return false
+	}
+	var body bytes.Buffer
+	_ = json.NewEncoder(&body).Encode(apiclient.ErrorResponse{Error: msg})
+	h.Set("Content-Type", "application/json")
+	resp := &http.Response{StatusCode: status, ProtoMajor: 1, ProtoMinor: 1, Header: h, Close: true,
+		ContentLength: int64(body.Len()), Body: io.NopCloser(&body)}
+	_ = conn.SetWriteDeadline(time.Now().Add(g.lim.WriteTimeout))
+	if resp.Write(buf) != nil || buf.Flush() != nil {
+		_ = conn.Close()
+		return true
+	}
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	time.AfterFunc(rstAvoidance, func() { _ = conn.Close() })
+	return true
 }
 
 // Server returns an http.Server for h (a Handler) with the guard's
