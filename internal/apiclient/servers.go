@@ -28,6 +28,11 @@ const (
 	backoffMax = 5 * time.Second
 )
 
+// probeEvery is how often a server that is not the current one is
+// probed even while it seems up, so that the client's report of it is
+// never older than that (plus a request's interval).
+const probeEvery = 5 * time.Second
+
 // States of a server in ServerStatus.
 const (
 	// StateUnknown: nothing was sent to the server yet.
@@ -68,6 +73,7 @@ type server struct {
 	lastErr  string
 	failures int
 	retryAt  time.Time // no probe before; sorted after the servers ready
+	checked  time.Time // last request or probe that ended
 	probing  bool
 }
 
@@ -153,7 +159,9 @@ func (c *Client) Failovers() uint64 {
 // the others as listed, then those waiting out a backoff, soonest ready
 // first. It also starts a probe of every server (but the current) whose
 // backoff is over, so that the preferred server is taken back as soon as
-// it answers, without waiting for the current one to fail.
+// it answers, without waiting for the current one to fail, and of every
+// other one not heard from for probeEvery, so that Servers reports a
+// server that died while unused.
 func (c *Client) order() []*server {
 	now := time.Now()
 	c.mu.Lock()
@@ -167,7 +175,7 @@ func (c *Client) order() []*server {
 			return
 		}
 		ready = append(ready, s)
-		if s.state == StateDown && i != c.current && !s.probing {
+		if i != c.current && !s.probing && (s.state == StateDown || now.Sub(s.checked) >= probeEvery) {
 			s.probing = true
 			go c.probe(s)
 		}
@@ -220,12 +228,13 @@ func (c *Client) probeOnce(ctx context.Context, s *server) error {
 }
 
 // answered records that s answered (a 2xx or a 4xx): it is up, and the
-// current server.
+// current server unless the current one is up (a probe took the
+// preferred server back while this request went elsewhere).
 func (c *Client) answered(s *server) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.markUpLocked(s)
-	if cur := c.servers[c.current]; cur != s {
+	if cur := c.servers[c.current]; cur != s && cur.state != StateUp {
 		if cur.state == StateDown {
 			c.failovers++
 		}
@@ -241,6 +250,7 @@ func (c *Client) failed(s *server, err error) {
 }
 
 func (c *Client) markUpLocked(s *server) {
+	s.checked = time.Now()
 	if s.state != StateUp {
 		s.state, s.since = StateUp, time.Now()
 	}
@@ -250,6 +260,7 @@ func (c *Client) markUpLocked(s *server) {
 
 func (c *Client) markDownLocked(s *server, err error) {
 	now := time.Now()
+	s.checked = now
 	if s.state != StateDown {
 		s.state, s.since = StateDown, now
 	}

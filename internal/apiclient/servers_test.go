@@ -307,6 +307,9 @@ func TestWatchResumesOnAnotherServer(t *testing.T) {
 	serve := func(name string, first func(w http.ResponseWriter)) *httptest.Server {
 		var calls atomic.Int32
 		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/healthz" {
+				return // the client's probes
+			}
 			asked <- name + "@" + r.URL.Query().Get("index")
 			if calls.Add(1) > 1 {
 				w.WriteHeader(http.StatusServiceUnavailable)
