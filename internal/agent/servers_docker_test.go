@@ -233,7 +233,7 @@ func agentFailover(t *testing.T, members []*etcdtest.Member) {
 			dnsAddr, httpAddr = freeUDPTCPPort(t), freeUDPTCPPort(t)
 		}
 		p := newProc(t, e.logs, "server", "--dns", dnsAddr, "--http", httpAddr, "--data-dir", t.TempDir(),
-			"--store", "etcd", "--etcd-endpoints", endpoints, "--log-level", "warn")
+			"--store", "etcd", "--etcd-endpoints", endpoints)
 		p.start()
 		servers[i] = &srvProc{p: p, dns: dnsAddr, url: "http://" + httpAddr}
 	}
@@ -322,7 +322,7 @@ func agentFailover(t *testing.T, members []*etcdtest.Member) {
 		returned := time.Since(back)
 		again.waitAnswers(t, what+": the restarted server", 5)
 		again.stop(t, what+": the restarted server")
-		t.Logf("round %d, %s for %s (4 TTLs of %s): longest DNS gap on the survivor %s; the agent wrote to the survivor %s after the kill; "+
+		t.Logf("round %d, %s for %s (4 TTLs of %s): longest DNS gap on the survivor %s; the agent wrote to the survivor and reported the killed server down %s after the kill; "+
 			"a stopped container left the survivor's DNS in %s, a started one showed in %s; the restarted server answered the same %s after it was up; the agent was back on the first server %s after",
 			round+1, what, down.Round(time.Millisecond), failoverTTL, gap, failedOver.Round(time.Millisecond), gone.Round(time.Millisecond),
 			shown.Round(time.Millisecond), caught.Round(time.Millisecond), returned.Round(time.Millisecond))
