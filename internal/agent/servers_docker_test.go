@@ -215,10 +215,13 @@ func (h agentHealth) state(server string) string {
 
 // agentFailover runs two `signpost server` processes on members and an
 // agent given both, with two healthy containers; then SIGKILLs each
-// server in turn for four lease TTLs, stopping a container and starting
-// one meanwhile: the surviving server's DNS never misses a running,
-// healthy instance, the changes show on it within showBound, and the
-// killed server, restarted, answers the same.
+// server in turn for four lease TTLs, and hangs the first with SIGSTOP
+// as long, stopping a container and starting one meanwhile: the
+// surviving server's DNS never misses a running, healthy instance, the
+// changes show on it within showBound, and the killed server, restarted
+// (or the hung one, continued), answers the same. The agent reports the
+// dead server down and itself degraded, not failing, meanwhile, and goes
+// back to the first server after.
 func agentFailover(t *testing.T, members []*etcdtest.Member) {
 	e := newProcEnv(t)
 	endpoints := strings.Join(etcdtest.Endpoints(members), ",")
@@ -262,13 +265,23 @@ func agentFailover(t *testing.T, members []*etcdtest.Member) {
 		return err == nil && h.current() == servers[0].url && h.Status == "ok", fmt.Sprintf("%+v %v", h, err)
 	})
 
-	for round, victim := range []int{0, 1} {
+	// Each server SIGKILLed in turn, then the first one hung (SIGSTOP:
+	// its connections stay open and nothing on them is answered).
+	for round, r := range []struct {
+		victim int
+		sig    syscall.Signal
+	}{{0, syscall.SIGKILL}, {1, syscall.SIGKILL}, {0, syscall.SIGSTOP}} {
+		victim := r.victim
 		survivor := servers[1-victim]
-		what := fmt.Sprintf("server %d SIGKILLed", victim+1)
+		what := fmt.Sprintf("server %d %sed", victim+1, map[syscall.Signal]string{syscall.SIGKILL: "SIGKILL", syscall.SIGSTOP: "SIGSTOP"}[r.sig])
 		poll := pollSRV(survivor.dns, ports()...)
 		poll.waitPorts(t, what+": before", time.Now(), ports()...)
 		killed := time.Now()
-		servers[victim].p.signal(syscall.SIGKILL)
+		if r.sig == syscall.SIGKILL {
+			servers[victim].p.signal(syscall.SIGKILL)
+		} else if err := servers[victim].p.cmd.Process.Signal(r.sig); err != nil {
+			t.Fatal(err)
+		}
 
 		// The agent moves to the survivor (at its next heartbeat when
 		// the victim was current) and says so, degraded but healthy.
@@ -308,8 +321,12 @@ func agentFailover(t *testing.T, members []*etcdtest.Member) {
 			time.Sleep(rest) // the outage lasts this long; the poller checks DNS throughout
 		}
 		down := time.Since(killed)
-		servers[victim].p.start()
-		servers[victim].p.waitLines(1, "signpost server running")
+		if r.sig == syscall.SIGKILL {
+			servers[victim].p.start()
+			servers[victim].p.waitLines(1, "signpost server running")
+		} else if err := servers[victim].p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
 		gap := poll.stop(t, what)
 		back := time.Now()
 		again := pollSRV(servers[victim].dns, ports()...)
