@@ -295,6 +295,16 @@ func agentFailover(t *testing.T, members []*etcdtest.Member) {
 			return ok, fmt.Sprintf("%+v %v", h, err)
 		})
 
+		// The bound (docs/etcd.md, "Several servers"): the first
+		// heartbeat after the death starts within TTL/3 and reaches the
+		// survivor within TTL/6 (the attempt timeout, half its TTL/3
+		// deadline, when the victim hangs): TTL/2 in all, half a lease
+		// before it would run out. A quarter TTL of margin for the
+		// healthz polls and a loaded machine.
+		if bound := failoverTTL/2 + failoverTTL/4; victim == 0 && failedOver > bound {
+			t.Errorf("%s: the agent wrote to the surviving server %s after the kill, want within %s (TTL/2 and a margin)", what, failedOver, bound)
+		}
+
 		// One container stops, one starts, while the victim is dead.
 		var old string
 		for id := range running {
