@@ -142,9 +142,10 @@ func parseLogged(fs *flag.FlagSet, args []string) (*slog.Logger, error) {
 	return mkLog()
 }
 
-// serverBackend is the backend that writes to the signpost server at url.
-func serverBackend(url, token, node string, ttl time.Duration) (backend.Backend, error) {
-	c, err := apiclient.New(url, token)
+// serverBackend is the backend that writes to the signpost servers at
+// urls (the first preferred, failing over to the others).
+func serverBackend(urls []string, token, node string, ttl time.Duration) (backend.Backend, error) {
+	c, err := apiclient.NewServers(urls, token)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +156,7 @@ func runAgent(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("agent", "[flags]")
 	opts := agentFlags(fs)
 	opts.addRoute53Flags(fs)
-	srv := fs.String("server", "http://127.0.0.1:8080", "signpost server API URL")
+	srv := serverFlag(fs)
 	tokenFile := fs.String("token-file", credentialToken(), "file holding the API bearer token"+tokenFileHelp)
 	log, err := parseLogged(fs, args)
 	if err != nil {
@@ -180,7 +181,11 @@ func runAgent(ctx context.Context, args []string, stdout io.Writer) error {
 				return err
 			}
 		}
-		if be, err = serverBackend(*srv, token, cfg.Node, cfg.LeaseTTL); err != nil {
+		urls, err := srv.URLs()
+		if err != nil {
+			return usagef("--server: %v", err)
+		}
+		if be, err = serverBackend(urls, token, cfg.Node, cfg.LeaseTTL); err != nil {
 			return err
 		}
 	}
@@ -226,15 +231,24 @@ func (o *agentOptions) route53Backend(ctx context.Context, cfg agent.Config, log
 	return b, nil
 }
 
-// healthz answers the agent's health: 200 "ok", or 503 and why (Docker
-// does not answer, say).
+// healthz answers the agent's health: 200 "ok"; 200 "degraded" with a
+// warning while some of its servers fail and another carries its writes;
+// or 503 and why (Docker does not answer, or no server does). With the
+// server backend it lists the servers: state, current, since, last error.
 func (o *agentOptions) healthz(w http.ResponseWriter, r *http.Request) {
-	body := map[string]string{"status": "ok"}
+	body := map[string]any{"status": "ok"}
 	status := http.StatusOK
 	if a := o.agent.Load(); a == nil {
 		body["status"], status = "starting", http.StatusServiceUnavailable
-	} else if err := a.Health(); err != nil {
-		body["status"], body["error"], status = "degraded", err.Error(), http.StatusServiceUnavailable
+	} else {
+		if err := a.Health(); err != nil {
+			body["status"], body["error"], status = "degraded", err.Error(), http.StatusServiceUnavailable
+		} else if err := a.Degraded(); err != nil {
+			body["status"], body["warning"] = "degraded", err.Error()
+		}
+		if l, ok := a.Links(); ok {
+			body["servers"], body["failovers"] = l.Servers, l.Failovers
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)

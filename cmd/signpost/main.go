@@ -186,6 +186,11 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	if envErr != nil {
 		return envErr
 	}
+	fs.VisitAll(func(f *flag.Flag) {
+		if m, ok := f.Value.(envMarker); ok {
+			m.setFromEnv()
+		}
+	})
 	// The flag package prints the error and the whole help on a bad flag;
 	// say only what is wrong instead, and print the help on -h alone.
 	out, help := fs.Output(), fs.Usage

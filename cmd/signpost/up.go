@@ -55,7 +55,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := buildinfo.Register(srv.Registry()); err != nil {
 		return err
 	}
-	be, err := serverBackend(srv.URL(), token, acfg.Node, acfg.LeaseTTL)
+	be, err := serverBackend([]string{srv.URL()}, token, acfg.Node, acfg.LeaseTTL)
 	if err != nil {
 		return err
 	}

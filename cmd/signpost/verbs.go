@@ -43,17 +43,20 @@ func timeoutFlag(fs *flag.FlagSet) func(context.Context) (context.Context, conte
 
 // clientFlags adds --server and --token-file and returns a constructor.
 func clientFlags(fs *flag.FlagSet) func() (*apiclient.Client, error) {
-	srv := fs.String("server", "http://127.0.0.1:8080", "signpost server API URL")
+	srv := serverFlag(fs)
 	tokenFile := fs.String("token-file", credentialToken(), "file holding the API bearer token"+tokenFileHelp)
 	return func() (*apiclient.Client, error) {
+		urls, err := srv.URLs()
+		if err != nil {
+			return nil, usagef("--server: %v", err)
+		}
 		tok := ""
 		if *tokenFile != "" {
-			var err error
 			if tok, err = server.ReadToken(*tokenFile); err != nil {
 				return nil, err
 			}
 		}
-		c, err := apiclient.New(*srv, tok)
+		c, err := apiclient.NewServers(urls, tok)
 		if err != nil {
 			return nil, usagef("--server: %v", err)
 		}

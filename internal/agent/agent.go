@@ -220,6 +220,11 @@ func New(cfg Config, be backend.Backend) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
+	if lr, ok := be.(backend.LinkReporter); ok && cfg.Metrics != nil {
+		if err := cfg.Metrics.Register(newLinkCollector(lr)); err != nil {
+			return nil, fmt.Errorf("agent: register server link metrics: %w", err)
+		}
+	}
 	d, err := newEngine(cfg.Docker)
 	if err != nil {
 		return nil, err
@@ -375,14 +380,18 @@ func (a *Agent) setDockerErr(err error) {
 }
 
 // Health says whether the agent does its job: nil, or why not (Docker
-// does not answer, and since when). Health endpoints report it.
+// does not answer, and since when; or no server of the backend answers).
+// Health endpoints report it. Some servers failing while another answers
+// is not a failure: Degraded says it.
 func (a *Agent) Health() error {
 	a.healthMu.Lock()
-	defer a.healthMu.Unlock()
-	if a.dockerErr != nil {
-		return fmt.Errorf("docker at %s unreachable since %s: %w", a.docker.Host(), a.dockerSince.UTC().Format(time.RFC3339), a.dockerErr)
+	dockerErr, since := a.dockerErr, a.dockerSince
+	a.healthMu.Unlock()
+	if dockerErr != nil {
+		return fmt.Errorf("docker at %s unreachable since %s: %w", a.docker.Host(), since.UTC().Format(time.RFC3339), dockerErr)
 	}
-	return nil
+	failing, _ := a.linksHealth()
+	return failing
 }
 
 // dockerError marks an error that came from Docker (and so ends the session).

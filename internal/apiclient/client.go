@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/signpost-dns/signpost/internal/registry"
@@ -92,50 +93,134 @@ func IsStatus(err error, status int) bool {
 	return errors.As(err, &e) && e.Status == status
 }
 
-// Client talks to one signpost server.
+// Client talks to one signpost server, or to several that share one
+// store (etcd), failing over between them.
+//
+// Each request goes to one server, the current one (sticky). When it
+// fails (no answer within the attempt's timeout, a refused or broken
+// connection, a 5xx such as the 503 of a server whose store is out of
+// reach), the same request goes to the next server at once, within the
+// caller's deadline, and the one that answers becomes the current
+// server. Every request of the API is idempotent, so a retry of one that
+// was applied without an answer changes nothing; a DELETE whose retry
+// finds the thing gone (404) succeeds. A 4xx answer is the caller's error
+// and is returned as it is. A server that failed is tried again (last in
+// the order, and probed at its /healthz) after a jittered exponential
+// backoff from 250ms to 5s; the first server listed, the preferred one,
+// is taken back as soon as a probe finds it healthy.
 type Client struct {
-	base  *url.URL
-	token string
-	http  *http.Client
+	servers []*server
+	token   string
+	http    *http.Client
 	// WatchStall is how long Watch waits for anything from the server,
 	// a keepalive included, before it gives the stream up as dead
 	// (default DefaultWatchStall).
 	WatchStall time.Duration
+	// AttemptTimeout bounds one attempt on one server while another
+	// server is left to try (default DefaultAttemptTimeout); an attempt
+	// also gets at most half of what is left of the caller's deadline,
+	// so that a server that hangs leaves the next one as long. The last
+	// server of a round gets all that is left.
+	AttemptTimeout time.Duration
+
+	mu        sync.Mutex
+	current   int
+	failovers uint64
 }
 
 // New returns a client for the server at base ("http://127.0.0.1:8080").
 // token may be empty when the server takes writes without one.
 func New(base, token string) (*Client, error) {
-	u, err := url.Parse(strings.TrimSuffix(base, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
-		return nil, fmt.Errorf("server URL %q: want http://host:port", base)
-	}
-	// "host:" would go to port 80 without a word.
-	if p, err := strconv.Atoi(u.Port()); strings.HasSuffix(u.Host, ":") || (u.Port() != "" && (err != nil || p < 1 || p > 65535)) {
-		return nil, fmt.Errorf("server URL %q: port %q: want 1-65535", base, u.Port())
-	}
-	return &Client{base: u, token: token, http: &http.Client{Timeout: 0}}, nil
+	return NewServers([]string{base}, token)
 }
 
+// NewServers returns a client for several servers sharing one store, the
+// first preferred (see Client). Each URL is checked as ParseServers
+// does; none may be given twice.
+func NewServers(bases []string, token string) (*Client, error) {
+	if len(bases) == 0 {
+		return nil, errors.New("no server URL given: want http://host:port")
+	}
+	if len(bases) > MaxServers {
+		return nil, fmt.Errorf("server URLs %q: %d servers, at most %d", strings.Join(bases, ","), len(bases), MaxServers)
+	}
+	c := &Client{token: token, http: &http.Client{Timeout: 0}}
+	seen := map[string]string{}
+	for _, b := range bases {
+		u, err := parseBase(b)
+		if err != nil {
+			return nil, err
+		}
+		key := strings.ToLower(u.Scheme + "://" + u.Host + u.Path)
+		if first, ok := seen[key]; ok {
+			return nil, fmt.Errorf("server URL %q: the same server as %q, given twice", b, first)
+		}
+		seen[key] = b
+		c.servers = append(c.servers, &server{base: u, name: u.String(), state: StateUnknown})
+	}
+	return c, nil
+}
+
+// do sends one request, failing over between the servers (see Client).
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body, out any) (http.Header, error) {
-	u := *c.base
+	var payload []byte
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, fmt.Errorf("encode %s %s: %w", method, path, err)
+		}
+		payload = b
+	}
+	order := c.order()
+	var errs []error
+	sentBefore := false // an earlier attempt may have been applied
+	for i, s := range order {
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if i < len(order)-1 {
+			actx, cancel = context.WithTimeout(ctx, c.attemptTimeout(ctx))
+		}
+		h, err := c.attempt(actx, s, method, path, q, body != nil, payload, out)
+		cancel()
+		if !failsOver(err) {
+			c.answered(s)
+			if err != nil && method == http.MethodDelete && sentBefore && IsStatus(err, http.StatusNotFound) {
+				// Gone: the attempt that got no answer removed it.
+				return h, nil
+			}
+			return h, err
+		}
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return nil, err // the caller gave up; the server did nothing wrong
+		}
+		c.failed(s, err)
+		errs = append(errs, err)
+		sentBefore = sentBefore || !notSent(err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(errs) == 1 {
+		return nil, errs[0]
+	}
+	return nil, &allFailed{errs}
+}
+
+// attempt sends one request to one server.
+func (c *Client) attempt(ctx context.Context, s *server, method, path string, q url.Values, hasBody bool, payload []byte, out any) (http.Header, error) {
+	u := *s.base
 	u.Path += path
 	if q != nil {
 		u.RawQuery = q.Encode()
 	}
 	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, fmt.Errorf("encode %s %s: %w", method, u.String(), err)
-		}
-		rd = bytes.NewReader(b)
+	if hasBody {
+		rd = bytes.NewReader(payload)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, u.String(), err)
 	}
-	if body != nil || method != http.MethodGet {
+	if hasBody || method != http.MethodGet {
 		// The server refuses a write not declared as JSON, even one
 		// without a body (a heartbeat): browsers cannot forge that.
 		req.Header.Set("Content-Type", "application/json")

@@ -30,21 +30,73 @@ var errStalled = errors.New("stalled")
 // instance list, or a reset (WatchEvent.Reset: drop every service not
 // named in it) when the server sends the whole state again. service limits the stream to one service (empty: all);
 // index starts after that revision (0: a first snapshot of everything).
-// It returns when parent ends (parent.Err()), when fn fails (fn's error), or
-// when the stream breaks or the server ends it (an error naming the URL);
-// the caller may watch again from the last event's Index. A stream on
-// which nothing arrives for Client.WatchStall, not even a keepalive (a
-// connection that died silently), breaks too.
+// It returns when parent ends (parent.Err()), when fn fails (fn's error),
+// on a 4xx, or when the stream breaks or the server ends it (an error
+// naming the URL) and no other server takes it over; the caller may watch
+// again from the last event's Index. A stream on which nothing arrives
+// for Client.WatchStall, not even a keepalive (a connection that died
+// silently), breaks too.
+//
+// With several servers, a stream that breaks resumes at once on the
+// next server from the last index delivered (the servers share one
+// store, and its revisions): Watch returns only once every server has
+// failed in a row.
 func (c *Client) Watch(parent context.Context, service string, index int64, fn func(WatchEvent) error) error {
+	failures := 0
+	var errs []error
+	for {
+		s := c.order()[0]
+		established := false
+		var fnErr error
+		err := c.watchOne(parent, s, service, index, func() { established = true; c.answered(s) }, func(ev WatchEvent) error {
+			if ev.Index > index {
+				index = ev.Index
+			}
+			fnErr = fn(ev)
+			return fnErr
+		})
+		switch {
+		case fnErr != nil:
+			return fnErr
+		case parent.Err() != nil:
+			return parent.Err()
+		case !failsOver(err):
+			c.answered(s)
+			return err
+		}
+		c.failed(s, err)
+		if established {
+			failures, errs = 0, nil
+		}
+		failures++
+		errs = append(errs, err)
+		if failures >= len(c.servers) {
+			if len(errs) == 1 {
+				return errs[0]
+			}
+			return &allFailed{errs}
+		}
+	}
+}
+
+// watchOne follows one server's stream; connected is called once it
+// answers 200.
+func (c *Client) watchOne(parent context.Context, s *server, service string, index int64, connected func(), fn func(WatchEvent) error) error {
 	stall := c.WatchStall
 	if stall <= 0 {
 		stall = DefaultWatchStall
 	}
+	// Until the server answers, another one left to try waits only an
+	// attempt's timeout.
+	waited := stall
+	if len(c.servers) > 1 {
+		waited = min(stall, c.attemptTimeout(parent))
+	}
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
-	timer := time.AfterFunc(stall, func() { cancel(errStalled) })
+	timer := time.AfterFunc(waited, func() { cancel(errStalled) })
 	defer timer.Stop()
-	u := *c.base
+	u := *s.base
 	u.Path += "/v1/watch"
 	q := url.Values{}
 	if service != "" {
@@ -64,7 +116,7 @@ func (c *Client) Watch(parent context.Context, service string, index int64, fn f
 	}
 	stalled := func() error {
 		if parent.Err() == nil && errors.Is(context.Cause(ctx), errStalled) {
-			return fmt.Errorf("GET %s: nothing from the server for %s, not even a keepalive", u.String(), stall)
+			return fmt.Errorf("GET %s: nothing from the server for %s, not even a keepalive", u.String(), waited)
 		}
 		return nil
 	}
@@ -84,6 +136,9 @@ func (c *Client) Watch(parent context.Context, service string, index int64, fn f
 		}
 		return e
 	}
+	connected()
+	waited = stall
+	timer.Reset(stall)
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), MaxWatchEvent)
 	var event string

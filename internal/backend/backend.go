@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/signpost-dns/signpost/internal/registry"
 )
@@ -96,4 +97,34 @@ func PublicMeta(meta map[string]string) map[string]string {
 		}
 	}
 	return out
+}
+
+// Link is one server a backend writes through, as the backend last saw
+// it.
+type Link struct {
+	// Name is the server's address (its URL).
+	Name string `json:"server"`
+	// State is "up", "down" or "unknown" (nothing sent to it yet).
+	State string `json:"state"`
+	// Current is set on the server writes go to now.
+	Current bool `json:"current"`
+	// Since is when State last changed.
+	Since time.Time `json:"since,omitzero"`
+	// LastError is the last failure's message.
+	LastError string `json:"last_error,omitempty"`
+}
+
+// Links is what a LinkReporter reports.
+type Links struct {
+	Servers []Link `json:"servers"`
+	// Failovers counts the moves to another server because the current
+	// one failed.
+	Failovers uint64 `json:"failovers"`
+}
+
+// LinkReporter is implemented by a backend that writes through servers
+// (the signpost server backend, which fails over between several), so
+// that the agent can report which one it uses and which are failing.
+type LinkReporter interface {
+	Links() Links
 }

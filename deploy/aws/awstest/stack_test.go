@@ -312,7 +312,7 @@ func TestECRStack(t *testing.T) {
 
 // TestServerStack deploys the server backend, with the embedded store and
 // with etcd: the servers on their fixed addresses, the agents pointed at
-// the first. The Resolver endpoint, rule and association are not emulated
+// every one. The Resolver endpoint, rule and association are not emulated
 // by moto (motoSkips): their wiring is checked by cfn-lint only.
 func TestServerStack(t *testing.T) {
 	tpl := readTemplate(t, templatePath)
@@ -342,7 +342,11 @@ func TestServerStack(t *testing.T) {
 				t.Errorf("ServerAddresses %q, want %q", got, want)
 			}
 			_, agent := taskDef(c, s.physical("AgentTaskDefinition"))
-			wantArgs(t, "agent", agent.Command, "--server", "http://10.0.0.53:8080", "--token-file", "/etc/signpost/token", "--advertise-ip", "ec2")
+			servers := "http://10.0.0.53:8080"
+			if v.Store == "etcd" {
+				servers += ",http://10.0.1.53:8080" // every server, to fail over
+			}
+			wantArgs(t, "agent", agent.Command, "--server", servers, "--token-file", "/etc/signpost/token", "--advertise-ip", "ec2")
 			deleteStack(t, s)
 		})
 	}

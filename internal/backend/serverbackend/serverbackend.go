@@ -52,7 +52,21 @@ func (b *Backend) bounded(ctx context.Context) (context.Context, context.CancelF
 	return context.WithTimeout(ctx, b.timeout)
 }
 
-var _ backend.Backend = (*Backend)(nil)
+var (
+	_ backend.Backend      = (*Backend)(nil)
+	_ backend.LinkReporter = (*Backend)(nil)
+)
+
+// Links implements backend.LinkReporter: the client's servers, which one
+// is current and which are failing.
+func (b *Backend) Links() backend.Links {
+	st := b.client.Servers()
+	out := backend.Links{Servers: make([]backend.Link, len(st)), Failovers: b.client.Failovers()}
+	for i, s := range st {
+		out.Servers[i] = backend.Link{Name: s.URL, State: s.State, Current: s.Current, Since: s.Since, LastError: s.LastError}
+	}
+	return out
+}
 
 // New returns a backend that registers as node with a lease of ttl.
 func New(client *apiclient.Client, node string, ttl time.Duration) (*Backend, error) {
