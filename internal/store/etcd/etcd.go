@@ -75,6 +75,9 @@ type Store struct {
 	// calls after it fail at once, saying so.
 	closed     context.Context
 	closeCalls context.CancelFunc
+	// chunkHook, set by tests only, runs after each transaction of a node
+	// set written in several (0: the pending mark).
+	chunkHook func(ctx context.Context, i int)
 }
 
 type nodeRecord struct {
@@ -607,10 +610,12 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 				granted = 0 // the node's record holds it now
 			}
 			nodeRev = tr.Header.Revision
-			for _, c := range chunks[:len(chunks)-1] {
+			s.afterChunk(cctx, 0)
+			for i, c := range chunks[:len(chunks)-1] {
 				if _, err := s.commitChunk(cctx, nkey, nodeRev, c, "", lease); err != nil {
 					return err
 				}
+				s.afterChunk(cctx, i+1)
 			}
 			chunks = chunks[len(chunks)-1:]
 		}
@@ -632,6 +637,12 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 		return nil
 	})
 	return rev, err
+}
+
+func (s *Store) afterChunk(ctx context.Context, i int) {
+	if s.chunkHook != nil {
+		s.chunkHook(ctx, i)
+	}
 }
 
 // revoke ends a lease that no longer holds anything, best effort: left
