@@ -24,9 +24,9 @@ func bigInst(prefix string, i int) registry.Instance {
 	return registry.Instance{
 		ID: fmt.Sprintf("%s-%04d", prefix, i), Service: "bulk",
 		Address: netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 7}), Port: uint16(30000 + i%30000),
-		Tags: []string{"v2", "blue", "zone-a"},
-		Meta: map[string]string{"version": "2.14.3", "image": "registry.example.com/team/bulk-worker:2.14.3", "commit": "9f3c2a1b7d"},
-		Health: registry.Health{Status: "passing", Output: "HTTP GET http://127.0.0.1:8080/healthz: 200 OK"},
+		Tags:      []string{"v2", "blue", "zone-a"},
+		Meta:      map[string]string{"version": "2.14.3", "image": "registry.example.com/team/bulk-worker:2.14.3", "commit": "9f3c2a1b7d"},
+		Health:    registry.Health{Status: "passing", Output: "HTTP GET http://127.0.0.1:8080/healthz: 200 OK"},
 		Container: fmt.Sprintf("bulk-worker-%s-%04d", prefix, i),
 	}
 }
