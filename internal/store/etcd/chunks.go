@@ -81,7 +81,9 @@ func (s *Store) getAt(ctx context.Context, keys []string, rev int64) (map[string
 		for i, k := range keys[:n] {
 			ops[i] = clientv3.OpGet(k, clientv3.WithRev(rev))
 		}
-		r, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		rctx, cancel := s.request(ctx)
+		r, err := s.cli.Txn(rctx).Then(ops...).Commit()
+		cancel()
 		if err != nil {
 			return nil, err
 		}
@@ -156,7 +158,9 @@ func (s *Store) commitChunk(ctx context.Context, nkey string, nodeRev int64, ws 
 		// this revision before the record that commits them.
 		ops = append(ops, clientv3.OpPut(nkey, rec, clientv3.WithLease(lease)))
 	}
-	tr, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	rctx, cancel := s.request(ctx)
+	defer cancel()
+	tr, err := s.cli.Txn(rctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			return nil, errLeaseGone

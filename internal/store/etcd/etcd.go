@@ -483,8 +483,15 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 		}
 	}()
 	var rev int64
-	err = s.attempts(ctx, fmt.Sprintf("replace instances of node %q", node), func(cctx context.Context) error {
-		g, err := s.cli.Get(cctx, nkey)
+	// A set is given the store's budget for each nodeSetStep instances,
+	// and each etcd request a third of the budget: a set written in many
+	// transactions is not cut for its size, and a request lost with a
+	// dying leader is still tried again.
+	budget := s.timeout * time.Duration(1+len(insts)/nodeSetStep)
+	err = s.retryWithin(ctx, fmt.Sprintf("replace instances of node %q", node), budget, wholeBudget, func(cctx context.Context) error {
+		rctx, rcancel := s.request(cctx)
+		g, err := s.cli.Get(rctx, nkey)
+		rcancel()
 		if err != nil {
 			return err
 		}
@@ -509,13 +516,18 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 				// the lease granted here is in use.
 				granted = 0
 			}
-			if oldKeys, live, err = s.leaseKeys(cctx, rec.Lease); err != nil {
+			rctx, rcancel := s.request(cctx)
+			oldKeys, live, err = s.leaseKeys(rctx, rec.Lease)
+			rcancel()
+			if err != nil {
 				return fmt.Errorf("read lease: %w", err)
 			}
 			if p := rec.Pending; p != nil && p.PrevLease != 0 && p.PrevLease != rec.Lease {
 				// A set that moved the node to a new lease was cut short:
 				// the old lease's keys are the node's too.
-				more, _, err := s.leaseKeys(cctx, p.PrevLease)
+				rctx, rcancel := s.request(cctx)
+				more, _, err := s.leaseKeys(rctx, p.PrevLease)
+				rcancel()
 				if err != nil {
 					return fmt.Errorf("read lease: %w", err)
 				}
@@ -524,7 +536,10 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 		}
 		lease := rec.Lease
 		if live && rec.TTL == ttl {
-			if _, err := s.cli.KeepAliveOnce(cctx, lease); err != nil {
+			rctx, rcancel := s.request(cctx)
+			_, err := s.cli.KeepAliveOnce(rctx, lease)
+			rcancel()
+			if err != nil {
 				if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 					return errContended // expired meanwhile: the next round grants a new one
 				}
@@ -532,7 +547,9 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 			}
 		} else {
 			if granted == 0 {
-				g, err := s.cli.Grant(cctx, ttlSec)
+				rctx, rcancel := s.request(cctx)
+				g, err := s.cli.Grant(rctx, ttlSec)
+				rcancel()
 				if err != nil {
 					return fmt.Errorf("grant lease: %w", err)
 				}
@@ -644,6 +661,10 @@ func (s *Store) afterChunk(ctx context.Context, i int) {
 		s.chunkHook(ctx, i)
 	}
 }
+
+// nodeSetStep is the number of instances of a node set for which it is
+// given the store's whole budget (--etcd-timeout) again.
+const nodeSetStep = 2000
 
 // revoke ends a lease that no longer holds anything, best effort: left
 // alone it would only expire.
