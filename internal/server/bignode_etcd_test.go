@@ -24,8 +24,8 @@ func bulkSet(prefix string, n int) []registry.Instance {
 		out[i] = registry.Instance{
 			ID: fmt.Sprintf("%s-%04d", prefix, i), Service: "bulk",
 			Address: netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 9}), Port: uint16(30000 + i),
-			Tags: []string{"v2", "blue", "zone-a"},
-			Meta: map[string]string{"version": "2.14.3", "image": "registry.example.com/team/bulk-worker:2.14.3", "commit": "9f3c2a1b7d"},
+			Tags:      []string{"v2", "blue", "zone-a"},
+			Meta:      map[string]string{"version": "2.14.3", "image": "registry.example.com/team/bulk-worker:2.14.3", "commit": "9f3c2a1b7d"},
 			Health:    registry.Health{Status: "passing", Output: "HTTP GET http://127.0.0.1:8080/healthz: 200 OK"},
 			Container: fmt.Sprintf("bulk-worker-%s-%04d", prefix, i),
 		}
