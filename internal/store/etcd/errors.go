@@ -196,6 +196,19 @@ const (
 )
 
 func (s *Store) retry(ctx context.Context, what string, share attemptTime, attempt func(cctx context.Context) error) error {
+	return s.retryWithin(ctx, what, s.timeout, share, attempt)
+}
+
+// request bounds one etcd request of an attempt that may take the whole
+// budget (wholeBudget) by a third of the store's timeout, at least
+// minAttempt: a request that a member took for a leader that then died is
+// never answered, and is cut and tried again.
+func (s *Store) request(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, max(s.timeout/3, minAttempt))
+}
+
+// retryWithin is retry with a budget of its own.
+func (s *Store) retryWithin(ctx context.Context, what string, budget time.Duration, share attemptTime, attempt func(cctx context.Context) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
@@ -203,10 +216,10 @@ func (s *Store) retry(ctx context.Context, what string, share attemptTime, attem
 		return errClosed(what)
 	}
 	start := time.Now()
-	cctx, cancel := s.call(ctx)
+	cctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	defer context.AfterFunc(s.closed, cancel)()
-	budget := time.Until(deadlineOf(cctx))
+	budget = time.Until(deadlineOf(cctx))
 	per := budget
 	if share == splitBudget {
 		per = max(budget/3, minAttempt)

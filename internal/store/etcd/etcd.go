@@ -38,11 +38,6 @@ import (
 // DefaultPrefix is the key prefix the registry lives under by default.
 const DefaultPrefix = "/signpost/"
 
-// MaxNodeInstances is the most instances one ReplaceNode may carry: the
-// whole set is one etcd transaction, and etcd refuses transactions of more
-// than 128 operations unless its --max-txn-ops is raised.
-const MaxNodeInstances = 120
-
 // maxAttempts bounds the optimistic retries of one write under contention.
 const maxAttempts = 20
 
@@ -80,11 +75,19 @@ type Store struct {
 	// calls after it fail at once, saying so.
 	closed     context.Context
 	closeCalls context.CancelFunc
+	// chunkHook, set by tests only, runs after each transaction of a node
+	// set written in several (0: the pending mark).
+	chunkHook func(ctx context.Context, i int)
 }
 
 type nodeRecord struct {
 	Lease clientv3.LeaseID `json:"lease"`
 	TTL   time.Duration    `json:"ttl"`
+	// Pending is set while a node set is written in several transactions.
+	Pending *pendingMark `json:"pending,omitempty"`
+	// Released is set just before ReleaseNode revokes the lease, so that
+	// watchers do not take the deletes for an expiry.
+	Released bool `json:"released,omitempty"`
 }
 
 // Open connects to the etcd cluster at opts.Endpoints. It does not wait for
@@ -203,26 +206,93 @@ func stamp(in *registry.Instance, old *registry.Instance) {
 	}
 }
 
-// List implements registry.Store.
+// List implements registry.Store. It reads every instance and node record
+// at one revision, a page at a time; a node whose set is being written in
+// several transactions (see ReplaceNode) is shown as it was before.
 func (s *Store) List(ctx context.Context) ([]registry.Instance, int64, error) {
-	var resp *clientv3.GetResponse
+	var out []registry.Instance
+	var rev int64
 	err := s.reads(ctx, "list "+s.instPrefix, func(cctx context.Context) error {
-		var err error
-		resp, err = s.cli.Get(cctx, s.instPrefix, clientv3.WithPrefix())
-		return err
+		byID := map[string]registry.Instance{}
+		r, err := s.rangeAt(cctx, s.instPrefix, 0, func(kv *mvccpb.KeyValue) error {
+			in, err := decodeInstance(kv)
+			if err != nil {
+				return err
+			}
+			byID[in.ID] = *in
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		pending := map[string]int64{} // node -> the revision to show it at
+		_, err = s.rangeAt(cctx, s.nodePrefix, r, func(kv *mvccpb.KeyValue) error {
+			rec, err := decodeNode(kv)
+			if err != nil {
+				return err
+			}
+			if rec.Pending != nil {
+				pending[strings.TrimPrefix(string(kv.Key), s.nodePrefix)] = rec.Pending.Base
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if err := s.showBefore(cctx, byID, pending); err != nil {
+			return err
+		}
+		out = make([]registry.Instance, 0, len(byID))
+		for _, in := range byID {
+			out = append(out, in)
+		}
+		slices.SortFunc(out, func(a, b registry.Instance) int { return strings.Compare(a.ID, b.ID) })
+		rev = r
+		return nil
 	})
 	if err != nil {
 		return nil, 0, err
 	}
-	out := make([]registry.Instance, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		in, err := decodeInstance(kv)
-		if err != nil {
-			return nil, 0, err
-		}
-		out = append(out, *in)
+	return out, rev, nil
+}
+
+// showBefore replaces, in byID, the instances of each pending node by
+// those it had at its base revision (an instance that another node has
+// taken since stays the other node's).
+func (s *Store) showBefore(ctx context.Context, byID map[string]registry.Instance, pending map[string]int64) error {
+	if len(pending) == 0 {
+		return nil
 	}
-	return out, resp.Header.Revision, nil
+	for id, in := range byID {
+		if _, ok := pending[in.Node]; ok {
+			delete(byID, id)
+		}
+	}
+	bases := map[int64]bool{}
+	for _, b := range pending {
+		bases[b] = true
+	}
+	for base := range bases {
+		_, err := s.rangeAt(ctx, s.instPrefix, base, func(kv *mvccpb.KeyValue) error {
+			in, err := decodeInstance(kv)
+			if err != nil {
+				return err
+			}
+			if b, ok := pending[in.Node]; ok && b == base {
+				if _, taken := byID[in.ID]; !taken {
+					byID[in.ID] = *in
+				}
+			}
+			return nil
+		})
+		if errors.Is(err, rpctypes.ErrCompacted) {
+			return fmt.Errorf("a node set is being written and the registry before it (revision %d) is compacted; it is shown once the set is committed or replaced: %w", base, registry.ErrUnavailable)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Put implements registry.Store.
@@ -297,7 +367,9 @@ func (s *Store) Put(ctx context.Context, inst registry.Instance) (int64, error) 
 
 // Delete implements registry.Store. A delete that etcd may have applied
 // before an error (a leader change) and finds the instance gone on its
-// next attempt succeeded.
+// next attempt succeeded. Deleting an instance of a node also rewrites the
+// node's key, as every write of a node's instances does, so that a node
+// set being written meanwhile notices.
 func (s *Store) Delete(ctx context.Context, id string) (int64, error) {
 	key := s.instKey(id)
 	var rev int64
@@ -314,10 +386,25 @@ func (s *Store) Delete(ctx context.Context, id string) (int64, error) {
 			}
 			return registry.ErrNotFound
 		}
-		tr, err := s.cli.Txn(cctx).
-			If(clientv3.Compare(clientv3.ModRevision(key), "=", g.Kvs[0].ModRevision)).
-			Then(clientv3.OpDelete(key)).Commit()
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", g.Kvs[0].ModRevision)}
+		var ops []clientv3.Op
+		if old, err := decodeInstance(g.Kvs[0]); err == nil && old.Node != "" {
+			nkey := s.nodeKey(old.Node)
+			ng, err := s.cli.Get(cctx, nkey, clientv3.WithRev(g.Header.Revision))
+			if err != nil {
+				return err
+			}
+			if len(ng.Kvs) > 0 {
+				nodeKV := ng.Kvs[0]
+				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(nkey), "=", nodeKV.ModRevision))
+				ops = append(ops, clientv3.OpPut(nkey, string(nodeKV.Value), clientv3.WithIgnoreLease()))
+			}
+		}
+		tr, err := s.cli.Txn(cctx).If(cmps...).Then(append(ops, clientv3.OpDelete(key))...).Commit()
 		if err != nil {
+			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				return errContended // the node's lease ran out: its key is gone, read again
+			}
 			maybeDone = true
 			return err
 		}
@@ -359,21 +446,33 @@ func (s *Store) leaseKeys(ctx context.Context, lease clientv3.LeaseID) ([]string
 
 // ReplaceNode implements registry.Store. It reuses the node's lease when it
 // is live and has the same TTL (renewing it), and grants a new one
-// otherwise; the node's set, its lease record and the deletes are one etcd
-// transaction.
+// otherwise. A set whose changes fit in one etcd transaction (txnOps
+// operations, txnBytes bytes) is one transaction with the node's record.
+// A larger one is written in several, atomically for readers: a first
+// transaction marks the node's record pending (with the revision readers
+// keep showing the node at), then transactions of at most txnOps
+// operations write the changes, each guarded by the node key's revision
+// (any other write to the node rewrites that key, so a concurrent write
+// is noticed and the set is read and written again), and the last one
+// writes the record without the mark. List shows a pending node as it was
+// before, and Watch holds back its changes and delivers them together at
+// the commit. A writer that dies between the transactions leaves the mark:
+// the node's next ReplaceNode completes or replaces the set, and its lease
+// running out removes everything.
 func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration, insts []registry.Instance) (int64, error) {
-	if len(insts) > MaxNodeInstances {
-		return 0, &registry.FieldError{Field: "instances", Value: fmt.Sprint(len(insts)), Reason: fmt.Sprintf("more than %d for one node in the etcd store", MaxNodeInstances)}
-	}
 	want, err := registry.PrepareNodeSet(node, ttl, insts)
 	if err != nil {
 		return 0, err
 	}
 	ids := make([]string, 0, len(want))
+	keys := make([]string, 0, len(want))
 	for id := range want {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
+	for _, id := range ids {
+		keys = append(keys, s.instKey(id))
+	}
 	ttlSec := max(int64(math.Ceil(ttl.Seconds())), 1)
 
 	nkey := s.nodeKey(node)
@@ -384,16 +483,27 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 		}
 	}()
 	var rev int64
-	err = s.attempts(ctx, fmt.Sprintf("replace instances of node %q", node), func(cctx context.Context) error {
-		reads := []clientv3.Op{clientv3.OpGet(nkey)}
-		for _, id := range ids {
-			reads = append(reads, clientv3.OpGet(s.instKey(id)))
-		}
-		snap, err := s.cli.Txn(cctx).Then(reads...).Commit()
+	// A set is given the store's budget for each nodeSetStep instances,
+	// and each etcd request a third of the budget: a set written in many
+	// transactions is not cut for its size, and a request lost with a
+	// dying leader is still tried again.
+	budget := s.timeout * time.Duration(1+len(insts)/nodeSetStep)
+	err = s.retryWithin(ctx, fmt.Sprintf("replace instances of node %q", node), budget, wholeBudget, func(cctx context.Context) error {
+		rctx, rcancel := s.request(cctx)
+		g, err := s.cli.Get(rctx, nkey)
+		rcancel()
 		if err != nil {
 			return err
 		}
-		nodeKV := firstKV(snap, 0)
+		snapRev := g.Header.Revision
+		var nodeKV *mvccpb.KeyValue
+		if len(g.Kvs) > 0 {
+			nodeKV = g.Kvs[0]
+		}
+		cur, err := s.getAt(cctx, keys, snapRev)
+		if err != nil {
+			return err
+		}
 		var rec nodeRecord
 		var oldKeys []string
 		live := false
@@ -406,13 +516,30 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 				// the lease granted here is in use.
 				granted = 0
 			}
-			if oldKeys, live, err = s.leaseKeys(cctx, rec.Lease); err != nil {
+			rctx, rcancel := s.request(cctx)
+			oldKeys, live, err = s.leaseKeys(rctx, rec.Lease)
+			rcancel()
+			if err != nil {
 				return fmt.Errorf("read lease: %w", err)
+			}
+			if p := rec.Pending; p != nil && p.PrevLease != 0 && p.PrevLease != rec.Lease {
+				// A set that moved the node to a new lease was cut short:
+				// the old lease's keys are the node's too.
+				rctx, rcancel := s.request(cctx)
+				more, _, err := s.leaseKeys(rctx, p.PrevLease)
+				rcancel()
+				if err != nil {
+					return fmt.Errorf("read lease: %w", err)
+				}
+				oldKeys = append(oldKeys, more...)
 			}
 		}
 		lease := rec.Lease
 		if live && rec.TTL == ttl {
-			if _, err := s.cli.KeepAliveOnce(cctx, lease); err != nil {
+			rctx, rcancel := s.request(cctx)
+			_, err := s.cli.KeepAliveOnce(rctx, lease)
+			rcancel()
+			if err != nil {
 				if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 					return errContended // expired meanwhile: the next round grants a new one
 				}
@@ -420,7 +547,9 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 			}
 		} else {
 			if granted == 0 {
-				g, err := s.cli.Grant(cctx, ttlSec)
+				rctx, rcancel := s.request(cctx)
+				g, err := s.cli.Grant(rctx, ttlSec)
+				rcancel()
 				if err != nil {
 					return fmt.Errorf("grant lease: %w", err)
 				}
@@ -428,22 +557,16 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 			}
 			lease = granted
 		}
-		recVal, err := json.Marshal(nodeRecord{Lease: lease, TTL: ttl})
-		if err != nil {
-			return fmt.Errorf("encode lease: %w", err)
-		}
-		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(nkey), "=", modRev(nodeKV))}
-		writes := []clientv3.Op{clientv3.OpPut(nkey, string(recVal), clientv3.WithLease(lease))}
+		var writes []write
 		for _, k := range oldKeys {
 			if _, keep := want[strings.TrimPrefix(k, s.instPrefix)]; !keep {
-				writes = append(writes, clientv3.OpDelete(k))
+				writes = append(writes, write{op: clientv3.OpDelete(k), size: len(k)})
 			}
 		}
-		for i, id := range ids {
+		for _, id := range ids {
 			in := want[id]
 			key := s.instKey(id)
-			oldKV := firstKV(snap, i+1)
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", modRev(oldKV)))
+			oldKV := cur[key]
 			var old *registry.Instance
 			if oldKV != nil {
 				if old, err = decodeInstance(oldKV); err != nil {
@@ -461,33 +584,87 @@ func (s *Store) ReplaceNode(ctx context.Context, node string, ttl time.Duration,
 			if err != nil {
 				return fmt.Errorf("encode instance %q: %w", id, err)
 			}
-			writes = append(writes, clientv3.OpPut(key, string(val), clientv3.WithLease(lease)))
+			w := write{op: clientv3.OpPut(key, string(val), clientv3.WithLease(lease)), size: len(key) + len(val)}
+			if oldKV == nil || nodeKV == nil {
+				// The node's own instances change only with its key, which
+				// every transaction compares; any other key is compared
+				// itself (a new one must still be absent).
+				c := clientv3.Compare(clientv3.ModRevision(key), "=", modRev(oldKV))
+				w.cmp = &c
+			}
+			writes = append(writes, w)
 		}
-		tr, err := s.cli.Txn(cctx).If(cmps...).Then(writes...).Commit()
+		final, err := json.Marshal(nodeRecord{Lease: lease, TTL: ttl})
 		if err != nil {
-			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-				if lease == granted {
+			return fmt.Errorf("encode lease: %w", err)
+		}
+		prevLease := rec.Lease
+		if rec.Pending != nil && rec.Pending.PrevLease != 0 {
+			prevLease = rec.Pending.PrevLease
+		}
+		chunks := chunk(writes)
+		nodeRev := modRev(nodeKV)
+		if len(chunks) > 1 {
+			mark := pendingMark{Base: snapRev}
+			if rec.Pending != nil {
+				mark.Base = rec.Pending.Base // readers still see the node as before the first try
+			}
+			if nodeKV != nil && prevLease != lease {
+				mark.PrevLease = prevLease
+			}
+			val, err := json.Marshal(nodeRecord{Lease: lease, TTL: ttl, Pending: &mark})
+			if err != nil {
+				return fmt.Errorf("encode lease: %w", err)
+			}
+			tr, err := s.commitChunk(cctx, nkey, nodeRev, nil, string(val), lease)
+			if err != nil {
+				if errors.Is(err, errLeaseGone) && lease == granted {
 					granted = 0
 				}
-				return errContended
+				return err
+			}
+			if lease == granted {
+				granted = 0 // the node's record holds it now
+			}
+			nodeRev = tr.Header.Revision
+			s.afterChunk(cctx, 0)
+			for i, c := range chunks[:len(chunks)-1] {
+				if _, err := s.commitChunk(cctx, nkey, nodeRev, c, "", lease); err != nil {
+					return err
+				}
+				s.afterChunk(cctx, i+1)
+			}
+			chunks = chunks[len(chunks)-1:]
+		}
+		tr, err := s.commitChunk(cctx, nkey, nodeRev, chunks[0], string(final), lease)
+		if err != nil {
+			if errors.Is(err, errLeaseGone) && lease == granted {
+				granted = 0
 			}
 			return err
 		}
-		if !tr.Succeeded {
-			return errContended
-		}
 		if lease == granted {
 			granted = 0
-			if nodeKV != nil && rec.Lease != lease {
-				// Everything moved to the new lease; the old one holds nothing.
-				s.revoke(rec.Lease, node)
-			}
+		}
+		if nodeKV != nil && prevLease != lease {
+			// Everything moved to the new lease; the old one holds nothing.
+			s.revoke(prevLease, node)
 		}
 		rev = tr.Header.Revision
 		return nil
 	})
 	return rev, err
 }
+
+func (s *Store) afterChunk(ctx context.Context, i int) {
+	if s.chunkHook != nil {
+		s.chunkHook(ctx, i)
+	}
+}
+
+// nodeSetStep is the number of instances of a node set for which it is
+// given the store's whole budget (--etcd-timeout) again.
+const nodeSetStep = 2000
 
 // revoke ends a lease that no longer holds anything, best effort: left
 // alone it would only expire.
@@ -524,10 +701,12 @@ func (s *Store) KeepAlive(ctx context.Context, node string) error {
 	})
 }
 
-// ReleaseNode implements registry.Store. It deletes the node's instances
-// in one transaction, then revokes its lease, so that watchers do not take
-// the deletes for an expiry. A release that etcd may have applied before
-// an error and finds the node gone on its next attempt succeeded.
+// ReleaseNode implements registry.Store. It marks the node's record
+// released, then revokes the node's lease, which deletes the node's
+// instances and record in one etcd revision whatever their number;
+// watchers take deletes whose record was marked released for a release,
+// not an expiry. A release that etcd may have applied before an error and
+// finds the node gone on its next attempt succeeded.
 func (s *Store) ReleaseNode(ctx context.Context, node string) (int64, error) {
 	nkey := s.nodeKey(node)
 	var rev int64
@@ -549,31 +728,37 @@ func (s *Store) ReleaseNode(ctx context.Context, node string) (int64, error) {
 		if err != nil {
 			return err
 		}
-		keys, _, err := s.leaseKeys(cctx, rec.Lease)
-		if err != nil {
-			return fmt.Errorf("read lease: %w", err)
+		if !rec.Released {
+			rec.Released = true
+			val, err := json.Marshal(rec)
+			if err != nil {
+				return fmt.Errorf("encode lease: %w", err)
+			}
+			tr, err := s.cli.Txn(cctx).
+				If(clientv3.Compare(clientv3.ModRevision(nkey), "=", nodeKV.ModRevision)).
+				Then(clientv3.OpPut(nkey, string(val), clientv3.WithLease(rec.Lease))).Commit()
+			if err != nil {
+				if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+					return registry.ErrNoLease
+				}
+				maybeDone = true
+				return err
+			}
+			if !tr.Succeeded {
+				return errContended
+			}
 		}
-		writes := []clientv3.Op{clientv3.OpPut(nkey, string(nodeKV.Value), clientv3.WithLease(rec.Lease))}
-		for _, k := range keys {
-			writes = append(writes, clientv3.OpDelete(k))
-		}
-		tr, err := s.cli.Txn(cctx).
-			If(clientv3.Compare(clientv3.ModRevision(nkey), "=", nodeKV.ModRevision)).
-			Then(writes...).Commit()
+		r, err := s.cli.Revoke(cctx, rec.Lease)
 		if err != nil {
 			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-				return registry.ErrNoLease
+				return errContended // gone meanwhile: read again
 			}
 			maybeDone = true
-			return err
+			return fmt.Errorf("revoke lease: %w", err)
 		}
-		if !tr.Succeeded {
-			return errContended
-		}
-		rev = tr.Header.Revision
-		if _, err := s.cli.Revoke(cctx, rec.Lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			maybeDone = true
-			return fmt.Errorf("instances deleted, but revoke lease: %w", err)
+		rev = r.Header.Revision
+		if p := rec.Pending; p != nil && p.PrevLease != 0 && p.PrevLease != rec.Lease {
+			s.revoke(p.PrevLease, node)
 		}
 		return nil
 	})
@@ -585,12 +770,15 @@ func (s *Store) ReleaseNode(ctx context.Context, node string) (int64, error) {
 func (s *Store) Leases(ctx context.Context) ([]registry.Lease, error) {
 	var out []registry.Lease
 	err := s.reads(ctx, "list node leases under "+s.nodePrefix, func(cctx context.Context) error {
-		g, err := s.cli.Get(cctx, s.nodePrefix, clientv3.WithPrefix())
-		if err != nil {
+		var kvs []*mvccpb.KeyValue
+		if _, err := s.rangeAt(cctx, s.nodePrefix, 0, func(kv *mvccpb.KeyValue) error {
+			kvs = append(kvs, kv)
+			return nil
+		}); err != nil {
 			return err
 		}
-		out = make([]registry.Lease, 0, len(g.Kvs))
-		for _, kv := range g.Kvs {
+		out = make([]registry.Lease, 0, len(kvs))
+		for _, kv := range kvs {
 			node := strings.TrimPrefix(string(kv.Key), s.nodePrefix)
 			rec, err := decodeNode(kv)
 			if err != nil {

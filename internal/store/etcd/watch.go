@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,8 +33,13 @@ func (s *Store) Watch(ctx context.Context, rev int64) (<-chan registry.WatchResp
 	if err != nil {
 		return nil, err
 	}
+	pending, err := s.pendingAt(ctx, rev)
+	if err != nil {
+		w.cancel()
+		return nil, err
+	}
 	out := make(chan registry.WatchResponse, 16)
-	go s.follow(ctx, w, rev, out)
+	go s.follow(ctx, w, rev, pending, out)
 	return out, nil
 }
 
@@ -100,7 +107,7 @@ func (s *Store) openWatch(ctx context.Context, rev int64) (*watchStream, error) 
 
 // follow sends the responses of w, and of the streams that replace it when
 // it goes silent, to out until ctx is done or the watch fails.
-func (s *Store) follow(ctx context.Context, w *watchStream, rev int64, out chan<- registry.WatchResponse) {
+func (s *Store) follow(ctx context.Context, w *watchStream, rev int64, pending map[string]*held, out chan<- registry.WatchResponse) {
 	defer func() { w.cancel() }()
 	defer close(out)
 	send := func(r registry.WatchResponse) bool {
@@ -121,7 +128,13 @@ func (s *Store) follow(ctx context.Context, w *watchStream, rev int64, out chan<
 		if resp.IsProgressNotify() {
 			return send(registry.WatchResponse{Rev: resp.Header.Revision})
 		}
-		evs, reached := s.translate(resp.Events)
+		evs, reached, err := s.translate(ctx, pending, resp.Events)
+		if err != nil {
+			if ctx.Err() == nil {
+				send(registry.WatchResponse{Err: err})
+			}
+			return false
+		}
 		if len(evs) == 0 && reached == 0 {
 			return true
 		}
@@ -190,17 +203,138 @@ func (s *Store) watchErr(ctx context.Context, rev int64, resp clientv3.WatchResp
 	return s.fail(ctx, err, fmt.Sprintf("watch %s after revision %d", s.prefix, rev))
 }
 
+// held is a node whose set is being written in several transactions, as
+// a watch follows it: its changes are held back until the commit.
+type held struct {
+	base int64 // the revision readers see the node at until then
+	// seen says that the watch saw the set begin, so that evs holds every
+	// change of the node since base; otherwise the watch began meanwhile
+	// and the commit is read from etcd.
+	seen  bool
+	evs   map[string]*heldEvent
+	order []string
+}
+
+type heldEvent struct {
+	ev      registry.Event
+	existed bool // the instance existed before its first held change
+}
+
+func (h *held) add(ev registry.Event, existed bool) {
+	if h.evs == nil {
+		h.evs = map[string]*heldEvent{}
+	}
+	id := ev.Instance.ID
+	if e, ok := h.evs[id]; ok {
+		e.ev = ev
+		return
+	}
+	h.evs[id] = &heldEvent{ev: ev, existed: existed}
+	h.order = append(h.order, id)
+}
+
+// pendingAt returns the nodes whose set was being written at rev, as held
+// nodes the watch did not see begin.
+func (s *Store) pendingAt(ctx context.Context, rev int64) (map[string]*held, error) {
+	out := map[string]*held{}
+	if rev <= 0 {
+		return out, nil
+	}
+	err := s.reads(ctx, "read node records under "+s.nodePrefix, func(cctx context.Context) error {
+		_, err := s.rangeAt(cctx, s.nodePrefix, rev, func(kv *mvccpb.KeyValue) error {
+			rec, err := decodeNode(kv)
+			if err == nil && rec.Pending != nil {
+				out[strings.TrimPrefix(string(kv.Key), s.nodePrefix)] = &held{base: rec.Pending.Base}
+			}
+			return nil
+		})
+		return err
+	})
+	if errors.Is(err, rpctypes.ErrCompacted) {
+		return nil, fmt.Errorf("watch %s from revision %d: %w", s.prefix, rev, registry.ErrCompacted)
+	}
+	return out, err
+}
+
+// release returns the held changes of node h, committed at rev, as events
+// of rev: the last change of each instance, without instances that came
+// and went unseen. For a set the watch did not see begin, it reads the
+// node before (at its base) and at rev. reason is that of the deletes
+// when the node's record went at rev.
+func (s *Store) release(ctx context.Context, node string, h *held, rev int64, reason string) ([]registry.Event, error) {
+	var out []registry.Event
+	if h.seen {
+		for _, id := range h.order {
+			e := h.evs[id]
+			if e == nil || (!e.existed && e.ev.Type == registry.EventDelete) {
+				continue
+			}
+			e.ev.Rev = rev
+			out = append(out, e.ev)
+		}
+		return out, nil
+	}
+	var before, now map[string]registry.Instance
+	taken := map[string]bool{} // IDs another node holds at rev
+	err := s.reads(ctx, fmt.Sprintf("read node %q at revisions %d and %d", node, h.base, rev), func(cctx context.Context) error {
+		var err error
+		if before, err = s.nodeAt(cctx, node, h.base); err != nil {
+			return err
+		}
+		now = map[string]registry.Instance{}
+		_, err = s.rangeAt(cctx, s.instPrefix, rev, func(kv *mvccpb.KeyValue) error {
+			in, err := decodeInstance(kv)
+			if err != nil {
+				return err
+			}
+			if in.Node == node {
+				now[in.ID] = *in
+			} else {
+				taken[in.ID] = true
+			}
+			return nil
+		})
+		return err
+	})
+	if errors.Is(err, rpctypes.ErrCompacted) {
+		return nil, fmt.Errorf("watch %s: node %q's set committed at revision %d, its state before is compacted: %w", s.prefix, node, rev, registry.ErrCompacted)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range slices.Sorted(maps.Keys(before)) {
+		if _, ok := now[id]; !ok && !taken[id] {
+			out = append(out, registry.Event{Type: registry.EventDelete, Rev: rev, Instance: before[id], Reason: reason})
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(now)) {
+		in := now[id]
+		if old, ok := before[id]; ok && registry.SameRegistration(&old, &in) {
+			continue
+		}
+		out = append(out, registry.Event{Type: registry.EventPut, Rev: rev, Instance: in})
+	}
+	return out, nil
+}
+
 // translate turns etcd events into registry events. It drops events that
 // are not instances (node records) and puts that change nothing a watcher
-// sees (only the check time or the lease moved), and returns the highest
-// revision among all of them, which the watch has now delivered.
-func (s *Store) translate(evs []*clientv3.Event) ([]registry.Event, int64) {
+// sees (only the check time or the lease moved), holds back the changes of
+// nodes whose set is being written (pending) and releases them at its
+// commit, and returns the highest revision among all of them, which the
+// watch has now delivered.
+func (s *Store) translate(ctx context.Context, pending map[string]*held, evs []*clientv3.Event) ([]registry.Event, int64, error) {
 	var reached int64
-	var gone map[int64]map[string]bool // revision -> nodes whose record was deleted
+	var gone map[int64]map[string]bool // revision -> nodes whose record expired
 	for _, e := range evs {
 		reached = max(reached, e.Kv.ModRevision)
 		if e.Type == mvccpb.DELETE {
 			if node, ok := strings.CutPrefix(string(e.Kv.Key), s.nodePrefix); ok {
+				if e.PrevKv != nil {
+					if rec, err := decodeNode(e.PrevKv); err == nil && rec.Released {
+						continue // ReleaseNode, not an expiry
+					}
+				}
 				if gone == nil {
 					gone = map[int64]map[string]bool{}
 				}
@@ -213,9 +347,45 @@ func (s *Store) translate(evs []*clientv3.Event) ([]registry.Event, int64) {
 	}
 	var out []registry.Event
 	for _, e := range evs {
+		if node, ok := strings.CutPrefix(string(e.Kv.Key), s.nodePrefix); ok {
+			h := pending[node]
+			if e.Type == mvccpb.PUT {
+				rec, err := decodeNode(e.Kv)
+				if err != nil {
+					s.log.Warn("undecodable node record in etcd watch", "key", string(e.Kv.Key), "rev", e.Kv.ModRevision, "err", err)
+				}
+				if err == nil && rec.Pending != nil {
+					if h == nil {
+						pending[node] = &held{base: rec.Pending.Base, seen: true}
+					}
+					continue
+				}
+			}
+			if h == nil {
+				continue
+			}
+			reason := ""
+			if e.Type == mvccpb.DELETE && gone[e.Kv.ModRevision][node] {
+				reason = registry.ReasonLeaseExpired
+			}
+			rel, err := s.release(ctx, node, h, e.Kv.ModRevision, reason)
+			if err != nil {
+				return nil, 0, err
+			}
+			delete(pending, node)
+			out = append(out, rel...)
+			continue
+		}
 		id, ok := strings.CutPrefix(string(e.Kv.Key), s.instPrefix)
 		if !ok {
 			continue
+		}
+		var ev registry.Event
+		var prev *registry.Instance
+		if e.PrevKv != nil {
+			if o, err := decodeInstance(e.PrevKv); err == nil {
+				prev = o
+			}
 		}
 		switch e.Type {
 		case mvccpb.PUT:
@@ -224,25 +394,33 @@ func (s *Store) translate(evs []*clientv3.Event) ([]registry.Event, int64) {
 				s.log.Warn("skip undecodable instance in etcd watch", "key", string(e.Kv.Key), "rev", e.Kv.ModRevision, "err", err)
 				continue
 			}
-			if e.PrevKv != nil {
-				if old, err := decodeInstance(e.PrevKv); err == nil && registry.SameRegistration(old, in) {
-					continue
-				}
+			if prev != nil && registry.SameRegistration(prev, in) {
+				continue
 			}
-			out = append(out, registry.Event{Type: registry.EventPut, Rev: e.Kv.ModRevision, Instance: *in})
+			ev = registry.Event{Type: registry.EventPut, Rev: e.Kv.ModRevision, Instance: *in}
 		case mvccpb.DELETE:
 			old := &registry.Instance{ID: id}
-			if e.PrevKv != nil {
-				if o, err := decodeInstance(e.PrevKv); err == nil {
-					old = o
-				}
+			if prev != nil {
+				old = prev
 			}
-			ev := registry.Event{Type: registry.EventDelete, Rev: e.Kv.ModRevision, Instance: *old}
+			ev = registry.Event{Type: registry.EventDelete, Rev: e.Kv.ModRevision, Instance: *old}
 			if old.Node != "" && gone[e.Kv.ModRevision][old.Node] {
 				ev.Reason = registry.ReasonLeaseExpired
 			}
-			out = append(out, ev)
+		default:
+			continue
 		}
+		// This change supersedes any held one of another node.
+		for n, h := range pending {
+			if n != ev.Instance.Node && h.evs[id] != nil {
+				h.evs[id] = nil
+			}
+		}
+		if h := pending[ev.Instance.Node]; h != nil {
+			h.add(ev, e.Type == mvccpb.DELETE || e.PrevKv != nil)
+			continue
+		}
+		out = append(out, ev)
 	}
-	return out, reached
+	return out, reached, nil
 }
