@@ -13,6 +13,7 @@ import (
 	"github.com/signpost-dns/signpost/internal/dnsserver"
 	"github.com/signpost-dns/signpost/internal/httpguard"
 	"github.com/signpost-dns/signpost/internal/server"
+	"github.com/signpost-dns/signpost/internal/staleness"
 )
 
 func init() {
@@ -44,6 +45,9 @@ func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
 	tcpMax := fs.Int("dns-tcp-max-conns", 1000, "open DNS TCP connections in all; past it the connection idle the longest is closed")
 	tcpPerClient := fs.Int("dns-tcp-max-conns-per-client", 100, "open DNS TCP connections per client address; past it that client's connection idle the longest is closed")
 	tcpIdle := fs.Duration("dns-tcp-idle-timeout", 10*time.Second, "close a DNS TCP connection that has not sent a whole query for this long")
+	fs.StringVar(&cfg.Advertise, "advertise", "", "with --store etcd: the address or host name other servers reach this one at, announced in etcd with the --http and --dns ports (default: the --http host, which must then not be 0.0.0.0 or ::)")
+	fs.DurationVar(&cfg.StaleAfter, "stale-after", staleness.DefaultStaleAfter, "with --store etcd: without an answer from etcd for this long the server is stale: /healthz says so and DNS answers from memory with a TTL of at most 1s")
+	fs.DurationVar(&cfg.MaxStale, "max-stale", staleness.DefaultMaxStale, "with --store etcd: stale for longer than this while another server is current, the server answers SERVFAIL for the zone so that clients move to that one; when none is current, all answer their last known state")
 	fs.BoolVar(&cfg.AllowLinkLocal, "allow-link-local", false, "accept registrations of link-local addresses (169.254.0.0/16, fe80::/10), refused by default")
 	mkResolver := resolverFlags(fs)
 	allowedHosts := httpFlags(fs, &cfg)
@@ -66,6 +70,9 @@ func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
 		}
 		if *ttl < time.Second || *negTTL < time.Second {
 			return cfg, usagef("--ttl %s, --negative-ttl %s: want at least 1s", *ttl, *negTTL)
+		}
+		if cfg.StaleAfter < 500*time.Millisecond || cfg.MaxStale < cfg.StaleAfter {
+			return cfg, usagef("--stale-after %s, --max-stale %s: want --stale-after at least 500ms and --max-stale at least --stale-after", cfg.StaleAfter, cfg.MaxStale)
 		}
 		if *leaseTTL < time.Second {
 			return cfg, usagef("--lease-ttl %s: want at least 1s", *leaseTTL)

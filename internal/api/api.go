@@ -50,6 +50,9 @@ type Config struct {
 	// error makes it answer 503 "degraded" and name the error (the agent
 	// of signpost up: Docker unreachable).
 	HealthChecks map[string]func() error
+	// HealthInfo are more facts /healthz shows, by name (such as the
+	// store's last contact): each value is encoded as JSON.
+	HealthInfo map[string]func() any
 }
 
 // API serves the HTTP API.
@@ -497,6 +500,9 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 			msg = r + ": " + registry.ErrUnavailable.Error()
 		}
 		body["status"], body["error"], status = "degraded", msg, http.StatusServiceUnavailable
+	}
+	for name, info := range a.cfg.HealthInfo {
+		body[name] = info()
 	}
 	for name, check := range a.cfg.HealthChecks {
 		body[name] = "ok"

@@ -11,6 +11,7 @@ import (
 const (
 	rcodeNoError  = dns.RcodeSuccess
 	rcodeFormErr  = dns.RcodeFormatError
+	rcodeServFail = dns.RcodeServerFailure
 	rcodeNXDomain = dns.RcodeNameError
 	rcodeNotImp   = dns.RcodeNotImplemented
 	rcodeRefused  = dns.RcodeRefused
@@ -135,6 +136,12 @@ func (q *query) label(i int) []byte {
 // up to MaxUDPSize; over TCP to 65535. It allocates nothing when the
 // answer is already prepared.
 func (s *Server) respond(req, out []byte, tcp bool) []byte {
+	return s.respondAs(req, out, tcp, s.stepAside.Load())
+}
+
+// respondAs is respond, answering SERVFAIL for every name in the zone
+// when stepAside (see SetStepAside).
+func (s *Server) respondAs(req, out []byte, tcp, stepAside bool) []byte {
 	var q query
 	rcode, drop := parse(req, &q)
 	if drop {
@@ -166,6 +173,10 @@ func (s *Server) respond(req, out []byte, tcp bool) []byte {
 	if q.qtype == dns.TypeAXFR || q.qtype == dns.TypeIXFR {
 		s.metrics.count(q.qtype, rcodeRefused)
 		return s.short(req, out, &q, rcodeRefused)
+	}
+	if stepAside {
+		s.metrics.count(q.qtype, rcodeServFail)
+		return s.short(req, out, &q, rcodeServFail)
 	}
 	rel := 0
 	for rel < q.nlabels && int(q.labels[rel]) < start {
@@ -251,7 +262,9 @@ func (s *Server) appendOPT(out []byte, n int, q *query, rcode int) int {
 // short answers with the question and an rcode, and no records.
 func (s *Server) short(req, out []byte, q *query, rcode int) []byte {
 	n := copy(out, req[:q.qEnd])
-	setFlags(out, req, rcode != rcodeRefused, rcode)
+	// Not authoritative when refusing, nor when failing (stepped aside):
+	// the answer is not the zone's.
+	setFlags(out, req, rcode != rcodeRefused && rcode != rcodeServFail, rcode)
 	setCounts(out, 1, 0, 0, 0)
 	if q.edns {
 		n = s.appendOPT(out, n, q, rcode)

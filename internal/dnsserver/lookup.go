@@ -247,14 +247,14 @@ func (s *Server) nsFQDN() string { return s.cfg.NSName + "." + s.cfg.Zone }
 
 func (s *Server) soa() *dns.SOA {
 	return &dns.SOA{
-		Hdr:     dns.RR_Header{Name: s.cfg.Zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: s.cfg.NegTTL},
+		Hdr:     dns.RR_Header{Name: s.cfg.Zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: s.negTTL.Load()},
 		Ns:      s.nsFQDN(),
 		Mbox:    "hostmaster." + s.cfg.Zone,
 		Serial:  s.serial.Load(),
 		Refresh: 3600,
 		Retry:   600,
 		Expire:  86400,
-		Minttl:  s.cfg.NegTTL,
+		Minttl:  s.negTTL.Load(),
 	}
 }
 
@@ -280,7 +280,7 @@ func (s *Server) soaPtrs() (mname, rname int) {
 func (s *Server) soaTailFor(serial uint32) []byte {
 	b := binary.BigEndian.AppendUint16(nil, dns.TypeSOA)
 	b = binary.BigEndian.AppendUint16(b, dns.ClassINET)
-	b = binary.BigEndian.AppendUint32(b, s.cfg.NegTTL)
+	b = binary.BigEndian.AppendUint32(b, s.negTTL.Load())
 	b = append(b, 0, 0)
 	b = append(b, byte(len(s.cfg.NSName)))
 	b = append(b, s.cfg.NSName...)
@@ -288,7 +288,7 @@ func (s *Server) soaTailFor(serial uint32) []byte {
 	b = append(b, byte(len("hostmaster")))
 	b = append(b, "hostmaster"...)
 	b = append(b, 0xc0, 0)
-	for _, v := range []uint32{serial, 3600, 600, 86400, s.cfg.NegTTL} {
+	for _, v := range []uint32{serial, 3600, 600, 86400, s.negTTL.Load()} {
 		b = binary.BigEndian.AppendUint32(b, v)
 	}
 	binary.BigEndian.PutUint16(b[8:], uint16(len(b)-10))

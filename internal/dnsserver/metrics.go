@@ -18,12 +18,12 @@ const (
 var countedTypes = []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeSRV, dns.TypeTXT, dns.TypePTR, dns.TypeSOA, dns.TypeNS, dns.TypeANY}
 
 // Response codes counted by name; anything else counts as "other".
-var countedRcodes = []int{rcodeNoError, rcodeFormErr, rcodeNXDomain, rcodeNotImp, rcodeRefused, rcodeBadVers}
+var countedRcodes = []int{rcodeNoError, rcodeFormErr, rcodeServFail, rcodeNXDomain, rcodeNotImp, rcodeRefused, rcodeBadVers}
 
 // metrics holds counters resolved ahead of time, so counting a query is
 // one atomic add and no map lookup.
 type metrics struct {
-	queries [9][7]prometheus.Counter // [type][rcode]
+	queries [9][8]prometheus.Counter // [type][rcode]
 	dropped prometheus.Counter
 	// tcpClosed counts TCP connections closed to make room, by reason.
 	tcpClosed [3]prometheus.Counter

@@ -51,7 +51,7 @@ func newRRBuilder(s *Server, qname string, n, size int) *rrBuilder {
 		qname:    wire[:l],
 		zoneOff:  uint16(headerLen + l - len(s.zoneWire)),
 		zoneWire: s.zoneWire,
-		ttl:      s.cfg.TTL,
+		ttl:      s.ttl.Load(),
 		buf:      make([]byte, 0, size),
 		off:      make([]uint32, 1, n+1),
 	}

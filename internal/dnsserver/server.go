@@ -80,6 +80,16 @@ type Server struct {
 
 	builder builder
 
+	// ttl and negTTL are the TTLs packed into answers now: the
+	// configured ones, or less while the store is stale (LimitTTL).
+	ttl, negTTL atomic.Uint32
+	// stepAside answers SERVFAIL for the zone on the server's own
+	// listeners (SetStepAside).
+	stepAside atomic.Bool
+	// rebuildMu serializes repacking: the index's change hook and
+	// LimitTTL.
+	rebuildMu sync.Mutex
+
 	serial                       atomic.Uint32
 	soaTail                      atomic.Pointer[[]byte]
 	apexSOA, apexNS, nsA, nsAAAA slot
@@ -173,6 +183,8 @@ func New(cfg Config, ix *registry.Index) (*Server, error) {
 	if n+browseLabels > registry.MaxName {
 		s.log.Warn("DNS-SD browsing is unavailable: _services._dns-sd._udp under this zone would be over 255 bytes; services still resolve", "zone", cfg.Zone, "zone_bytes", n)
 	}
+	s.ttl.Store(cfg.TTL)
+	s.negTTL.Store(cfg.NegTTL)
 	s.zone.browse.Store(emptySet)
 	s.setSerial(uint32(ix.Rev()))
 	ix.OnChange(s.rebuild)

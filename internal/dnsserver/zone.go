@@ -122,7 +122,7 @@ func (n names) dnssd(in *registry.Instance, p int) string {
 }
 
 func (s *Server) hdr(name string, t uint16) dns.RR_Header {
-	return dns.RR_Header{Name: name, Rrtype: t, Class: dns.ClassINET, Ttl: s.cfg.TTL}
+	return dns.RR_Header{Name: name, Rrtype: t, Class: dns.ClassINET, Ttl: s.ttl.Load()}
 }
 
 func (s *Server) srvRR(owner string, in *registry.Instance) dns.RR {
@@ -397,8 +397,15 @@ func (s *Server) runBuilds() {
 // rebuild replaces the named services from the index. It is the index's
 // change hook: it copies the instances (O(n log n) for a service of n)
 // and leaves the packing of large services to the builder, serving their
-// previous answers meanwhile. Hooks never run concurrently.
+// previous answers meanwhile. Hooks never run concurrently, nor with
+// LimitTTL.
 func (s *Server) rebuild(changed []string) {
+	s.rebuildMu.Lock()
+	defer s.rebuildMu.Unlock()
+	s.rebuildLocked(changed)
+}
+
+func (s *Server) rebuildLocked(changed []string) {
 	type change struct{ old, svc *service }
 	chs := make(map[string]change, len(changed))
 	var queue []*service

@@ -29,6 +29,7 @@ type Index struct {
 	syncErr error
 	pingErr error         // the store's own word that it is out of reach
 	wake    chan struct{} // closed and replaced on every change
+	retry   chan struct{} // Retry: end Run's backoff now
 
 	expired atomic.Int64 // instances removed because their node's lease expired
 
@@ -47,6 +48,7 @@ func NewIndex(log *slog.Logger) *Index {
 		bySvc:  map[string]map[string]*Instance{},
 		svcRev: map[string]int64{},
 		wake:   make(chan struct{}),
+		retry:  make(chan struct{}, 1),
 	}
 }
 
@@ -77,6 +79,8 @@ func (ix *Index) Run(ctx context.Context, st Store) error {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(backoff):
+		case <-ix.retry:
+			backoff = 100 * time.Millisecond
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
@@ -129,6 +133,16 @@ func (ix *Index) Status() (synced bool, rev int64, err error) {
 		err = ix.pingErr
 	}
 	return ix.synced, ix.rev, err
+}
+
+// Retry ends Run's wait before it lists the store again, if it is
+// waiting: the store was seen answering again, and the index should be
+// current at once rather than after a backoff of up to 5 s.
+func (ix *Index) Retry() {
+	select {
+	case ix.retry <- struct{}{}:
+	default:
+	}
 }
 
 // SetStoreErr records whether the store answered its last ping (nil: it

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -25,6 +26,7 @@ import (
 	"github.com/signpost-dns/signpost/internal/forward"
 	"github.com/signpost-dns/signpost/internal/httpguard"
 	"github.com/signpost-dns/signpost/internal/registry"
+	"github.com/signpost-dns/signpost/internal/staleness"
 	"github.com/signpost-dns/signpost/internal/store/embedded"
 	etcdstore "github.com/signpost-dns/signpost/internal/store/etcd"
 	"github.com/signpost-dns/signpost/internal/ui"
@@ -81,6 +83,19 @@ type Config struct {
 	// HealthChecks are more checks /healthz reports, by name (see
 	// api.Config.HealthChecks).
 	HealthChecks map[string]func() error
+	// StaleAfter is how long a remote store (etcd) may go without
+	// answering before the server says it is stale and caps its DNS
+	// TTLs at 1 s (default staleness.DefaultStaleAfter, 2 s).
+	StaleAfter time.Duration
+	// MaxStale is how long the server may be stale before it steps aside
+	// (SERVFAIL for the zone) when a peer server is current (default
+	// staleness.DefaultMaxStale, 5 s).
+	MaxStale time.Duration
+	// Advertise is the host (an address or a name) other servers and
+	// clients reach this one at; with the etcd store it is announced
+	// with the API and DNS ports. Default: the --http listen host, which
+	// must then be a specific address (not 0.0.0.0 or ::).
+	Advertise string
 }
 
 // Server is a running signpost server.
@@ -91,6 +106,8 @@ type Server struct {
 	dns   *dnsserver.Server
 	fwd   *forward.Resolver
 	api   *api.API
+	stale *staleness.Monitor // nil for a local store
+	self  etcdstore.ServerRecord
 	mux   *http.ServeMux // the API, and the web UI under /ui/
 	guard *httpguard.Guard
 	log   *slog.Logger
@@ -278,7 +295,20 @@ func New(cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	names.AllowLinkLocal = cfg.AllowLinkLocal
-	s.api, err = api.New(api.Config{Store: names.Guard(s.store), Index: s.index, DefaultTTL: cfg.DefaultTTL, Registry: reg, Log: cfg.Log, HealthChecks: cfg.HealthChecks})
+	checks := cfg.HealthChecks
+	var infos map[string]func() any
+	if p, ok := s.store.(registry.Pinger); ok {
+		if s.stale, err = s.newMonitor(p); err != nil {
+			return nil, err
+		}
+		checks = maps.Clone(checks)
+		if checks == nil {
+			checks = map[string]func() error{}
+		}
+		checks["store_stale"] = s.stale.Check
+		infos = map[string]func() any{"store_contact": func() any { return s.stale.Info() }}
+	}
+	s.api, err = api.New(api.Config{Store: names.Guard(s.store), Index: s.index, DefaultTTL: cfg.DefaultTTL, Registry: reg, Log: cfg.Log, HealthChecks: checks, HealthInfo: infos})
 	if err != nil {
 		return nil, err
 	}
@@ -323,6 +353,11 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 		if s.pprof, err = net.Listen("tcp", cfg.PprofAddr); err != nil {
 			return nil, fmt.Errorf("listen on pprof address %q: %w", cfg.PprofAddr, err)
+		}
+	}
+	if _, isEtcd := s.store.(*etcdstore.Store); isEtcd {
+		if s.self, err = s.advertise(); err != nil {
+			return nil, err
 		}
 	}
 	return s, nil
@@ -372,33 +407,6 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // Store is the server's store.
 func (s *Server) Store() registry.Store { return s.store }
 
-// pingStore asks a remote store every two seconds whether it answers, so
-// that /healthz and /metrics say when answers may be stale.
-func (s *Server) pingStore(ctx context.Context, p registry.Pinger) {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	var last error
-	for {
-		err := p.Ping(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		s.index.SetStoreErr(err)
-		switch {
-		case err != nil && last == nil:
-			s.log.Warn("store out of reach: answering from memory, refusing writes", "err", err)
-		case err == nil && last != nil:
-			s.log.Info("store reachable again")
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
 // Run serves until ctx is done, then shuts down and closes the store.
 func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -430,8 +438,18 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.fwd != nil {
 		go func() { errc <- s.fwd.Serve(ctx) }()
 	}
-	if p, ok := s.store.(registry.Pinger); ok {
-		go s.pingStore(ctx, p)
+	var announced chan struct{}
+	if s.stale != nil {
+		// The registry was just listed: that is a contact.
+		s.stale.Contact(time.Now())
+		go s.stale.Run(ctx)
+	}
+	if st, ok := s.store.(*etcdstore.Store); ok && s.self.ID != "" {
+		announced = make(chan struct{})
+		go func() {
+			defer close(announced)
+			st.Announce(ctx, s.self)
+		}()
 	}
 	if st, ok := s.store.(*etcdstore.Store); ok && s.cfg.SkyDNS {
 		go func() { _ = st.MirrorSkyDNS(ctx, s.dns.Zone(), s.dns.TTL()) }()
@@ -445,6 +463,9 @@ func (s *Server) Run(ctx context.Context) error {
 		}()
 	}
 	var handler http.Handler = s.mux
+	if s.stale != nil {
+		handler = s.stale.Header(handler)
+	}
 	hs := s.guard.Server(s.guard.Handler(handler))
 	// Long-lived watches end when the server does.
 	hs.BaseContext = func(net.Listener) context.Context { return ctx }
@@ -475,6 +496,9 @@ func (s *Server) Run(ctx context.Context) error {
 	_ = s.dns.Close()
 	if s.fwd != nil {
 		_ = s.fwd.Close()
+	}
+	if announced != nil {
+		<-announced // its lease revoked: peers forget this server now
 	}
 	if err := s.store.Close(); err != nil && first == nil {
 		first = err

@@ -108,6 +108,9 @@ func Open(opts Options) (*Store, error) {
 		// left out sooner by the member check, see members.go).
 		DialKeepAliveTime:    5 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
+		// Back fast: reconnect within reconnectMaxDelay of etcd
+		// answering again (gRPC's default backoff grows to 120 s).
+		DialOptions: reconnectOptions(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open etcd store at %s: %w", strings.Join(opts.Endpoints, ","), err)

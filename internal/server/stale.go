@@ -1,0 +1,102 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/signpost-dns/signpost/internal/registry"
+	"github.com/signpost-dns/signpost/internal/staleness"
+	etcdstore "github.com/signpost-dns/signpost/internal/store/etcd"
+)
+
+// newMonitor tracks the last contact with a remote store: /healthz, the
+// metric and the API's header say it, DNS caps its TTLs while stale and
+// steps aside for a current peer past MaxStale (see docs/etcd.md, "A
+// server cut off from etcd").
+func (s *Server) newMonitor(p registry.Pinger) (*staleness.Monitor, error) {
+	probe := p.Ping
+	var peers staleness.PeerConfig
+	if st, ok := s.store.(*etcdstore.Store); ok {
+		probe = st.Probe
+		peers.List = func(ctx context.Context) ([]staleness.Peer, error) {
+			recs, err := st.Servers(ctx)
+			out := make([]staleness.Peer, 0, len(recs))
+			for _, r := range recs {
+				out = append(out, staleness.Peer{ID: r.ID, API: r.API, DNS: r.DNS})
+			}
+			return out, err
+		}
+		// Self is set once the listeners are bound (advertise).
+	}
+	return staleness.New(staleness.Config{
+		Probe:      probe,
+		StaleAfter: s.cfg.StaleAfter,
+		MaxStale:   s.cfg.MaxStale,
+		Peers:      peers,
+		OnProbe: func(err error) {
+			s.index.SetStoreErr(err)
+			if err == nil {
+				if _, _, ierr := s.index.Status(); ierr != nil {
+					s.index.Retry() // the store answers: follow it again now
+				}
+			}
+		},
+		OnState: func(st staleness.State) {
+			var took any
+			switch st {
+			case staleness.Current:
+				s.dns.SetStepAside(false)
+				took = s.dns.LimitTTL(0)
+			case staleness.Stale:
+				s.dns.SetStepAside(false)
+				took = s.dns.LimitTTL(staleness.StaleTTL)
+			case staleness.SteppedAside:
+				took = s.dns.LimitTTL(staleness.StaleTTL)
+				s.dns.SetStepAside(true)
+			}
+			s.log.Info("DNS answers follow the store contact", "state", st, "ttl", s.dns.CurrentTTL(), "servfail", s.dns.SteppedAside(), "repack_took", took)
+		},
+		Registerer: s.reg,
+		Log:        s.log,
+	})
+}
+
+// advertise is what this server announces to its peers: the API's URL and
+// the DNS address, at the advertised host.
+func (s *Server) advertise() (etcdstore.ServerRecord, error) {
+	_, hport, _ := net.SplitHostPort(s.HTTPAddr())
+	_, dport, _ := net.SplitHostPort(s.DNSAddr())
+	host := s.cfg.Advertise
+	if host == "" {
+		h, _, _ := net.SplitHostPort(s.HTTPAddr())
+		if ip, err := netip.ParseAddr(h); err != nil || ip.IsUnspecified() {
+			return etcdstore.ServerRecord{}, fmt.Errorf("--http %s listens on every address, which is none other servers can reach this one at: set --advertise to this machine's address (servers on one etcd ask each other whether they are current)", s.cfg.HTTPAddr)
+		}
+		host = h
+	} else if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
+		return etcdstore.ServerRecord{}, fmt.Errorf("--advertise %q: not an address others can reach; give this machine's address or name", host)
+	} else if err != nil {
+		if !hostName(host) {
+			return etcdstore.ServerRecord{}, fmt.Errorf("--advertise %q: want an IP address or a host name", host)
+		}
+	}
+	api := net.JoinHostPort(host, hport)
+	rec := etcdstore.ServerRecord{ID: api, API: "http://" + api, DNS: net.JoinHostPort(host, dport)}
+	s.stale.SetSelf(rec.ID)
+	return rec, nil
+}
+
+// hostName reports whether h is a plausible host name.
+func hostName(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, c := range []byte(h) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
