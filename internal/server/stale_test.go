@@ -132,12 +132,11 @@ func (c contact) saysCurrent() bool {
 }
 
 // rcodeWatch asks a server for a name again and again and records every
-// rcode and the largest TTL seen, until stopped.
+// rcode, until stopped.
 type rcodeWatch struct {
 	mu     sync.Mutex
 	rcodes map[int]int
 	empty  int // NOERROR without an answer
-	maxTTL uint32
 	stop   chan struct{}
 	done   chan struct{}
 }
