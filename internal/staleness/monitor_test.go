@@ -114,7 +114,9 @@ func TestStepsAsideForACurrentPeer(t *testing.T) {
 	var peerBody atomic.Value
 	peerBody.Store(currentBody())
 	good := peerServer(t, func() string { return peerBody.Load().(string) })
-	huge := peerServer(t, func() string { return `{"store_contact":{"state":"current"},"x":"` + strings.Repeat("a", MaxPeerBody) + `"}` })
+	huge := peerServer(t, func() string {
+		return `{"store_contact":{"state":"current"},"x":"` + strings.Repeat("a", MaxPeerBody) + `"}`
+	})
 	junk := peerServer(t, func() string { return "<html>not json" })
 	list := func(context.Context) ([]Peer, error) {
 		return []Peer{{ID: "huge", API: huge}, {ID: "junk", API: junk}, {ID: "good", API: good}}, nil
