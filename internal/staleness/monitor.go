@@ -104,7 +104,11 @@ type Monitor struct {
 	peers *peerSet
 
 	last  atomic.Int64 // Unix nanoseconds of the last contact (0: none yet)
-	state atomic.Int32
+	state atomic.Int32 // the state the last evaluation chose
+	// shown is the state OnState last applied: what State, /healthz, the
+	// headers and the metric report, so that nothing says "stale" before
+	// DNS answers with the stale TTL.
+	shown atomic.Int32
 
 	mu      sync.Mutex
 	applied uint64 // sequence of the newest probe result given to OnProbe
@@ -166,8 +170,9 @@ func (m *Monitor) LastContact() time.Time { return time.Unix(0, m.last.Load()) }
 // Age is how long ago the last contact was.
 func (m *Monitor) Age() time.Duration { return time.Since(m.LastContact()) }
 
-// State is the state now.
-func (m *Monitor) State() State { return State(m.state.Load()) }
+// State is the state now, reported once OnState has applied it (so that
+// nothing says "stale" while DNS still answers at the normal TTL).
+func (m *Monitor) State() State { return State(m.shown.Load()) }
 
 // Contact records that the store answered a request sent at t.
 func (m *Monitor) Contact(t time.Time) {
@@ -290,8 +295,11 @@ func (m *Monitor) notify(ctx context.Context) {
 			return
 		case <-m.flip:
 		}
-		if st := m.State(); st != told && m.cfg.OnState != nil {
-			m.cfg.OnState(st)
+		if st := State(m.state.Load()); st != told {
+			if m.cfg.OnState != nil {
+				m.cfg.OnState(st)
+			}
+			m.shown.Store(int32(st))
 			told = st
 		}
 	}
