@@ -110,9 +110,15 @@ const browseLabels = 1 + len("_services") + 1 + len("_dns-sd") + 1 + len("_udp")
 type tcpConn struct {
 	c      *net.TCPConn
 	client netip.Addr
-	// idleSince is when the connection started waiting for a query (Unix
-	// nanoseconds), 0 while a query is being answered.
-	idleSince atomic.Int64
+	// lastQuery is when the connection was accepted or its last query
+	// arrived (Unix nanoseconds): the idle the longest is the one whose
+	// last query is oldest. It is stamped on arrival, not after the
+	// answer is written: a client that asks on a second connection once
+	// the first has answered always stamps later, however the answering
+	// goroutines are scheduled.
+	lastQuery atomic.Int64
+	// busy is set while a query is being answered.
+	busy atomic.Bool
 }
 
 // New returns a server for cfg that answers from ix. It registers itself as
@@ -321,7 +327,7 @@ func (s *Server) evictLocked(client netip.Addr, sameClient bool) bool {
 		if sameClient && c.client != client {
 			continue
 		}
-		if t := c.idleSince.Load(); t != 0 && (oldest == nil || t < since) {
+		if t := c.lastQuery.Load(); !c.busy.Load() && (oldest == nil || t < since) {
 			oldest, since = c, t
 		}
 	}
@@ -352,7 +358,7 @@ func (s *Server) serveConn(nc *net.TCPConn) {
 	if ap, err := netip.ParseAddrPort(nc.RemoteAddr().String()); err == nil {
 		c.client = clientKey(ap.Addr())
 	}
-	c.idleSince.Store(time.Now().UnixNano())
+	c.lastQuery.Store(time.Now().UnixNano())
 	if !s.admit(c) {
 		return
 	}
@@ -369,7 +375,7 @@ func (s *Server) serveConn(nc *net.TCPConn) {
 	for {
 		// Waiting for a query, even one half sent, counts as idle: such a
 		// connection is the first to go when room is needed.
-		c.idleSince.Store(time.Now().UnixNano())
+		c.busy.Store(false)
 		_ = nc.SetReadDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
 		if _, err := io.ReadFull(nc, lenBuf[:]); err != nil {
 			return
@@ -379,7 +385,8 @@ func (s *Server) serveConn(nc *net.TCPConn) {
 		if _, err := req.ReadFrom(&io.LimitedReader{R: nc, N: int64(n)}); err != nil || req.Len() != n {
 			return
 		}
-		c.idleSince.Store(0)
+		c.lastQuery.Store(time.Now().UnixNano())
+		c.busy.Store(true)
 		if !s.answerTCP(nc, req.Bytes()) {
 			return
 		}

@@ -97,7 +97,7 @@ func TestDNSTCPOldestIdleClosedWhenFull(t *testing.T) {
 	ts := startServer(t, func(c *server.Config) {
 		c.DNS.MaxTCPConns = 10
 		c.DNS.MaxTCPConnsPerClient = 6
-		c.DNS.TCPIdleTimeout = 2 * time.Second
+		c.DNS.TCPIdleTimeout = 5 * time.Second
 	})
 	ts.register(t, inst("calc-1", "calc", "10.1.0.1", 8081))
 	addr := ts.DNSAddr()
