@@ -161,6 +161,12 @@ func NewServers(bases []string, token string) (*Client, error) {
 	return c, nil
 }
 
+// SetTransport sends the client's requests through rt instead of
+// http.DefaultTransport: for example, connections dialled from another
+// network namespace (the fleet test's hosts). Call it before the first
+// request.
+func (c *Client) SetTransport(rt http.RoundTripper) { c.http.Transport = rt }
+
 // do sends one request, failing over between the servers (see Client).
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body, out any) (http.Header, error) {
 	var payload []byte

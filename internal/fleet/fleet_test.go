@@ -1,10 +1,16 @@
 package fleet
 
 import (
+	"context"
+	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/signpost-dns/signpost/internal/fleet/history"
 	"github.com/signpost-dns/signpost/internal/signposttest"
 )
 
@@ -13,46 +19,179 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// fleetOf starts the fleet's hosts, etcd (bin: DebianEtcd, or "" for
-// the embedded 3.7) and servers.
-type fleetRig struct {
-	net     *Net
-	etcd    []*Member
-	servers []*Server
-	agents  []*Host
-	client  *Host
-	dir     string
+// The fleet's timings: short leases and staleness bounds, so that every
+// fault's effect shows within a short run.
+const (
+	fleetTTL        = 3 * time.Second
+	fleetStaleAfter = 2 * time.Second
+	fleetMaxStale   = 3 * time.Second
+)
+
+// bounds are the documented bounds the checker holds the run to
+// (docs/guarantees.md).
+var bounds = history.Bounds{
+	TTL: fleetTTL,
+	// A leader change renews every lease for a whole TTL (etcd#9395),
+	// then the server's watch delivers the expiry.
+	ExpiryLate: fleetTTL + 2*time.Second,
+	Converge:   time.Second,
+	Stale:      time.Second,
 }
 
-func startFleet(t *testing.T, etcdBin string, o ServerOptions) *fleetRig {
+// startFleet starts the hosts, etcd (bin: DebianEtcd, or "" for the
+// embedded 3.7) and the servers, and makes the nodes.
+func startFleet(t *testing.T, etcdBin string) *Fleet {
 	Skip(t)
 	bin := signposttest.Binary(t)
-	r := &fleetRig{net: NewNet(t), dir: t.TempDir()}
-	var eh, sh []*Host
+	dir := t.TempDir()
+	f := &Fleet{Net: NewNet(t), TTL: fleetTTL, MaxStale: fleetMaxStale}
+	var eh, sh, ah []*Host
 	for _, n := range []string{"e1", "e2", "e3"} {
-		eh = append(eh, r.net.AddHost(n))
+		eh = append(eh, f.Net.AddHost(n))
 	}
 	for _, n := range []string{"s1", "s2"} {
-		sh = append(sh, r.net.AddHost(n))
+		sh = append(sh, f.Net.AddHost(n))
 	}
 	for _, n := range []string{"a1", "a2", "a3", "a4"} {
-		r.agents = append(r.agents, r.net.AddHost(n))
+		ah = append(ah, f.Net.AddHost(n))
 	}
-	r.client = r.net.AddHost("client")
-	r.etcd = StartEtcd(t, r.dir, etcdBin, eh)
-	cli, err := EtcdClient(r.client, r.etcd)
+	f.Client = f.Net.AddHost("client")
+	f.Etcd = StartEtcd(t, dir, etcdBin, eh)
+	cli, err := EtcdClient(f.Client, f.Etcd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cli.Close()
-	WaitEtcd(t, cli, r.etcd)
-	r.servers = StartServers(t, r.dir, bin, sh, r.etcd, o)
-	WaitHealthy(t, r.client, r.servers, 60*time.Second)
-	return r
+	t.Cleanup(func() { cli.Close() })
+	f.EtcdCli = cli
+	WaitEtcd(t, cli, f.Etcd)
+	f.Servers = StartServers(t, dir, bin, sh, f.Etcd, ServerOptions{
+		LeaseTTL: fleetTTL, StaleAfter: fleetStaleAfter, MaxStale: fleetMaxStale, EtcdTimeout: 2 * time.Second,
+	})
+	WaitHealthy(t, f.Client, f.Servers, 60*time.Second)
+	for i, h := range ah {
+		n, err := NewNode(h, h.Name, f.Servers, i%len(f.Servers), fleetTTL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Nodes = append(f.Nodes, n)
+	}
+	return f
 }
 
-func TestFleetUp(t *testing.T) {
-	start := time.Now()
-	startFleet(t, "", ServerOptions{LeaseTTL: 3 * time.Second, StaleAfter: 2 * time.Second, MaxStale: 3 * time.Second, EtcdTimeout: 2 * time.Second})
-	t.Logf("fleet up in %s", time.Since(start))
+// seed is SIGNPOST_FLEET_SEED, or a new one; extra is
+// SIGNPOST_FLEET_DURATION of random faults after the fixed ones.
+func seedAndExtra(t *testing.T) (int64, time.Duration) {
+	seed := time.Now().UnixNano()
+	if s := os.Getenv("SIGNPOST_FLEET_SEED"); s != "" {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			t.Fatalf("SIGNPOST_FLEET_SEED=%q: want an integer: %v", s, err)
+		}
+		seed = v
+	}
+	extra := 10 * time.Second
+	if s := os.Getenv("SIGNPOST_FLEET_DURATION"); s != "" {
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("SIGNPOST_FLEET_DURATION=%q: want a duration such as 5m: %v", s, err)
+		}
+		extra = v
+	}
+	return seed, extra
 }
+
+// runFleet drives traffic through f while the nemesis runs faults, and
+// returns the whole history.
+func runFleet(t *testing.T, f *Fleet, seed int64, scenario string, faults []Fault) *history.History {
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	rec := NewRecorder(seed, scenario, bounds)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	truth := NewTruth(ctx, f.EtcdCli, rec)
+	tr := &Traffic{Rec: rec, Client: f.Client, Servers: f.Servers, Services: []string{"calc", "time"}, Nodes: f.Nodes}
+	var wg sync.WaitGroup
+	spawn := func(fn func()) { wg.Add(1); go func() { defer wg.Done(); fn() }() }
+	for i, n := range f.Nodes {
+		r := rand.New(rand.NewPCG(uint64(seed), uint64(100+i)))
+		spawn(func() { n.Run(ctx, tr, r, 3, 4*time.Second) })
+	}
+	for i := range 2 {
+		r := rand.New(rand.NewPCG(uint64(seed), uint64(200+i)))
+		spawn(func() { tr.Writer(ctx, "w"+strconv.Itoa(i+1), r, 150*time.Millisecond) })
+	}
+	for i, s := range f.Servers {
+		spawn(func() { tr.Reader(ctx, s, 100*time.Millisecond) })
+		spawn(func() { tr.Asker(ctx, s, 50*time.Millisecond) })
+		spawn(func() { tr.Watcher(ctx, "watch-"+strconv.Itoa(i+1), s) })
+	}
+	sleep(ctx, 3*time.Second)
+	if err := Nemesis(ctx, f, rec, rng, faults, 3*time.Second, t.Logf); err != nil {
+		t.Error(err)
+	}
+	// Quiet at the end, for the last convergence check.
+	sleep(ctx, 4*time.Second)
+	cancel()
+	wg.Wait()
+	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer rcancel()
+	changes, err := truth.Read(rctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range f.Servers {
+		names = append(names, s.Name)
+	}
+	return rec.History(names, changes)
+}
+
+// saveHistory keeps the history where a failed run can be read again.
+func saveHistory(t *testing.T, h *history.History) string {
+	dir := os.Getenv("SIGNPOST_FLEET_OUT")
+	if dir == "" {
+		dir = t.TempDir()
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Error(err)
+	}
+	p := filepath.Join(dir, "fleet-history-"+strconv.FormatInt(h.Seed, 10)+".json")
+	if err := h.Save(p); err != nil {
+		t.Error(err)
+	}
+	return p
+}
+
+func summarize(t *testing.T, h *history.History) {
+	counts := map[history.Kind]map[history.Outcome]int{}
+	for _, o := range h.Ops {
+		if counts[o.Kind] == nil {
+			counts[o.Kind] = map[history.Outcome]int{}
+		}
+		counts[o.Kind][o.Outcome]++
+	}
+	rcodes := map[int]int{}
+	for _, a := range h.DNS {
+		if a.Got == 0 {
+			rcodes[-1]++
+		} else {
+			rcodes[a.Rcode]++
+		}
+	}
+	t.Logf("seed %d: ops %v; DNS answers by rcode (-1: none) %v; watch events %d; store changes %d; faults %d",
+		h.Seed, counts, rcodes, len(h.Watches), len(h.Truth), len(h.Faults))
+}
+
+func testFleet(t *testing.T, etcdBin string) {
+	seed, extra := seedAndExtra(t)
+	f := startFleet(t, etcdBin)
+	rng := rand.New(rand.NewPCG(uint64(seed), 1))
+	faults := Schedule(f, rng, extra)
+	t.Logf("seed %d (SIGNPOST_FLEET_SEED=%d replays it), %d faults", seed, seed, len(faults))
+	h := runFleet(t, f, seed, t.Name(), faults)
+	p := saveHistory(t, h)
+	summarize(t, h)
+	t.Logf("history: %s", p)
+}
+
+// TestFleet runs the fleet on the embedded etcd (3.7): every kind of
+// fault once, then random ones, and checks the whole history.
+func TestFleet(t *testing.T) { testFleet(t, "") }
