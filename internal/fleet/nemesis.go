@@ -35,7 +35,9 @@ type Fault struct {
 	Hold func(f *Fleet) time.Duration
 }
 
-func fixed(d time.Duration) func(*Fleet) time.Duration { return func(*Fleet) time.Duration { return d } }
+func fixed(d time.Duration) func(*Fleet) time.Duration {
+	return func(*Fleet) time.Duration { return d }
+}
 
 func serverNames(f *Fleet) []string {
 	var out []string
