@@ -195,3 +195,6 @@ func testFleet(t *testing.T, etcdBin string) {
 // TestFleet runs the fleet on the embedded etcd (3.7): every kind of
 // fault once, then random ones, and checks the whole history.
 func TestFleet(t *testing.T) { testFleet(t, "") }
+
+// TestFleetDebianEtcd runs the same fleet on Debian's etcd 3.4.
+func TestFleetDebianEtcd(t *testing.T) { testFleet(t, DebianEtcd) }
