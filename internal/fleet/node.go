@@ -50,8 +50,11 @@ func NewNode(h *Host, name string, servers []*Server, first int, ttl time.Durati
 func (n *Node) Pause()  { n.paused.Store(true) }
 func (n *Node) Resume() { n.paused.Store(false) }
 
-// Run syncs and heartbeats until ctx ends; about every changeEvery one
-// instance stops and another starts (a changed set is synced at once).
+// Run syncs and heartbeats until ctx ends, as the agent does: the set
+// is synced at start and whenever it changes (about every changeEvery
+// one instance stops and another starts), or again when a heartbeat
+// finds the lease gone; heartbeats go every TTL/3 on their own loop,
+// each bounded by TTL/3.
 func (n *Node) Run(ctx context.Context, tr *Traffic, rng *rand.Rand, size int, changeEvery time.Duration) {
 	var set []registry.Instance
 	add := func() {
@@ -66,9 +69,12 @@ func (n *Node) Run(ctx context.Context, tr *Traffic, rng *rand.Rand, size int, c
 	for range size {
 		add()
 	}
-	synced := false
+	resync := make(chan struct{}, 1)
+	synced := make(chan struct{})
+	go n.heartbeats(ctx, tr, synced, resync)
+	first := true
+	dirty := true
 	lastChange := time.Now()
-	tick := n.TTL / 3
 	for ctx.Err() == nil {
 		if n.paused.Load() {
 			sleep(ctx, 50*time.Millisecond)
@@ -78,41 +84,76 @@ func (n *Node) Run(ctx context.Context, tr *Traffic, rng *rand.Rand, size int, c
 			lastChange = time.Now()
 			set = slices.Delete(set, 0, 1)
 			add()
-			synced = false
+			dirty = true
 		}
-		o := history.Op{Client: n.Name, Node: n.Name}
+		select {
+		case <-resync:
+			dirty = true
+		default:
+		}
+		if !dirty {
+			sleep(ctx, 50*time.Millisecond)
+			continue
+		}
+		o := history.Op{Client: n.Name, Node: n.Name, Kind: history.NodeSet}
+		for _, in := range set {
+			o.IDs = append(o.IDs, in.ID)
+		}
 		o.Invoke = tr.Rec.Now()
-		var err error
-		if !synced {
-			o.Kind = history.NodeSet
-			for _, in := range set {
-				o.IDs = append(o.IDs, in.ID)
-			}
-			err = n.be.Sync(ctx, slices.Clone(set))
-		} else {
-			o.Kind = history.Heartbeat
-			err = n.be.Heartbeat(ctx)
-		}
-		o.Return = tr.Rec.Now()
-		o.Server = n.client.Current()
+		err := n.be.Sync(ctx, slices.Clone(set))
+		o.Return, o.Server = tr.Rec.Now(), n.client.Current()
 		o.Outcome, o.Err = outcome(err), errText(err)
-		if errors.Is(err, backend.ErrResync) {
-			// The lease ran out: it is certain the heartbeat renewed
-			// nothing. The agent syncs again at once.
-			o.Outcome = history.Failed
-			synced = false
-		} else if err == nil && o.Kind == history.NodeSet {
-			synced = true
-		}
 		if ctx.Err() == nil {
 			tr.Rec.op(o)
 		}
-		if err != nil && !errors.Is(err, backend.ErrResync) {
+		if err != nil {
 			sleep(ctx, 250*time.Millisecond)
 			continue
 		}
-		if synced {
-			sleep(ctx, tick)
+		dirty = false
+		if first {
+			first = false
+			close(synced)
+		}
+	}
+}
+
+// heartbeats renews the lease every TTL/3 once the first sync made it,
+// as the agent's heartbeat loop does (internal/agent).
+func (n *Node) heartbeats(ctx context.Context, tr *Traffic, synced <-chan struct{}, resync chan<- struct{}) {
+	select {
+	case <-synced:
+	case <-ctx.Done():
+		return
+	}
+	t := time.NewTicker(n.TTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n.paused.Load() {
+			continue
+		}
+		o := history.Op{Client: n.Name, Node: n.Name, Kind: history.Heartbeat}
+		hctx, cancel := context.WithTimeout(ctx, n.TTL/3)
+		o.Invoke = tr.Rec.Now()
+		err := n.be.Heartbeat(hctx)
+		cancel()
+		o.Return, o.Server = tr.Rec.Now(), n.client.Current()
+		o.Outcome, o.Err = outcome(err), errText(err)
+		if errors.Is(err, backend.ErrResync) {
+			// The lease ran out: certainly nothing was renewed.
+			o.Outcome = history.Failed
+			select {
+			case resync <- struct{}{}:
+			default:
+			}
+		}
+		if ctx.Err() == nil {
+			tr.Rec.op(o)
 		}
 	}
 }
