@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -244,11 +245,31 @@ func (tr *Traffic) Asker(ctx context.Context, s *Server, every time.Duration) {
 				}
 				continue
 			}
+			if r.Truncated {
+				// Too large for UDP: ask again over TCP, as a stub does.
+				if r, err = tr.askTCP(ctx, s, m); err != nil {
+					tr.Rec.dns(a)
+					continue
+				}
+			}
 			a.Got, a.Rcode, a.Targets, a.MinTTL = tr.Rec.Now(), r.Rcode, targets(r), minTTL(r)
 			tr.Rec.dns(a)
 		}
 		sleep(ctx, every)
 	}
+}
+
+// askTCP asks m of s over a new TCP connection.
+func (tr *Traffic) askTCP(ctx context.Context, s *Server, m *dns.Msg) (*dns.Msg, error) {
+	nc, err := tr.Client.DialContext(ctx, "tcp", s.DNS)
+	if err != nil {
+		return nil, err
+	}
+	conn := &dns.Conn{Conn: nc}
+	defer conn.Close()
+	c := &dns.Client{Net: "tcp", Timeout: 2 * time.Second}
+	r, _, err := c.ExchangeWithConnContext(ctx, m, conn)
+	return r, err
 }
 
 // targets are an SRV answer's instances as address:port.
@@ -267,7 +288,18 @@ func targets(r *dns.Msg) []string {
 		if srv, ok := rr.(*dns.SRV); ok {
 			host := addrs[strings.ToLower(srv.Target)]
 			if host == "" {
+				// A large answer carries no glue (the additional section
+				// is best effort): the target's first label is the
+				// instance's ID, whose number gives the address the
+				// harness registered it with.
 				host = strings.ToLower(srv.Target)
+				id, _, _ := strings.Cut(host, ".")
+				if _, num, ok := strings.Cut(id, "-"); ok {
+					if n, err := strconv.ParseInt(num, 10, 64); err == nil {
+						a, _ := instAddr(n)
+						host = a.String()
+					}
+				}
 			}
 			out = append(out, net.JoinHostPort(host, fmt.Sprint(srv.Port)))
 		}
