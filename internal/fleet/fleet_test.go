@@ -44,6 +44,13 @@ func startFleet(t *testing.T, etcdBin string) *Fleet {
 	Skip(t)
 	bin := signposttest.Binary(t)
 	dir := t.TempDir()
+	if out := os.Getenv("SIGNPOST_FLEET_OUT"); out != "" {
+		// Keep the hosts' logs beside the history.
+		dir = filepath.Join(out, t.Name()+"-"+time.Now().UTC().Format("150405"))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	f := &Fleet{Net: NewNet(t), TTL: fleetTTL, MaxStale: fleetMaxStale}
 	var eh, sh, ah []*Host
 	for _, n := range []string{"e1", "e2", "e3"} {

@@ -135,6 +135,15 @@ func (ix *Index) Status() (synced bool, rev int64, err error) {
 	return ix.synced, ix.rev, err
 }
 
+// FollowErr is the last error in following the store (listing or
+// watching it), nil while the index follows it: unlike Status, it says
+// nothing of the store's pings.
+func (ix *Index) FollowErr() error {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.syncErr
+}
+
 // Retry ends Run's wait before it lists the store again, if it is
 // waiting: the store was seen answering again, and the index should be
 // current at once rather than after a backoff of up to 5 s.

@@ -19,7 +19,20 @@ func (s *Server) newMonitor(p registry.Pinger) (*staleness.Monitor, error) {
 	probe := p.Ping
 	var peers staleness.PeerConfig
 	if st, ok := s.store.(*etcdstore.Store); ok {
-		probe = st.Probe
+		// Contact is the store answering while the index follows it: a
+		// store that answers pings while the index's watch is down and
+		// its lists fail (a member cut off from its leader, say) leaves
+		// this server's answers behind however well the pings go.
+		probe = func(ctx context.Context) error {
+			if err := st.Probe(ctx); err != nil {
+				return err
+			}
+			if err := s.index.FollowErr(); err != nil {
+				s.index.Retry() // the store answers: follow it again now
+				return fmt.Errorf("etcd answers, but the registry does not follow it: %w", err)
+			}
+			return nil
+		}
 		peers.List = func(ctx context.Context) ([]staleness.Peer, error) {
 			recs, err := st.Servers(ctx)
 			out := make([]staleness.Peer, 0, len(recs))
