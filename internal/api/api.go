@@ -559,6 +559,10 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// sent is the revision of each service's last event on this stream: a
+	// service's snapshot is taken after ChangedSince, so it may already
+	// hold a change past cur, which the next round would send again.
+	sent := map[string]int64{}
 	for {
 		changed, cur, reset := ix.ChangedSince(rev)
 		if future {
@@ -566,6 +570,7 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 			reset, future = true, false
 		}
 		if reset {
+			clear(sent) // every service is sent again
 			// The index forgot removals after rev: say so, with every
 			// service there is, so that the client drops the others.
 			live := changed
@@ -587,9 +592,13 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 			if sn.err != nil {
 				return
 			}
+			if last, ok := sent[svc]; ok && sn.rev == last {
+				continue // sent already, by the round before
+			}
 			if err := sn.writeEvent(w); err != nil {
 				return
 			}
+			sent[svc] = sn.rev
 		}
 		fl.Flush()
 		rev = cur
