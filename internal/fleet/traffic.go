@@ -63,6 +63,12 @@ func (r *Recorder) watch(e history.WatchEvent) {
 	r.mu.Unlock()
 }
 
+func (r *Recorder) stream(w history.WatchStream) {
+	r.mu.Lock()
+	r.h.Streams = append(r.h.Streams, w)
+	r.mu.Unlock()
+}
+
 // Fault records one injected fault.
 func (r *Recorder) Fault(f history.Fault) {
 	r.mu.Lock()
@@ -155,10 +161,9 @@ func (tr *Traffic) Writer(ctx context.Context, name string, rng *rand.Rand, ever
 			o.Invoke = tr.Rec.Now()
 			resp, err := clients[i].Deregister(octx, in.ID)
 			o.Return, o.Outcome, o.Rev, o.Err = tr.Rec.Now(), outcome(err), resp.Index, errText(err)
-			if apiclient.IsStatus(err, http.StatusNotFound) {
-				// Gone already: the deregister changed nothing.
-				o.Outcome = history.OK
-			}
+			// A 404 (not there: its register was not applied, or it is
+			// gone already) changed nothing, so it is recorded as failed;
+			// a write lost that way shows in the reads.
 		} else {
 			n := tr.seq.Add(1)
 			addr, port := instAddr(n)
@@ -323,6 +328,7 @@ func minTTL(r *dns.Msg) uint32 {
 func (tr *Traffic) Watcher(ctx context.Context, name string, s *Server) {
 	c := clientFor(tr.Client, []string{s.URL})
 	c.WatchStall = 3 * time.Second
+	tr.Rec.stream(history.WatchStream{Stream: name, Server: s.Name})
 	var index int64
 	for ctx.Err() == nil {
 		err := c.Watch(ctx, "", index, func(ev apiclient.WatchEvent) error {

@@ -93,6 +93,16 @@ type WatchEvent struct {
 	Got      int64    `json:"got"`
 }
 
+// WatchStream is one watcher's life, so that the checker knows which streams
+// were still running when the run ended.
+type WatchStream struct {
+	Stream string `json:"stream"` // as in WatchEvent.Stream
+	Server string `json:"server"`
+	// Stopped is when the harness ended the stream; 0: it ran to the end of
+	// the run.
+	Stopped int64 `json:"stopped,omitempty"`
+}
+
 // Fault is one fault the nemesis injected and healed.
 type Fault struct {
 	Kind   string `json:"kind"`   // e.g. "cut-host", "cut-server-etcd", "kill-member", ...
@@ -147,6 +157,10 @@ type History struct {
 	Truth    []Change     `json:"truth"`
 	// Servers are the server names the run used, for DNS and watches.
 	Servers []string `json:"servers"`
+	// Streams are the watchers the run used; the checker compares a stream's
+	// last events with the store's final state only for streams listed here
+	// that ran to the end.
+	Streams []WatchStream `json:"streams,omitempty"`
 }
 
 // Save writes h as JSON to path.
