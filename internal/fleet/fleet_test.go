@@ -75,12 +75,18 @@ func startFleet(t *testing.T, etcdBin string) *Fleet {
 		LeaseTTL: fleetTTL, StaleAfter: fleetStaleAfter, MaxStale: fleetMaxStale, EtcdTimeout: 2 * time.Second,
 	})
 	WaitHealthy(t, f.Client, f.Servers, 60*time.Second)
+	// a1 runs the real agent on a fake Docker engine; the others are
+	// simulated nodes on the agent's server backend.
 	for i, h := range ah {
+		if i == 0 {
+			f.Agents = append(f.Agents, StartAgent(t, dir, bin, h, h.Name, f.Servers, i%len(f.Servers), fleetTTL))
+			continue
+		}
 		n, err := NewNode(h, h.Name, f.Servers, i%len(f.Servers), fleetTTL)
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.Nodes = append(f.Nodes, n)
+		f.Agents = append(f.Agents, n)
 	}
 	return f
 }
@@ -115,12 +121,17 @@ func runFleet(t *testing.T, f *Fleet, seed int64, scenario string, faults []Faul
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	truth := NewTruth(ctx, f.EtcdCli, rec)
-	tr := &Traffic{Rec: rec, Client: f.Client, Servers: f.Servers, Services: []string{"calc", "time"}, Nodes: f.Nodes}
+	tr := &Traffic{Rec: rec, Client: f.Client, Servers: f.Servers, Services: []string{"calc", "time"}}
 	var wg sync.WaitGroup
 	spawn := func(fn func()) { wg.Add(1); go func() { defer wg.Done(); fn() }() }
-	for i, n := range f.Nodes {
+	for i, a := range f.Agents {
 		r := rand.New(rand.NewPCG(uint64(seed), uint64(100+i)))
-		spawn(func() { n.Run(ctx, tr, r, 3, 4*time.Second) })
+		switch a := a.(type) {
+		case *Node:
+			spawn(func() { a.Run(ctx, tr, r, 3, 4*time.Second) })
+		case *AgentProc:
+			spawn(func() { a.Run(ctx, tr, r, 3, 4*time.Second, t.Logf) })
+		}
 	}
 	for i := range 2 {
 		r := rand.New(rand.NewPCG(uint64(seed), uint64(200+i)))

@@ -18,7 +18,8 @@ type Fleet struct {
 	Net     *Net
 	Etcd    []*Member
 	Servers []*Server
-	Nodes   []*Node
+	// Agents are the agent hosts' agents, simulated or real.
+	Agents []Agent
 	Client  *Host
 	EtcdCli *clientv3.Client
 	TTL     time.Duration
@@ -65,8 +66,8 @@ var Faults = []Fault{
 		Name: "cut-host",
 		Hold: func(f *Fleet) time.Duration { return f.TTL*2 + f.TTL/2 },
 		Inject: func(ctx context.Context, f *Fleet, rng *rand.Rand) ([]string, func() error, error) {
-			n := f.Nodes[rng.IntN(len(f.Nodes))]
-			return []string{n.Host.Name}, n.Host.Uncut, n.Host.Cut()
+			h := f.Agents[rng.IntN(len(f.Agents))].AgentHost()
+			return []string{h.Name}, h.Uncut, h.Cut()
 		},
 	},
 	{
@@ -120,9 +121,8 @@ var Faults = []Fault{
 		Name: "pause-agent",
 		Hold: func(f *Fleet) time.Duration { return 2 * f.TTL },
 		Inject: func(ctx context.Context, f *Fleet, rng *rand.Rand) ([]string, func() error, error) {
-			n := f.Nodes[rng.IntN(len(f.Nodes))]
-			n.Pause()
-			return []string{n.Name}, func() error { n.Resume(); return nil }, nil
+			a := f.Agents[rng.IntN(len(f.Agents))]
+			return []string{a.NodeName()}, a.Thaw, a.Freeze()
 		},
 	},
 	{
@@ -161,12 +161,12 @@ var Faults = []Fault{
 					b = append(b, s.Host)
 				}
 			}
-			for i, n := range f.Nodes {
+			for i, n := range f.Agents {
 				if i%2 == side%2 {
-					a = append(a, n.Host)
-					hit = append(hit, n.Name)
+					a = append(a, n.AgentHost())
+					hit = append(hit, n.NodeName())
 				} else {
-					b = append(b, n.Host)
+					b = append(b, n.AgentHost())
 				}
 			}
 			var errs []error

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/netip"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -130,8 +129,6 @@ type Traffic struct {
 	Client   *Host
 	Servers  []*Server
 	Services []string
-	// Nodes are the heartbeating nodes, one per agent host.
-	Nodes []*Node
 	seq   atomic.Int64
 }
 
@@ -250,8 +247,10 @@ func (tr *Traffic) Asker(ctx context.Context, s *Server, every time.Duration) {
 				}
 				continue
 			}
-			if r.Truncated {
-				// Too large for UDP: ask again over TCP, as a stub does.
+			if r.Truncated || !glued(r) {
+				// Too large for UDP (truncated, or without the targets'
+				// addresses, which the server leaves out first): ask again
+				// over TCP, as a resolver would.
 				if r, err = tr.askTCP(ctx, s, m); err != nil {
 					tr.Rec.dns(a)
 					continue
@@ -277,6 +276,23 @@ func (tr *Traffic) askTCP(ctx context.Context, s *Server, m *dns.Msg) (*dns.Msg,
 	return r, err
 }
 
+// glued reports whether every SRV target of r has its address in r.
+func glued(r *dns.Msg) bool {
+	has := map[string]bool{}
+	for _, rr := range r.Extra {
+		switch rr.(type) {
+		case *dns.A, *dns.AAAA:
+			has[strings.ToLower(rr.Header().Name)] = true
+		}
+	}
+	for _, rr := range r.Answer {
+		if srv, ok := rr.(*dns.SRV); ok && !has[strings.ToLower(srv.Target)] {
+			return false
+		}
+	}
+	return true
+}
+
 // targets are an SRV answer's instances as address:port.
 func targets(r *dns.Msg) []string {
 	addrs := map[string]string{}
@@ -293,18 +309,7 @@ func targets(r *dns.Msg) []string {
 		if srv, ok := rr.(*dns.SRV); ok {
 			host := addrs[strings.ToLower(srv.Target)]
 			if host == "" {
-				// A large answer carries no glue (the additional section
-				// is best effort): the target's first label is the
-				// instance's ID, whose number gives the address the
-				// harness registered it with.
 				host = strings.ToLower(srv.Target)
-				id, _, _ := strings.Cut(host, ".")
-				if _, num, ok := strings.Cut(id, "-"); ok {
-					if n, err := strconv.ParseInt(num, 10, 64); err == nil {
-						a, _ := instAddr(n)
-						host = a.String()
-					}
-				}
 			}
 			out = append(out, net.JoinHostPort(host, fmt.Sprint(srv.Port)))
 		}

@@ -47,6 +47,9 @@ type pendingMark struct {
 func (s *Store) rangeAt(ctx context.Context, prefix string, rev int64, fn func(*mvccpb.KeyValue) error) (int64, error) {
 	end := clientv3.GetPrefixRangeEnd(prefix)
 	key := prefix
+	// A member without a leader refuses at once rather than holding the
+	// read for the attempt's whole time; the retry goes to another.
+	ctx = clientv3.WithRequireLeader(ctx)
 	for {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(pageKeys)}
 		if rev != 0 {

@@ -14,10 +14,11 @@ import (
 // their least interval, 10 s, and their timeout; until then every request
 // the client's round robin sends to it hangs until its attempt is cut.
 // Each member is asked for its status on a connection of its own every
-// interval; one that does not answer within it is removed from the
-// client's endpoints, which closes its connection and sends every request
-// elsewhere, and put back once it answers again. All members are kept when
-// none answers (nothing better is known).
+// interval; one that does not answer within it, or answers that it knows
+// no leader, is removed from the client's endpoints, which closes its
+// connection and sends every request elsewhere, and put back once it
+// answers again. All members are kept when none answers (nothing better
+// is known).
 type memberCheck struct {
 	s        *Store
 	all      []string
@@ -75,8 +76,12 @@ func (m *memberCheck) check(ctx context.Context) {
 			defer wg.Done()
 			cctx, cancel := context.WithTimeout(ctx, m.interval)
 			defer cancel()
-			_, err := m.s.cli.Status(cctx, ep)
-			ok[i] = err == nil
+			st, err := m.s.cli.Status(cctx, ep)
+			// A member that answers but knows no leader (cut off from
+			// the others, or alone on its side of a partition) can
+			// answer no linearizable read and no write: requests sent
+			// to it hang until their attempt is cut.
+			ok[i] = err == nil && st.Leader != 0
 		}()
 	}
 	wg.Wait()
