@@ -19,7 +19,7 @@ type Fleet struct {
 	Etcd    []*Member
 	Servers []*Server
 	// Agents are the agent hosts' agents, simulated or real.
-	Agents []Agent
+	Agents  []Agent
 	Client  *Host
 	EtcdCli *clientv3.Client
 	TTL     time.Duration

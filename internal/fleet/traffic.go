@@ -129,7 +129,7 @@ type Traffic struct {
 	Client   *Host
 	Servers  []*Server
 	Services []string
-	seq   atomic.Int64
+	seq      atomic.Int64
 }
 
 // instAddr gives each instance a unique address:port, so that a DNS

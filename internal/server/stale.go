@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/signpost-dns/signpost/internal/registry"
 	"github.com/signpost-dns/signpost/internal/staleness"
@@ -30,6 +31,12 @@ func (s *Server) newMonitor(p registry.Pinger) (*staleness.Monitor, error) {
 			if err := s.index.FollowErr(); err != nil {
 				s.index.Retry() // the store answers: follow it again now
 				return fmt.Errorf("etcd answers, but the registry does not follow it: %w", err)
+			}
+			// A watch whose member's packets are lost or held (its TCP
+			// connection backing off) fails nothing for seconds, but its
+			// events wait as long.
+			if h := st.WatchHeard(); !h.IsZero() && time.Since(h) > st.WatchTolerance() {
+				return fmt.Errorf("etcd answers, but the registry's watch has heard nothing from it for %s", time.Since(h).Round(time.Millisecond))
 			}
 			return nil
 		}

@@ -70,7 +70,9 @@ type Store struct {
 	timeout    time.Duration
 	log        *slog.Logger
 	streams    atomic.Int64 // watch streams opened, to give each its own metadata
-	members    *memberCheck // set on a client of its own with several endpoints
+	// heard is when a watch last heard from etcd (Unix nanoseconds).
+	heard   atomic.Int64
+	members *memberCheck // set on a client of its own with several endpoints
 	// closed is canceled by Close: calls in flight end at once, and
 	// calls after it fail at once, saying so.
 	closed     context.Context

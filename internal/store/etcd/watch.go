@@ -60,6 +60,20 @@ type watchStream struct {
 func (s *Store) watchSilence() time.Duration { return max(s.timeout/10, 50*time.Millisecond) }
 func (s *Store) watchStuck() time.Duration   { return max(s.timeout/4, 200*time.Millisecond) }
 
+// WatchHeard is when a watch of the store last heard from etcd: an event,
+// a progress notice, or the watch opening; zero before any watch.
+func (s *Store) WatchHeard() time.Time {
+	if n := s.heard.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// WatchTolerance is how long a working watch may go unheard: it asks for
+// its progress after watchSilence, and gives its member up after
+// watchStuck more.
+func (s *Store) WatchTolerance() time.Duration { return s.watchSilence() + s.watchStuck() }
+
 // openWatch opens a watch from rev+1 and waits for etcd to accept it, each
 // try on a new stream (its own metadata keeps the client from joining an
 // existing, perhaps hung, one) and cut at watchStuck, within the budget.
@@ -149,6 +163,7 @@ func (s *Store) follow(ctx context.Context, w *watchStream, rev int64, pending m
 	tick := time.NewTicker(s.watchSilence() / 2)
 	defer tick.Stop()
 	heard := time.Now()
+	s.heard.Store(heard.UnixNano())
 	var asked time.Time // the first progress request of this silence
 	for {
 		select {
@@ -160,6 +175,7 @@ func (s *Store) follow(ctx context.Context, w *watchStream, rev int64, pending m
 				return
 			}
 			heard, asked = time.Now(), time.Time{}
+			s.heard.Store(heard.UnixNano())
 			if !handle(resp) {
 				return
 			}
@@ -187,6 +203,7 @@ func (s *Store) follow(ctx context.Context, w *watchStream, rev int64, pending m
 				return
 			}
 			w, heard, asked = next, time.Now(), time.Time{}
+			s.heard.Store(heard.UnixNano())
 			if w.first != nil && !handle(*w.first) {
 				return
 			}
