@@ -97,6 +97,37 @@ var Faults = []Fault{
 		},
 	},
 	{
+		// Leadership handed to another member (etcd's MoveLeader), as an
+		// operator's maintenance does: a new leader renews every lease
+		// for a whole TTL (etcd#9395).
+		Name: "move-leader",
+		Hold: fixed(time.Second),
+		Inject: func(ctx context.Context, f *Fleet, rng *rand.Rand) ([]string, func() error, error) {
+			l := Leader(ctx, f.EtcdCli, f.Etcd)
+			if l < 0 {
+				return nil, nil, errors.New("no etcd leader to move")
+			}
+			to := (l + 1 + rng.IntN(len(f.Etcd)-1)) % len(f.Etcd)
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			st, err := f.EtcdCli.Status(sctx, f.Etcd[to].ClientURL())
+			if err != nil {
+				return nil, nil, fmt.Errorf("status of %s: %w", f.Etcd[to].Name, err)
+			}
+			// MoveLeader must be asked of the leader itself.
+			cli, err := EtcdClient(f.Client, f.Etcd[l:l+1])
+			if err != nil {
+				return nil, nil, err
+			}
+			defer cli.Close()
+			if _, err := cli.MoveLeader(sctx, st.Header.MemberId); err != nil {
+				return nil, nil, fmt.Errorf("move the etcd leader from %s to %s: %w", f.Etcd[l].Name, f.Etcd[to].Name, err)
+			}
+			hit := append([]string{f.Etcd[l].Name, f.Etcd[to].Name}, serverNames(f)...)
+			return hit, func() error { return nil }, nil
+		},
+	},
+	{
 		// An etcd member SIGKILLed, restarted on its data.
 		Name: "kill-member",
 		Hold: fixed(3 * time.Second),
