@@ -2,14 +2,17 @@ package fleet
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/signpost-dns/signpost/internal/fleet/check"
 	"github.com/signpost-dns/signpost/internal/fleet/history"
 	"github.com/signpost-dns/signpost/internal/signposttest"
 )
@@ -36,6 +39,9 @@ var bounds = history.Bounds{
 	ExpiryLate: fleetTTL + 2*time.Second,
 	Converge:   time.Second,
 	Stale:      time.Second,
+	// A server without contact for --stale-after says so with TTL 1;
+	// its probes run every second.
+	StaleTTL: fleetStaleAfter + 2*time.Second,
 }
 
 // startFleet starts the hosts, etcd (bin: DebianEtcd, or "" for the
@@ -148,6 +154,7 @@ func runFleet(t *testing.T, f *Fleet, seed int64, scenario string, faults []Faul
 	}
 	// Quiet at the end, for the last convergence check.
 	sleep(ctx, 4*time.Second)
+	rec.Stop()
 	cancel()
 	wg.Wait()
 	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -207,7 +214,20 @@ func testFleet(t *testing.T, etcdBin string) {
 	h := runFleet(t, f, seed, t.Name(), faults)
 	p := saveHistory(t, h)
 	summarize(t, h)
-	t.Logf("history: %s", p)
+	rep, err := check.Check(h, check.Options{Dir: filepath.Dir(p)})
+	if err != nil {
+		t.Error(err)
+	}
+	if !rep.OK() {
+		var sched []string
+		for _, fl := range h.Faults {
+			sched = append(sched, fmt.Sprintf("%s on %s %.1f-%.1fs", fl.Kind, fl.Target, float64(fl.Start)/1e9, float64(fl.End)/1e9))
+		}
+		t.Errorf("the fleet broke a promise (seed %d; SIGNPOST_FLEET_SEED=%d replays its faults; history %s, report %s):\nfaults: %s\n%s",
+			seed, seed, p, filepath.Join(filepath.Dir(p), "report.txt"), strings.Join(sched, "; "), rep)
+		return
+	}
+	t.Logf("history %s: %s", p, rep)
 }
 
 // TestFleet runs the fleet on the embedded etcd (3.7): every kind of

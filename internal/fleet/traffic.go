@@ -75,6 +75,13 @@ func (r *Recorder) Fault(f history.Fault) {
 	r.mu.Unlock()
 }
 
+// Stop notes that the traffic stopped now.
+func (r *Recorder) Stop() {
+	r.mu.Lock()
+	r.h.End = r.Now()
+	r.mu.Unlock()
+}
+
 // History is what was recorded, with the store's history truth.
 func (r *Recorder) History(servers []string, truth []history.Change) *history.History {
 	r.mu.Lock()
@@ -82,6 +89,9 @@ func (r *Recorder) History(servers []string, truth []history.Change) *history.Hi
 	h := r.h
 	h.Servers = servers
 	h.Truth = truth
+	if h.End == 0 {
+		h.End = r.Now()
+	}
 	sort.SliceStable(h.Ops, func(i, j int) bool { return h.Ops[i].Invoke < h.Ops[j].Invoke })
 	return &h
 }

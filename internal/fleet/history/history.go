@@ -142,6 +142,10 @@ type Bounds struct {
 	// Stale: a DNS answer may lag the store by at most Stale while its
 	// server is not cut off.
 	Stale time.Duration `json:"stale"`
+	// StaleTTL: a DNS answer whose state had been replaced more than
+	// StaleTTL before it was asked comes from a server that knows it is
+	// stale, so its records carry a TTL of at most 1 s. 0: not checked.
+	StaleTTL time.Duration `json:"stale_ttl,omitempty"`
 }
 
 // History is one whole run.
@@ -161,6 +165,8 @@ type History struct {
 	// last events with the store's final state only for streams listed here
 	// that ran to the end.
 	Streams []WatchStream `json:"streams,omitempty"`
+	// End is when the traffic stopped.
+	End int64 `json:"end,omitempty"`
 }
 
 // Save writes h as JSON to path.
