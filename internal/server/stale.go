@@ -25,7 +25,8 @@ func (s *Server) newMonitor(p registry.Pinger) (*staleness.Monitor, error) {
 		// its lists fail (a member cut off from its leader, say) leaves
 		// this server's answers behind however well the pings go.
 		probe = func(ctx context.Context) error {
-			if err := st.Probe(ctx); err != nil {
+			rev, err := st.ProbeRev(ctx)
+			if err != nil {
 				return err
 			}
 			if err := s.index.FollowErr(); err != nil {
@@ -37,6 +38,16 @@ func (s *Server) newMonitor(p registry.Pinger) (*staleness.Monitor, error) {
 			// events wait as long.
 			if h := st.WatchHeard(); !h.IsZero() && time.Since(h) > st.WatchTolerance() {
 				return fmt.Errorf("etcd answers, but the registry's watch has heard nothing from it for %s", time.Since(h).Round(time.Millisecond))
+			}
+			// Caught up: the index has reached the revision etcd answered
+			// at. Just after a cut heals the watch replays what it missed;
+			// until then this server answers an old state (the fleet
+			// test saw 6 s old answers with the full TTL for 0.3 s).
+			if s.index.Rev() < rev {
+				_ = st.RequestProgress(ctx) // for a revision outside the prefix
+				if err := s.index.WaitRev(ctx, rev); err != nil {
+					return fmt.Errorf("etcd answers at revision %d, but the registry has reached only %d", rev, s.index.Rev())
+				}
 			}
 			return nil
 		}

@@ -137,8 +137,13 @@ type rcodeWatch struct {
 	mu     sync.Mutex
 	rcodes map[int]int
 	empty  int // NOERROR without an answer
-	stop   chan struct{}
-	done   chan struct{}
+	// healed: answers from then on are counted in oldFull when they hold
+	// old records (more than want) with a TTL over the stale one.
+	healed  bool
+	want    int
+	oldFull int
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 func watchRcodes(ts *testServer, name string) *rcodeWatch {
@@ -164,10 +169,22 @@ func watchRcodes(ts *testServer, name string) *rcodeWatch {
 			if r.Rcode == dns.RcodeSuccess && len(r.Answer) == 0 {
 				w.empty++
 			}
+			if w.healed && r.Rcode == dns.RcodeSuccess && len(r.Answer) > w.want && r.Answer[0].Header().Ttl > staleness.StaleTTL {
+				w.oldFull++
+			}
 			w.mu.Unlock()
 		}
 	}()
 	return w
+}
+
+// heal notes that the store is reachable again and the server's answers
+// should hold want records: an old state after this must carry the stale
+// TTL until the server has caught up.
+func (w *rcodeWatch) heal(want int) {
+	w.mu.Lock()
+	w.healed, w.want = true, want
+	w.mu.Unlock()
 }
 
 func (w *rcodeWatch) end() (map[int]int, int) {
@@ -285,6 +302,7 @@ func testCutOff(t *testing.T, members []*etcdtest.Member) {
 		}
 
 		heal := time.Now()
+		w.heal(1)
 		s1.cut(false)
 		s1.heal(t)
 		want := storeRev(t, members)
@@ -299,6 +317,9 @@ func testCutOff(t *testing.T, members []*etcdtest.Member) {
 		}
 		if rcodes[dns.RcodeNameError] > 0 || empty > 0 {
 			t.Errorf("%s: s1 answered NXDOMAIN %d times and an empty NOERROR %d times for a service that exists", how, rcodes[dns.RcodeNameError], empty)
+		}
+		if w.oldFull > 0 {
+			t.Errorf("%s: after the heal, s1 answered its old state (2 records) with the full TTL %d times: it said it was current before it had caught up", how, w.oldFull)
 		}
 		if _, _, ttl := srvAnswer(t, s1.testServer, calc); ttl != 5 {
 			t.Errorf("%s: healed s1 answers TTL %d; want the configured 5", how, ttl)

@@ -19,16 +19,23 @@ import (
 // copy). A probe cut by its deadline says so as registry.ErrUnavailable,
 // with the deadline as its reason.
 func (s *Store) Probe(ctx context.Context) error {
+	_, err := s.ProbeRev(ctx)
+	return err
+}
+
+// ProbeRev is Probe, with the revision etcd was at when it answered: a
+// follower of the store is current only once it has reached it.
+func (s *Store) ProbeRev(ctx context.Context) (int64, error) {
 	start := time.Now()
-	err := s.Ping(ctx)
+	rev, err := s.pingRev(ctx)
 	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		d := time.Since(start).Round(10 * time.Millisecond)
 		if dl, ok := ctx.Deadline(); ok {
 			d = dl.Sub(start).Round(10 * time.Millisecond)
 		}
-		return fmt.Errorf("ping etcd: %w", &registry.UnavailableError{Reason: fmt.Sprintf("etcd did not answer within %s", d), Err: err})
+		return 0, fmt.Errorf("ping etcd: %w", &registry.UnavailableError{Reason: fmt.Sprintf("etcd did not answer within %s", d), Err: err})
 	}
-	return err
+	return rev, err
 }
 
 // reconnectMaxDelay is the most time between two attempts to connect to

@@ -74,6 +74,20 @@ func (s *Store) WatchHeard() time.Time {
 // watchStuck more.
 func (s *Store) WatchTolerance() time.Duration { return s.watchSilence() + s.watchStuck() }
 
+// RequestProgress asks etcd to tell the store's watch the revision it is
+// at. etcd answers once the watch has caught up with it (it ignores the
+// request while the watch is replaying history), so a follower waiting
+// for a revision it got elsewhere gets there even when no key under the
+// prefix changed since.
+func (s *Store) RequestProgress(ctx context.Context) error {
+	w := s.live.Load()
+	if w == nil {
+		return errors.New("no etcd watch to ask for progress")
+	}
+	md, _ := metadata.FromOutgoingContext(w.ctx)
+	return s.cli.RequestProgress(metadata.NewOutgoingContext(ctx, md))
+}
+
 // openWatch opens a watch from rev+1 and waits for etcd to accept it, each
 // try on a new stream (its own metadata keeps the client from joining an
 // existing, perhaps hung, one) and cut at watchStuck, within the budget.
@@ -123,6 +137,7 @@ func (s *Store) openWatch(ctx context.Context, rev int64) (*watchStream, error) 
 // it goes silent, to out until ctx is done or the watch fails.
 func (s *Store) follow(ctx context.Context, w *watchStream, rev int64, pending map[string]*held, out chan<- registry.WatchResponse) {
 	defer func() { w.cancel() }()
+	s.live.Store(w)
 	defer close(out)
 	send := func(r registry.WatchResponse) bool {
 		select {
@@ -203,6 +218,7 @@ func (s *Store) follow(ctx context.Context, w *watchStream, rev int64, pending m
 				return
 			}
 			w, heard, asked = next, time.Now(), time.Time{}
+			s.live.Store(w)
 			s.heard.Store(heard.UnixNano())
 			if w.first != nil && !handle(*w.first) {
 				return
