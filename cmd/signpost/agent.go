@@ -124,6 +124,11 @@ func (o *agentOptions) config(log *slog.Logger) (agent.Config, error) {
 	default:
 		return cfg, usagef("--backend %q: want server (route53 is `signpost agent --backend route53`)", o.backend)
 	}
+	if cfg.ECSIntrospection != "" && o.backend == "route53" {
+		// The original layout's SRV records point at the host's name, so
+		// a task's own ENI address could not be published.
+		return cfg, usagef("--ecs-introspection with --backend route53: the Route 53 layout points every SRV record at the host's name, never at an awsvpc task's own address (use --backend server)")
+	}
 	if cfg.Node == "" {
 		return cfg, fmt.Errorf("--node: empty, and the hostname is unknown")
 	}

@@ -66,6 +66,34 @@
 // the original design's Lambda stopped the task, and logs why. Docker's
 // restart policy does not restart a container stopped this way; an
 // orchestrator replaces it.
+//
+// # Amazon ECS
+//
+// With Config.ECSMetadata (--ecs-metadata, on by default in the CLI) the
+// labels the ECS agent puts on a task's containers become metadata of
+// their instances: ecs_task_arn, ecs_task_family, ecs_task_revision,
+// ecs_cluster and ecs_container_name (from com.amazonaws.ecs.task-arn,
+// ...task-definition-family, ...task-definition-version, ...cluster and
+// ...container-name). Each must fit the registry's limits (a
+// "key=value" of at most 255 bytes, one TXT string; 4,096 bytes and 64
+// keys in all): one that does not is left out whole, never truncated,
+// with a warning naming the container and the label.
+//
+// In awsvpc network mode a task's containers share the network of its
+// pause container (com.amazonaws.ecs.container-name=~internal~ecs~pause,
+// never registered), where the task's ENI lives: Docker shows them
+// NetworkMode container:<pause id>, no address and no ports. With
+// Config.ECSIntrospection (--ecs-introspection http://localhost:51678)
+// the agent asks the ECS agent's introspection API
+// (GET /v1/tasks?dockerid=<id>, 2s timeout, 1 MiB answer at most) for the
+// task's ENI address and the container's ports, and registers each
+// service port there with the container port (in awsvpc mode the host
+// port is the container port); the health check probes that address. The
+// answer is kept per task (by pause container) while the task runs. While
+// the endpoint fails, or knows no address for the task yet, the
+// container is not registered at all, never with another address: the
+// agent warns once per container, naming it and the URL, and retries
+// with backoff (1s up to 30s) until the endpoint answers.
 package agent
 
 import (

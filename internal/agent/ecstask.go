@@ -225,7 +225,11 @@ func (e *ecsIntrospection) get(ctx context.Context, u string) ([]byte, error) {
 	req.Header.Set("Accept", "application/json")
 	resp, err := e.hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", u, err) // names the URL once: url.Error does not here
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // it would name the URL a second time
+		}
+		return nil, fmt.Errorf("GET %s: %w", u, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, ECSIntrospectionMaxBody+1))
