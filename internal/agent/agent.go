@@ -279,6 +279,9 @@ func New(cfg Config, be backend.Backend) (*Agent, error) {
 		if ecs, err = newECSIntrospection(cfg.ECSIntrospection, cfg.ECSIntrospectionTimeout); err != nil {
 			return nil, fmt.Errorf("agent: %w", err)
 		}
+		if ecs.metrics, err = newECSMetrics(cfg.Metrics); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
 	}
 	d, err := newEngine(cfg.Docker)
 	if err != nil {

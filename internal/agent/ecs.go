@@ -138,6 +138,7 @@ func (a *Agent) awsvpc(ctx context.Context, c container) (container, bool) {
 		lvl := slog.LevelDebug
 		if !a.ecs.failing[c.ID] {
 			a.ecs.failing[c.ID] = true
+			a.ecs.metrics.waiting.Set(float64(len(a.ecs.failing)))
 			lvl = slog.LevelWarn
 		}
 		a.log.Log(ctx, lvl, "awsvpc container not registered: its task's address is unknown; retrying later, never registering another address",
@@ -146,6 +147,7 @@ func (a *Agent) awsvpc(ctx context.Context, c container) (container, bool) {
 	}
 	if a.ecs.failing[c.ID] {
 		delete(a.ecs.failing, c.ID)
+		a.ecs.metrics.waiting.Set(float64(len(a.ecs.failing)))
 		a.log.Info("awsvpc task address found after failed lookups; registering the container",
 			"container", c.Name, "task", c.Labels[LabelECSTaskARN], "address", addr.String(), "url", a.ecs.taskURL(c.ID))
 	}

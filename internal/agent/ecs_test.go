@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/types/network"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/signpost-dns/signpost/internal/agent"
 	"github.com/signpost-dns/signpost/internal/apiclient"
@@ -236,14 +237,44 @@ func (s *fakeStack) startAWSVPCTask(appPort uint16) (pause, app, sidecar string)
 	return pause, app, sidecar
 }
 
-// awsvpcAgent runs the agent with ECS introspection at f.
-func (s *fakeStack) awsvpcAgent(node string, f *fakeIntrospection) {
+// awsvpcAgent runs the agent with ECS introspection at f, and returns
+// its metrics.
+func (s *fakeStack) awsvpcAgent(node string, f *fakeIntrospection) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
 	s.runAgent(node, func(c *agent.Config) {
 		c.ECSMetadata = true
 		c.ECSIntrospection = f.srv.URL
 		c.ECSIntrospectionTimeout = 500 * time.Millisecond
 		c.Resync = time.Second
+		c.Metrics = reg
 	})
+	return reg
+}
+
+// metric is the value of the series name{label="value"} in reg (label
+// "" for a series without labels), or -1 when there is none.
+func metric(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			match := label == ""
+			for _, lp := range m.GetLabel() {
+				match = match || (lp.GetName() == label && lp.GetValue() == value)
+			}
+			switch {
+			case mf.GetName() != name || !match:
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			default:
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return -1
 }
 
 // TestECSAWSVPCTask: with --ecs-introspection the app container of an
@@ -306,7 +337,7 @@ func TestECSAWSVPCIntrospectionDown(t *testing.T) {
 	port := listenerOn(t, "127.0.0.2")
 	_, app, sidecar := s.startAWSVPCTask(port)
 	f.addTask(testTaskARN, "127.0.0.2", ecsContainer{app, "web", port}, ecsContainer{sidecar, "log-router", 0})
-	s.awsvpcAgent("node-down", f)
+	reg := s.awsvpcAgent("node-down", f)
 
 	s.waitLog("level=WARN", "awsvpc container not registered", "container=ecs-web-7-web-e8bfddf9b488dff36c00",
 		`url="`+f.srv.URL+"/v1/tasks?dockerid="+app+`"`, "503 Service Unavailable")
@@ -314,12 +345,18 @@ func TestECSAWSVPCIntrospectionDown(t *testing.T) {
 	if list := s.instances("node-down"); len(list) != 0 {
 		t.Fatalf("registered while the task's address is unknown: %v", list)
 	}
+	if w, e := metric(t, reg, "signpost_agent_ecs_waiting_containers", "", ""), metric(t, reg, "signpost_agent_ecs_introspection_requests_total", "result", "error"); w != 1 || e < 2 {
+		t.Errorf("while down: %v containers waiting, %v failed requests; want 1 and at least 2", w, e)
+	}
 	f.setDown(false)
 	s.waitSRV("web", port)
 	if list := s.instances("node-down"); len(list) != 1 || list[0].Address.String() != "127.0.0.2" {
 		t.Fatalf("instances %v: want one at the ENI address", list)
 	}
 	s.waitLog("level=INFO", "awsvpc task address found after failed lookups", "address=127.0.0.2")
+	if w, ok := metric(t, reg, "signpost_agent_ecs_waiting_containers", "", ""), metric(t, reg, "signpost_agent_ecs_introspection_requests_total", "result", "ok"); w != 0 || ok != 1 {
+		t.Errorf("after: %v containers waiting, %v answered requests; want 0 and 1", w, ok)
+	}
 }
 
 // TestECSAWSVPCWithoutIntrospection: without --ecs-introspection an

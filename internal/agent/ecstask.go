@@ -107,11 +107,16 @@ type ecsIntrospection struct {
 	failing  map[string]bool     // containers whose last lookup failed, for the logs
 	downErr  error
 	downAt   time.Time
+	metrics  *ecsMetrics
 }
 
 // newECSIntrospection checks base (an http or https URL with a host and
 // nothing after it) and returns a client of it.
 func newECSIntrospection(base string, timeout time.Duration) (*ecsIntrospection, error) {
+	m, err := newECSMetrics(nil)
+	if err != nil {
+		return nil, err
+	}
 	u, err := url.Parse(strings.TrimSuffix(strings.TrimSpace(base), "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
 		return nil, fmt.Errorf("ECS introspection endpoint %q: want http://host:port, as %s", base, DefaultECSIntrospection)
@@ -132,6 +137,7 @@ func newECSIntrospection(base string, timeout time.Duration) (*ecsIntrospection,
 		notPause: map[string]bool{},
 		seen:     map[string]bool{},
 		failing:  map[string]bool{},
+		metrics:  m,
 	}, nil
 }
 
@@ -197,12 +203,18 @@ func (e *ecsIntrospection) fetch(ctx context.Context, c container) (*ecsTask, er
 		return nil, e.downErr
 	}
 	body, err := e.get(ctx, u)
-	if err != nil {
-		if ctx.Err() == nil && !errors.Is(err, errECSNotFound) {
+	switch {
+	case errors.Is(err, errECSNotFound):
+		e.metrics.requests.WithLabelValues("not_found").Inc()
+		return nil, err
+	case err != nil:
+		e.metrics.requests.WithLabelValues("error").Inc()
+		if ctx.Err() == nil {
 			e.downErr, e.downAt = err, time.Now()
 		}
 		return nil, err
 	}
+	e.metrics.requests.WithLabelValues("ok").Inc()
 	e.downErr = nil
 	var r ecsTaskResponse
 	if err := json.Unmarshal(body, &r); err != nil {
@@ -332,4 +344,5 @@ func (e *ecsIntrospection) prune(live map[string]bool) {
 			delete(e.failing, id)
 		}
 	}
+	e.metrics.waiting.Set(float64(len(e.failing)))
 }
