@@ -138,16 +138,16 @@ func (a *Agent) awsvpc(ctx context.Context, c container) (container, bool) {
 		lvl := slog.LevelDebug
 		if !a.ecs.failing[c.ID] {
 			a.ecs.failing[c.ID] = true
-			a.ecs.metrics.waiting.Set(float64(len(a.ecs.failing)))
 			lvl = slog.LevelWarn
 		}
+		a.ecs.setWaiting(err)
 		a.log.Log(ctx, lvl, "awsvpc container not registered: its task's address is unknown; retrying later, never registering another address",
 			"container", c.Name, "task", c.Labels[LabelECSTaskARN], "url", a.ecs.taskURL(c.ID), "err", err)
 		return c, false
 	}
 	if a.ecs.failing[c.ID] {
 		delete(a.ecs.failing, c.ID)
-		a.ecs.metrics.waiting.Set(float64(len(a.ecs.failing)))
+		a.ecs.setWaiting(nil)
 		a.log.Info("awsvpc task address found after failed lookups; registering the container",
 			"container", c.Name, "task", c.Labels[LabelECSTaskARN], "address", addr.String(), "url", a.ecs.taskURL(c.ID))
 	}

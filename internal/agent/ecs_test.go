@@ -238,17 +238,17 @@ func (s *fakeStack) startAWSVPCTask(appPort uint16) (pause, app, sidecar string)
 }
 
 // awsvpcAgent runs the agent with ECS introspection at f, and returns
-// its metrics.
-func (s *fakeStack) awsvpcAgent(node string, f *fakeIntrospection) *prometheus.Registry {
+// it and its metrics.
+func (s *fakeStack) awsvpcAgent(node string, f *fakeIntrospection) (*agent.Agent, *prometheus.Registry) {
 	reg := prometheus.NewRegistry()
-	s.runAgent(node, func(c *agent.Config) {
+	a := s.runAgent(node, func(c *agent.Config) {
 		c.ECSMetadata = true
 		c.ECSIntrospection = f.srv.URL
 		c.ECSIntrospectionTimeout = 500 * time.Millisecond
 		c.Resync = time.Second
 		c.Metrics = reg
 	})
-	return reg
+	return a, reg
 }
 
 // metric is the value of the series name{label="value"} in reg (label
@@ -289,7 +289,7 @@ func TestECSAWSVPCTask(t *testing.T) {
 	port := listenerOn(t, "127.0.0.2")
 	pause, app, sidecar := s.startAWSVPCTask(port)
 	f.addTask(testTaskARN, "127.0.0.2", ecsContainer{app, "web", port}, ecsContainer{sidecar, "log-router", 0})
-	s.awsvpcAgent("node-awsvpc", f)
+	a, _ := s.awsvpcAgent("node-awsvpc", f)
 
 	s.waitSRV("web", port)
 	recs, _, err := lookup(s.srv.DNSAddr(), "web")
@@ -312,6 +312,9 @@ func TestECSAWSVPCTask(t *testing.T) {
 	})
 	if got := f.count(); asked != 1 || got != 1 {
 		t.Errorf("introspection asked %d times before the resyncs and %d after: want 1 (once per task)", asked, got)
+	}
+	if err := a.Degraded(); err != nil {
+		t.Errorf("Degraded: %v", err)
 	}
 
 	for _, id := range []string{app, sidecar, pause} {
@@ -337,7 +340,7 @@ func TestECSAWSVPCIntrospectionDown(t *testing.T) {
 	port := listenerOn(t, "127.0.0.2")
 	_, app, sidecar := s.startAWSVPCTask(port)
 	f.addTask(testTaskARN, "127.0.0.2", ecsContainer{app, "web", port}, ecsContainer{sidecar, "log-router", 0})
-	reg := s.awsvpcAgent("node-down", f)
+	a, reg := s.awsvpcAgent("node-down", f)
 
 	s.waitLog("level=WARN", "awsvpc container not registered", "container=ecs-web-7-web-e8bfddf9b488dff36c00",
 		`url="`+f.srv.URL+"/v1/tasks?dockerid="+app+`"`, "503 Service Unavailable")
@@ -348,6 +351,9 @@ func TestECSAWSVPCIntrospectionDown(t *testing.T) {
 	if w, e := metric(t, reg, "signpost_agent_ecs_waiting_containers", "", ""), metric(t, reg, "signpost_agent_ecs_introspection_requests_total", "result", "error"); w != 1 || e < 2 {
 		t.Errorf("while down: %v containers waiting, %v failed requests; want 1 and at least 2", w, e)
 	}
+	if err := a.Degraded(); err == nil || !strings.Contains(err.Error(), "1 awsvpc container(s) not registered") || !strings.Contains(err.Error(), "503") {
+		t.Errorf("Degraded while down: %v; want the waiting container and the endpoint's error", err)
+	}
 	f.setDown(false)
 	s.waitSRV("web", port)
 	if list := s.instances("node-down"); len(list) != 1 || list[0].Address.String() != "127.0.0.2" {
@@ -356,6 +362,9 @@ func TestECSAWSVPCIntrospectionDown(t *testing.T) {
 	s.waitLog("level=INFO", "awsvpc task address found after failed lookups", "address=127.0.0.2")
 	if w, ok := metric(t, reg, "signpost_agent_ecs_waiting_containers", "", ""), metric(t, reg, "signpost_agent_ecs_introspection_requests_total", "result", "ok"); w != 0 || ok != 1 {
 		t.Errorf("after: %v containers waiting, %v answered requests; want 0 and 1", w, ok)
+	}
+	if err := a.Degraded(); err != nil {
+		t.Errorf("Degraded after: %v", err)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/signpost-dns/signpost/internal/agent/conventions"
@@ -108,6 +109,34 @@ type ecsIntrospection struct {
 	downErr  error
 	downAt   time.Time
 	metrics  *ecsMetrics
+
+	// What Degraded reports, read by other goroutines.
+	waitMu   sync.Mutex
+	waitN    int
+	waitLast error
+}
+
+// setWaiting publishes how many containers wait for their task's address
+// (len(failing)), and why the last one does (nil to keep the last).
+func (e *ecsIntrospection) setWaiting(last error) {
+	e.metrics.waiting.Set(float64(len(e.failing)))
+	e.waitMu.Lock()
+	defer e.waitMu.Unlock()
+	e.waitN = len(e.failing)
+	if last != nil {
+		e.waitLast = last
+	}
+}
+
+// degraded says how many containers wait for their task's address, and
+// why the last one does; nil when none does.
+func (e *ecsIntrospection) degraded() error {
+	e.waitMu.Lock()
+	defer e.waitMu.Unlock()
+	if e.waitN == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d awsvpc container(s) not registered: their task's address is unknown (ECS introspection at %s): %w", e.waitN, e.base, e.waitLast)
 }
 
 // newECSIntrospection checks base (an http or https URL with a host and
@@ -344,5 +373,5 @@ func (e *ecsIntrospection) prune(live map[string]bool) {
 			delete(e.failing, id)
 		}
 	}
-	e.metrics.waiting.Set(float64(len(e.failing)))
+	e.setWaiting(nil)
 }

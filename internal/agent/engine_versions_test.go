@@ -62,9 +62,9 @@ func newFakeStack(t *testing.T, apiVersion string) *fakeStack {
 	return s
 }
 
-// runAgent runs the production agent against the fake engine; opts edit
-// its configuration.
-func (s *fakeStack) runAgent(node string, opts ...func(*agent.Config)) {
+// runAgent runs the production agent against the fake engine until the
+// test ends, and returns it; opts edit its configuration.
+func (s *fakeStack) runAgent(node string, opts ...func(*agent.Config)) *agent.Agent {
 	s.t.Helper()
 	c, err := apiclient.New(s.srv.URL(), "")
 	if err != nil {
@@ -91,6 +91,7 @@ func (s *fakeStack) runAgent(node string, opts ...func(*agent.Config)) {
 		s.t.Fatal(err)
 	}
 	runUntilCleanup(s.t, a, node)
+	return a
 }
 
 // listener is a TCP service on a loopback port that accepts and holds
