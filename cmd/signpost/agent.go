@@ -82,6 +82,8 @@ func agentFlags(fs *flag.FlagSet) *agentOptions {
 	fs.IntVar(&o.cfg.Health.Passes, "check-passes", health.DefaultPasses, "passes in a row that bring a critical instance back")
 	fs.DurationVar(&o.cfg.Health.StartPeriod, "check-start-period", health.DefaultStartPeriod, "after a container starts, how long its check is retried every 250ms without counting failures")
 	fs.BoolVar(&o.cfg.StopUnhealthy, "stop-unhealthy", false, "stop a container when one of its instances goes critical (its check failed --check-failures times in a row, or its Docker HEALTHCHECK says unhealthy)")
+	fs.BoolVar(&o.cfg.ECSMetadata, "ecs-metadata", true, "publish the ECS agent's labels of a task's containers as metadata: ecs_task_arn, ecs_task_family, ecs_task_revision, ecs_cluster, ecs_container_name (a value that breaks a registry limit is left out, with a warning)")
+	fs.StringVar(&o.cfg.ECSIntrospection, "ecs-introspection", "", `ECS agent introspection endpoint asked for the address of the containers of awsvpc tasks: `+agent.DefaultECSIntrospection+` on an ECS container instance (the agent needs host networking to reach it); empty: off, and those containers are not registered`)
 	fs.StringVar(&o.metrics, "metrics", "", "address to serve the agent's Prometheus metrics on, at /metrics, and its health at /healthz (e.g. 127.0.0.1:9153; empty: off)")
 	return o
 }
@@ -101,6 +103,11 @@ func (o *agentOptions) config(log *slog.Logger) (agent.Config, error) {
 	if cfg.AddressMode != agent.ModeHost && cfg.AddressMode != agent.ModeContainer {
 		return cfg, usagef("--address-mode %q: want %q or %q", cfg.AddressMode, agent.ModeHost, agent.ModeContainer)
 	}
+	if cfg.ECSIntrospection != "" {
+		if err := agent.CheckECSIntrospection(cfg.ECSIntrospection); err != nil {
+			return cfg, usagef("--ecs-introspection: %v", err)
+		}
+	}
 	k, err := health.ParseKind(o.check)
 	if err != nil {
 		return cfg, usagef("--check: %v", err)
@@ -116,6 +123,11 @@ func (o *agentOptions) config(log *slog.Logger) (agent.Config, error) {
 		return cfg, usagef("--backend %q: want server or route53", o.backend)
 	default:
 		return cfg, usagef("--backend %q: want server (route53 is `signpost agent --backend route53`)", o.backend)
+	}
+	if cfg.ECSIntrospection != "" && o.backend == "route53" {
+		// The original layout's SRV records point at the host's name, so
+		// a task's own ENI address could not be published.
+		return cfg, usagef("--ecs-introspection with --backend route53: the Route 53 layout points every SRV record at the host's name, never at an awsvpc task's own address (use --backend server)")
 	}
 	if cfg.Node == "" {
 		return cfg, fmt.Errorf("--node: empty, and the hostname is unknown")

@@ -90,6 +90,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"agent", "--only-label", "=x"}, `--only-label "=x"`},
 		{[]string{"agent", "--lease-ttl", "-1s"}, "--lease-ttl -1s: want at least 1s"},
 		{[]string{"agent", "--address-mode", "bridge"}, `--address-mode "bridge": want "host" or "container"`},
+		{[]string{"agent", "--ecs-introspection", "localhost:51678"}, `--ecs-introspection: ECS introspection endpoint "localhost:51678": want http://host:port`},
+		{[]string{"agent", "--ecs-introspection", "http://localhost:51678", "--backend", "route53"}, "--ecs-introspection with --backend route53"},
 		{[]string{"server", "--lease-ttl", "0s"}, "--lease-ttl 0s: want at least 1s"},
 		{[]string{"server", "--ttl", "0s"}, "--ttl 0s, --negative-ttl 5s: want at least 1s"},
 		{[]string{"up", "--lease-ttl", "500ms"}, "--lease-ttl 500ms: want at least 1s"},

@@ -66,6 +66,34 @@
 // the original design's Lambda stopped the task, and logs why. Docker's
 // restart policy does not restart a container stopped this way; an
 // orchestrator replaces it.
+//
+// # Amazon ECS
+//
+// With Config.ECSMetadata (--ecs-metadata, on by default in the CLI) the
+// labels the ECS agent puts on a task's containers become metadata of
+// their instances: ecs_task_arn, ecs_task_family, ecs_task_revision,
+// ecs_cluster and ecs_container_name (from com.amazonaws.ecs.task-arn,
+// ...task-definition-family, ...task-definition-version, ...cluster and
+// ...container-name). Each must fit the registry's limits (a
+// "key=value" of at most 255 bytes, one TXT string; 4,096 bytes and 64
+// keys in all): one that does not is left out whole, never truncated,
+// with a warning naming the container and the label.
+//
+// In awsvpc network mode a task's containers share the network of its
+// pause container (com.amazonaws.ecs.container-name=~internal~ecs~pause,
+// never registered), where the task's ENI lives: Docker shows them
+// NetworkMode container:<pause id>, no address and no ports. With
+// Config.ECSIntrospection (--ecs-introspection http://localhost:51678)
+// the agent asks the ECS agent's introspection API
+// (GET /v1/tasks?dockerid=<id>, 2s timeout, 1 MiB answer at most) for the
+// task's ENI address and the container's ports, and registers each
+// service port there with the container port (in awsvpc mode the host
+// port is the container port); the health check probes that address. The
+// answer is kept per task (by pause container) while the task runs. While
+// the endpoint fails, or knows no address for the task yet, the
+// container is not registered at all, never with another address: the
+// agent warns once per container, naming it and the URL, and retries
+// with backoff (1s up to 30s) until the endpoint answers.
 package agent
 
 import (
@@ -81,6 +109,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/signpost-dns/signpost/internal/agent/conventions"
 	"github.com/signpost-dns/signpost/internal/backend"
 	"github.com/signpost-dns/signpost/internal/health"
 	"github.com/signpost-dns/signpost/internal/registry"
@@ -137,6 +166,20 @@ type Config struct {
 	// (signpost up), which stops with it: on exit the agent does not say
 	// that its records stay until the lease runs out; up says what stays.
 	WithServer bool
+	// ECSMetadata publishes the ECS agent's labels of a task's container
+	// (com.amazonaws.ecs.task-arn, ...) as its instances' metadata
+	// (ecs_task_arn, ecs_task_family, ecs_task_revision, ecs_cluster,
+	// ecs_container_name); one that breaks a registry limit is left out
+	// with a warning.
+	ECSMetadata bool
+	// ECSIntrospection is the ECS agent's introspection endpoint
+	// (DefaultECSIntrospection, http://localhost:51678), asked for the
+	// address of the containers of awsvpc tasks; empty: off, and those
+	// containers are not registered.
+	ECSIntrospection string
+	// ECSIntrospectionTimeout bounds one introspection request (default
+	// DefaultECSIntrospectionTimeout).
+	ECSIntrospectionTimeout time.Duration
 	// Metrics, when set, gets the health metrics.
 	Metrics prometheus.Registerer
 	Log     *slog.Logger
@@ -166,6 +209,12 @@ type Agent struct {
 
 	checks  *checks
 	metrics *health.Metrics
+
+	// ecs asks ECS introspection for awsvpc tasks' addresses (nil: off);
+	// owned by the loop. ecsWaiting says a container waits for its
+	// task's address: the loop retries with backoff.
+	ecs        *ecsIntrospection
+	ecsWaiting bool
 
 	healthMu    sync.Mutex
 	dockerErr   error // Docker's last ping failed; nil when it answers
@@ -225,6 +274,15 @@ func New(cfg Config, be backend.Backend) (*Agent, error) {
 			return nil, fmt.Errorf("agent: register server link metrics: %w", err)
 		}
 	}
+	var ecs *ecsIntrospection
+	if cfg.ECSIntrospection != "" {
+		if ecs, err = newECSIntrospection(cfg.ECSIntrospection, cfg.ECSIntrospectionTimeout); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		if ecs.metrics, err = newECSMetrics(cfg.Metrics); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+	}
 	d, err := newEngine(cfg.Docker)
 	if err != nil {
 		return nil, err
@@ -241,6 +299,7 @@ func New(cfg Config, be backend.Backend) (*Agent, error) {
 		dockerHealth: map[string]dockerHealthState{},
 		metrics:      m,
 		stopping:     map[string]bool{},
+		ecs:          ecs,
 	}
 	a.checks = newChecks(hc, m, a.log)
 	a.checks.critical = func(cid, name string, in registry.Instance, tr health.Transition) {
@@ -265,7 +324,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("signpost agent starting", "docker", a.docker.Host(), "advertise_ip", a.hostIP.String(),
 		"address_mode", a.cfg.AddressMode, "lease_ttl", a.cfg.LeaseTTL, "resync", a.cfg.Resync, "deregister_on_exit", a.cfg.DeregisterOnExit,
 		"check", a.cfg.Health.Default().String(), "check_failures", a.cfg.Health.Failures, "check_passes", a.cfg.Health.Passes,
-		"stop_unhealthy", a.cfg.StopUnhealthy)
+		"stop_unhealthy", a.cfg.StopUnhealthy, "ecs_metadata", a.cfg.ECSMetadata, "ecs_introspection", a.cfg.ECSIntrospection)
 	a.checks.start(ctx)
 	a.stopMu.Lock()
 	a.runCtx = ctx
@@ -420,9 +479,14 @@ func (a *Agent) follow(ctx context.Context) error {
 	defer tick.Stop()
 	retry := newBackoff(time.Second, 30*time.Second)
 	var retryC <-chan time.Time
+	ecsRetry := newBackoff(time.Second, 30*time.Second)
+	var ecsRetryC <-chan time.Time
 	for {
 		if a.dirty && retryC == nil {
 			retryC = time.After(retry.next())
+		}
+		if a.ecsWaiting && ecsRetryC == nil {
+			ecsRetryC = time.After(ecsRetry.next())
 		}
 		var why string
 		select {
@@ -445,9 +509,15 @@ func (a *Agent) follow(ctx context.Context) error {
 			why = "backend asked"
 		case <-retryC:
 			why = "retry after a failed write"
+		case <-ecsRetryC:
+			why, ecsRetryC = "retry: an awsvpc task's address was unknown", nil
 		}
 		retryC = nil
-		if err := a.fullSync(ctx, why); err != nil {
+		err := a.fullSync(ctx, why)
+		if !a.ecsWaiting {
+			ecsRetry.reset()
+		}
+		if err != nil {
 			var de dockerError
 			if errors.As(err, &de) {
 				return err
@@ -464,6 +534,10 @@ func (a *Agent) fullSync(ctx context.Context, why string) error {
 	ids, err := a.docker.Running(ctx, a.cfg.Labels)
 	if err != nil {
 		return dockerError{err}
+	}
+	a.ecsWaiting = false // computed again below
+	if a.ecs != nil {
+		a.ecs.beginSync()
 	}
 	regs := map[string][]registry.Instance{}
 	var all []registry.Instance
@@ -492,6 +566,9 @@ func (a *Agent) fullSync(ctx context.Context, why string) error {
 			found = append(found, computed{c, insts, specs})
 			all = append(all, insts...) // health comes below
 		}
+	}
+	if a.ecs != nil {
+		a.ecs.prune(live)
 	}
 	var carry map[string]registry.Health
 	if !a.learned {
@@ -581,6 +658,13 @@ func (a *Agent) carried(c container, in registry.Instance, carry map[string]regi
 // The caller starts the checks (checks.ensure) and sets each instance's
 // health.
 func (a *Agent) compute(ctx context.Context, c container) ([]registry.Instance, []health.Spec) {
+	if a.ecs != nil && strings.HasPrefix(c.NetworkMode, "container:") && !isECSPause(c.Labels) &&
+		conventions.Any(conventions.Input{Env: c.Env, Labels: c.Labels}) {
+		var known bool
+		if c, known = a.awsvpc(ctx, c); !known {
+			return nil, nil
+		}
+	}
 	insts, specs, notes := a.instances(c)
 	a.noteDockerHealth(ctx, c, insts)
 	seen := a.noted[c.ID]

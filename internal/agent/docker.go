@@ -46,6 +46,10 @@ type container struct {
 	DockerHealthAt time.Time
 	// StartedAt is when the container last started (zero if unknown).
 	StartedAt time.Time
+	// TaskAddr is, for a container of an ECS awsvpc task, its task's ENI
+	// address, from ECS introspection (not Docker); registered with the
+	// container port.
+	TaskAddr netip.Addr
 }
 
 // binding is one published host port.

@@ -62,8 +62,9 @@ func newFakeStack(t *testing.T, apiVersion string) *fakeStack {
 	return s
 }
 
-// runAgent runs the production agent against the fake engine.
-func (s *fakeStack) runAgent(node string) {
+// runAgent runs the production agent against the fake engine until the
+// test ends, and returns it; opts edit its configuration.
+func (s *fakeStack) runAgent(node string, opts ...func(*agent.Config)) *agent.Agent {
 	s.t.Helper()
 	c, err := apiclient.New(s.srv.URL(), "")
 	if err != nil {
@@ -78,6 +79,9 @@ func (s *fakeStack) runAgent(node string) {
 		Labels:      map[string]string{fakeLabel: s.t.Name()},
 		Log:         slog.New(slog.NewTextHandler(s.log, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test_agent", node),
 	}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	be, err := serverbackend.New(c, cfg.Node, cfg.LeaseTTL)
 	if err != nil {
 		s.t.Fatal(err)
@@ -87,13 +91,17 @@ func (s *fakeStack) runAgent(node string) {
 		s.t.Fatal(err)
 	}
 	runUntilCleanup(s.t, a, node)
+	return a
 }
 
 // listener is a TCP service on a loopback port that accepts and holds
 // connections, so that the agent's connect check passes.
-func listener(t *testing.T) uint16 {
+func listener(t *testing.T) uint16 { return listenerOn(t, "127.0.0.1") }
+
+// listenerOn is listener on another address (any of 127.0.0.0/8).
+func listenerOn(t *testing.T, ip string) uint16 {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

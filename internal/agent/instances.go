@@ -55,8 +55,17 @@ type note struct {
 // instances computes what one running container registers, and the notes
 // worth logging about it.
 func (a *Agent) instances(c container) ([]registry.Instance, []health.Spec, []note) {
+	if isECSPause(c.Labels) {
+		return nil, nil, []note{ecsPauseNote(c)}
+	}
+	conv := conventions.Input{Container: c.Name, Env: c.Env, Labels: c.Labels, Ports: c.Ports}
+	if strings.HasPrefix(c.NetworkMode, "container:") && !c.TaskAddr.IsValid() && isECSTask(c.Labels) && conventions.Any(conv) {
+		// Docker shows an awsvpc task's containers with no ports: say
+		// why, rather than that the container lacks its SERVICE_ ports.
+		return nil, nil, []note{ecsHint(c)}
+	}
 	var notes []note
-	res := conventions.Parse(conventions.Input{Container: c.Name, Env: c.Env, Labels: c.Labels, Ports: c.Ports})
+	res := conventions.Parse(conv)
 	for _, w := range res.Warnings {
 		notes = append(notes, note{key: "conv:" + w.Var, msg: "bad service convention; port skipped",
 			attrs: []any{"container", c.Name, "variable", w.Var, "value", w.Value, "reason", w.Reason}})
@@ -90,6 +99,12 @@ func (a *Agent) instances(c container) ([]registry.Instance, []health.Spec, []no
 	var given []string
 	var specs []health.Spec
 	for _, p := range res.Ports {
+		meta := p.Meta
+		if a.cfg.ECSMetadata {
+			var ns []note
+			meta, ns = withECSMeta(c, meta)
+			notes = append(notes, ns...)
+		}
 		in := registry.Instance{
 			ID:       InstanceID(a.cfg.Node, c.ID, p.Port, p.Proto),
 			Service:  p.Service,
@@ -97,7 +112,7 @@ func (a *Agent) instances(c container) ([]registry.Instance, []health.Spec, []no
 			Weight:   p.Weight,
 			Priority: p.Priority,
 			Tags:     p.Tags,
-			Meta:     p.Meta,
+			Meta:     meta,
 			Node:     a.cfg.Node,
 		}
 		if in.Container = c.Name; len(in.Container) > registry.MaxNodeLen {
@@ -107,6 +122,10 @@ func (a *Agent) instances(c container) ([]registry.Instance, []health.Spec, []no
 		case c.NetworkMode == "host":
 			// The container shares the host's stack: its ports are the host's.
 			in.Address, in.Port = a.hostIP, p.Port
+		case strings.HasPrefix(c.NetworkMode, "container:") && c.TaskAddr.IsValid():
+			// An ECS awsvpc task: its ENI's address, and the container
+			// port (the host port is the container port in awsvpc mode).
+			in.Address, in.Port = c.TaskAddr, p.Port
 		case strings.HasPrefix(c.NetworkMode, "container:"):
 			notes = append(notes, note{key: "netmode", msg: "container shares another container's network; register the ports on that one",
 				attrs: []any{"container", c.Name, "network_mode", c.NetworkMode}})

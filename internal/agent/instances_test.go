@@ -69,6 +69,13 @@ func TestInstancesAddresses(t *testing.T) {
 			c.Networks["backend"] = netip.MustParseAddr("10.5.0.3")
 		}, "10.5.0.3:8081", ""},
 		{"shares another container's network", ModeHost, "", func(c *container) { c.NetworkMode = "container:abc" }, "", "shares another container's network"},
+		{"awsvpc task: its ENI address, the container port", ModeHost, "", func(c *container) { awsvpcTask(c, "10.0.1.23") }, "10.0.1.23:8081", ""},
+		{"awsvpc task in container mode", ModeContainer, "", func(c *container) { awsvpcTask(c, "10.0.1.23") }, "10.0.1.23:8081", ""},
+		{"awsvpc task, address unknown", ModeHost, "", func(c *container) { awsvpcTask(c, ""); c.Ports = nil }, "", "container of an ECS awsvpc task"},
+		{"ECS pause container", ModeHost, "", func(c *container) {
+			c.Labels = map[string]string{LabelECSTaskARN: "arn:aws:ecs:eu-west-1:1:task/c/t", LabelECSContainerName: ECSPauseContainerName}
+			c.Bindings[p8081] = []binding{{netip.MustParseAddr("0.0.0.0"), 32768}}
+		}, "", "ECS pause container"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -95,6 +102,16 @@ func TestInstancesAddresses(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// awsvpcTask makes c a container of an awsvpc task, with its task's
+// address addr ("" for unknown).
+func awsvpcTask(c *container, addr string) {
+	c.NetworkMode, c.Networks = "container:5ca1ab1e", nil
+	c.Labels = map[string]string{LabelECSTaskARN: "arn:aws:ecs:eu-west-1:1:task/c/t", LabelECSContainerName: "calc"}
+	if addr != "" {
+		c.TaskAddr = netip.MustParseAddr(addr)
 	}
 }
 

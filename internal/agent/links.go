@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -46,9 +47,15 @@ func (a *Agent) linksHealth() (failing, degraded error) {
 
 // Degraded says, while the agent does its job (Health is nil), what is
 // wrong all the same: some of the backend's servers fail and the others
-// carry its writes. nil when nothing is.
+// carry its writes; containers of awsvpc tasks wait for their task's
+// address (ECS introspection fails). nil when nothing is.
 func (a *Agent) Degraded() error {
 	_, d := a.linksHealth()
+	if a.ecs != nil {
+		if err := a.ecs.degraded(); err != nil {
+			d = errors.Join(d, err)
+		}
+	}
 	return d
 }
 

@@ -285,6 +285,12 @@ func clip(s string) string {
 	return s[:cut] + "..."
 }
 
+// CheckMeta checks metadata as Validate does (key count, key and value
+// lengths, each "key=value" within one TXT string, the total, printable
+// text) and returns a *FieldError naming the first entry that is wrong.
+// Agents use it to decide whether one more key fits before they add it.
+func CheckMeta(meta map[string]string) error { return checkMeta(meta) }
+
 func checkMeta(meta map[string]string) error {
 	if len(meta) > MaxMetaKeys {
 		return &FieldError{"meta", fmt.Sprintf("%d keys", len(meta)), fmt.Sprintf("more than %d keys", MaxMetaKeys)}

@@ -219,6 +219,10 @@ func collect(in Input) map[string]Setting {
 	return out
 }
 
+// Any reports whether the container carries any SERVICE_* variable or
+// label at all, before anything is parsed.
+func Any(in Input) bool { return len(collect(in)) > 0 }
+
 func hasPrefix(k string) bool {
 	return len(k) > len(Prefix) && strings.EqualFold(k[:len(Prefix)], Prefix)
 }
