@@ -2,6 +2,7 @@ package dnsserver
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,23 +37,44 @@ const (
 // background builder, and queries meanwhile get the previous answers.
 const inlineMax = 128
 
-// service is an immutable view of one service's instances, replaced whole
-// when the service changes. Answers are packed once and kept.
-type service struct {
-	name     string
+// view is a set of one service's instances answered at names of their
+// own: the whole service (calc.Z, _calc._tcp.Z) or the instances that
+// carry one tag (blue.tag.calc.Z, _blue._calc._tcp.Z and the DNS-SD
+// subtype _blue._sub._calc._tcp.Z). Its lists are packed once and kept;
+// those of a view of more than inlineMax instances by the background
+// builder.
+type view struct {
+	name     string               // the service
+	tag      string               // the tag's label; "" for the whole service
 	all      []*registry.Instance // sorted by ID
 	serving  []*registry.Instance // what SRV and A answers hand out
 	hasProto [2]bool
-	byID     map[string]*instance
 
 	lists [nLists]atomic.Pointer[rrset]
 	// The weighted order of serving, computed once (see order).
 	orderOnce sync.Once
 	perm      []int
 	starts    []uint32
-	// stale holds the previous version's lists while a large service's
-	// new ones are being built.
+	// stale holds the previous version's lists while a large view's new
+	// ones are being built.
 	stale [nLists]atomic.Pointer[rrset]
+}
+
+// large reports whether the view's lists are packed by the background
+// builder rather than by the first query that needs them.
+func (v *view) large() bool { return len(v.all) > inlineMax }
+
+// service is an immutable view of one service's instances, replaced whole
+// when the service changes. Answers are packed once and kept.
+type service struct {
+	view
+	byID map[string]*instance
+	// tags holds a view per tag label that an instance carries (see
+	// registry.TagLabel), nil when none does.
+	tags map[string]*view
+	// tagProto says whether an instance of each protocol carries a tag
+	// that has names: whether _sub._<service>._<proto>.Z has names below.
+	tagProto [2]bool
 }
 
 // instance holds the answers at an instance's own names.
@@ -75,8 +97,12 @@ type zone struct {
 	browse atomic.Pointer[rrset]
 }
 
-func newService(name string, list []registry.Instance, failOpen bool) *service {
-	s := &service{name: name, byID: make(map[string]*instance, len(list))}
+// newService returns the view of a service's instances. tagRoom is the
+// longest tag label whose names fit in the zone (registry.TagRoom):
+// longer ones, stored before the door checked them, get no names.
+func newService(name string, list []registry.Instance, failOpen bool, tagRoom int) *service {
+	s := &service{view: view{name: name}, byID: make(map[string]*instance, len(list))}
+	var labels [][]string // each instance's tag labels, when any has tags
 	for i := range list {
 		in := &list[i]
 		s.all = append(s.all, in)
@@ -86,20 +112,71 @@ func newService(name string, list []registry.Instance, failOpen bool) *service {
 		}
 		s.hasProto[p] = true
 		s.byID[in.ID] = &instance{in: in, proto: p}
+		if len(in.Tags) > 0 {
+			if labels == nil {
+				labels = make([][]string, len(list))
+			}
+			labels[i] = s.addTags(in, p, tagRoom)
+		}
 		if in.Serving() {
-			s.serving = append(s.serving, in)
+			s.serve(in, labels, i)
 		}
 	}
 	if len(s.serving) == 0 && failOpen {
 		// Every instance failing: hand them all out rather than nothing,
 		// as Route 53 does; the clients' retries may still get through.
-		for _, in := range s.all {
+		for i, in := range s.all {
 			if in.Health.Status == registry.HealthCritical {
-				s.serving = append(s.serving, in)
+				s.serve(in, labels, i)
 			}
 		}
 	}
 	return s
+}
+
+// addTags adds in, of protocol p, to the view of each tag it carries that
+// gets names, and returns those tags' labels, each once.
+func (s *service) addTags(in *registry.Instance, p, tagRoom int) []string {
+	var out []string
+	for _, t := range in.Tags {
+		l, ok := registry.TagLabel(t)
+		if !ok || len(l) > tagRoom || slices.Contains(out, l) {
+			continue
+		}
+		out = append(out, l)
+		if s.tags == nil {
+			s.tags = map[string]*view{}
+		}
+		v := s.tags[l]
+		if v == nil {
+			v = &view{name: s.name, tag: l}
+			s.tags[l] = v
+		}
+		v.all = append(v.all, in)
+		v.hasProto[p] = true
+		s.tagProto[p] = true
+	}
+	return out
+}
+
+// serve hands out in, the i-th instance, in the service's answers and in
+// those of its tags.
+func (s *service) serve(in *registry.Instance, labels [][]string, i int) {
+	s.serving = append(s.serving, in)
+	if labels != nil {
+		for _, l := range labels[i] {
+			v := s.tags[l]
+			v.serving = append(v.serving, in)
+		}
+	}
+}
+
+// views calls f with the service's view and each of its tags'.
+func (s *service) views(f func(*view)) {
+	f(&s.view)
+	for _, v := range s.tags {
+		f(v)
+	}
 }
 
 func (z *zone) get(name []byte) *service {
@@ -112,9 +189,31 @@ func (z *zone) get(name []byte) *service {
 // names builds the owner names of the zone Z.
 type names struct{ zone string }
 
-func (n names) service(svc string) string { return svc + "." + n.zone }
-func (n names) proto(svc string, p int) string {
-	return "_" + svc + "." + protoLabels[p] + "." + n.zone
+// service is where v's SRV, A and AAAA answers are: calc.Z, or
+// blue.tag.calc.Z for a tag.
+func (n names) service(v *view) string {
+	if v.tag != "" {
+		return v.tag + ".tag." + v.name + "." + n.zone
+	}
+	return v.name + "." + n.zone
+}
+
+// proto is where v's SRV answer for protocol p is: _calc._tcp.Z, or
+// _blue._calc._tcp.Z for a tag.
+func (n names) proto(v *view, p int) string {
+	if v.tag != "" {
+		return "_" + v.tag + "._" + v.name + "." + protoLabels[p] + "." + n.zone
+	}
+	return "_" + v.name + "." + protoLabels[p] + "." + n.zone
+}
+
+// browse is where v's DNS-SD PTR answer for protocol p is: _calc._tcp.Z,
+// or the subtype _blue._sub._calc._tcp.Z for a tag (RFC 6763 s7.1).
+func (n names) browse(v *view, p int) string {
+	if v.tag != "" {
+		return "_" + v.tag + "._sub._" + v.name + "." + protoLabels[p] + "." + n.zone
+	}
+	return n.proto(v, p)
 }
 func (n names) target(in *registry.Instance) string { return in.ID + "." + in.Service + "." + n.zone }
 func (n names) dnssd(in *registry.Instance, p int) string {
@@ -174,48 +273,48 @@ func escapeTXT(v string) string {
 	return b.String()
 }
 
-// listSet builds list i of svc.
-func (s *Server) listSet(svc *service, i int) *rrset {
+// listSet builds list i of v.
+func (s *Server) listSet(v *view, i int) *rrset {
 	switch {
 	case i == listSRV:
-		return s.srvSet(svc, s.names.service(svc.name), svc.serving, nil)
+		return s.srvSet(v, s.names.service(v), v.serving, nil)
 	case i == listA:
-		return s.addrSet(s.names.service(svc.name), true, svc.serving)
+		return s.addrSet(s.names.service(v), true, v.serving)
 	case i == listAAAA:
-		return s.addrSet(s.names.service(svc.name), false, svc.serving)
+		return s.addrSet(s.names.service(v), false, v.serving)
 	case i < listProtoPTR:
 		p := i - listProtoSRV
-		list := filterProto(svc.serving, p)
+		list := filterProto(v.serving, p)
 		var same *rrset
-		if len(list) == len(svc.serving) {
+		if len(list) == len(v.serving) {
 			// One protocol: the records at calc.Z serve _calc._tcp.Z
 			// as they are (owners point at the question); only the
 			// glue's owners differ.
-			same = svc.lists[listSRV].Load()
+			same = v.lists[listSRV].Load()
 		}
-		return s.srvSet(svc, s.names.proto(svc.name, p), list, same)
+		return s.srvSet(v, s.names.proto(v, p), list, same)
 	default:
 		p := i - listProtoPTR
-		list := filterProto(svc.serving, p)
+		list := filterProto(v.serving, p)
 		if len(list) == 0 {
 			return nil
 		}
-		perm, starts := svc.order(list)
-		b := newRRBuilder(s, s.names.proto(svc.name, p), len(list), 2+len(svc.name)+len(list)*24)
+		perm, starts := v.order(list)
+		b := newRRBuilder(s, s.names.browse(v, p), len(list), 2+len(v.name)+len(list)*24)
 		for j := range list {
 			in := list[pick(perm, j)]
-			b.ptr(in.ID, "_"+svc.name, protoLabels[p])
+			b.ptr(in.ID, "_"+v.name, protoLabels[p])
 		}
 		return b.done(starts)
 	}
 }
 
-// order returns the weighted order of list: computed once per service
+// order returns the weighted order of list: computed once per view
 // version for its whole serving list, which most lists are.
-func (svc *service) order(list []*registry.Instance) ([]int, []uint32) {
-	if len(list) == len(svc.serving) {
-		svc.orderOnce.Do(func() { svc.perm, svc.starts = weightedOrder(weightsOf(svc.serving)) })
-		return svc.perm, svc.starts
+func (v *view) order(list []*registry.Instance) ([]int, []uint32) {
+	if len(list) == len(v.serving) {
+		v.orderOnce.Do(func() { v.perm, v.starts = weightedOrder(weightsOf(v.serving)) })
+		return v.perm, v.starts
 	}
 	return weightedOrder(weightsOf(list))
 }
@@ -238,7 +337,7 @@ func pick(perm []int, j int) int {
 
 // srvSet answers SRV at qname with list, glue for every target apart.
 // same, when not nil, holds the same records packed for another name.
-func (s *Server) srvSet(svc *service, qname string, list []*registry.Instance, same *rrset) *rrset {
+func (s *Server) srvSet(svc *view, qname string, list []*registry.Instance, same *rrset) *rrset {
 	if len(list) == 0 {
 		return nil
 	}
@@ -309,34 +408,45 @@ func filterProto(list []*registry.Instance, p int) []*registry.Instance {
 // built again.
 var emptySet = &rrset{off: []uint32{0}}
 
-// list returns list i of svc: built, or built now when the service is
-// small, or the previous version's while a large one is being built.
-func (s *Server) list(svc *service, i int) *rrset {
-	if rs := svc.lists[i].Load(); rs != nil {
+// list returns list i of v: built, or built now when the view is small,
+// or the previous version's while a large one is being built.
+func (s *Server) list(v *view, i int) *rrset {
+	if rs := v.lists[i].Load(); rs != nil {
 		return rs
 	}
-	if len(svc.all) > inlineMax {
-		return svc.stale[i].Load()
+	if v.large() {
+		return v.stale[i].Load()
 	}
-	rs := s.listSet(svc, i)
+	rs := s.listSet(v, i)
 	if rs == nil {
 		rs = emptySet
 	}
-	svc.lists[i].Store(rs)
+	v.lists[i].Store(rs)
 	return rs
 }
 
-// buildAll builds every list of svc and drops the stale ones.
+// buildAll builds every list of svc's large views (the service's, and
+// its large tags') and drops their stale ones. Small tags' lists are
+// packed by the first query that needs them, as small services' are.
 func (s *Server) buildAll(svc *service) {
-	for i := range svc.lists {
-		if svc.lists[i].Load() == nil {
-			rs := s.listSet(svc, i)
+	svc.views(func(v *view) {
+		if v.large() {
+			s.buildView(v)
+		}
+	})
+}
+
+// buildView builds every list of v and drops the stale ones.
+func (s *Server) buildView(v *view) {
+	for i := range v.lists {
+		if v.lists[i].Load() == nil {
+			rs := s.listSet(v, i)
 			if rs == nil {
 				rs = emptySet
 			}
-			svc.lists[i].Store(rs)
+			v.lists[i].Store(rs)
 		}
-		svc.stale[i].Store(nil)
+		v.stale[i].Store(nil)
 	}
 }
 
@@ -413,27 +523,16 @@ func (s *Server) rebuildLocked(changed []string) {
 		c := change{old: s.zone.get([]byte(name))}
 		if list, _ := s.index.Instances(name); len(list) > 0 {
 			if list = s.servable(list); len(list) > 0 {
-				c.svc = newService(name, list, s.cfg.FailOpen)
+				c.svc = newService(name, list, s.cfg.FailOpen, registry.TagRoom(len(s.zoneWire), name))
 			}
 		}
-		if c.svc != nil && len(c.svc.all) > inlineMax {
-			missing := false
-			for i := range c.svc.stale {
-				var prev *rrset
-				if c.old != nil {
-					if prev = c.old.lists[i].Load(); prev == nil {
-						prev = c.old.stale[i].Load()
-					}
-				}
-				c.svc.stale[i].Store(prev)
-				missing = missing || prev == nil
-			}
-			if missing {
+		if c.svc != nil && c.svc.large() {
+			if s.carryStale(c.old, c.svc) {
+				queue = append(queue, c.svc)
+			} else {
 				// Nothing to serve meanwhile (a new large service):
 				// build now, on the hook, never on the packet path.
 				s.buildAll(c.svc)
-			} else {
-				queue = append(queue, c.svc)
 			}
 		}
 		chs[name] = c
@@ -458,6 +557,47 @@ func (s *Server) rebuildLocked(changed []string) {
 		s.zone.browse.Store(s.browseSet())
 	}
 	s.setSerial(uint32(s.index.Rev()))
+}
+
+// carryStale gives svc's large views the lists of their previous
+// versions in old, to serve while the builder packs the new ones. A large
+// tag that has none (new, or small before) is built now. It reports
+// whether the service's own view has them all; if not, the caller builds
+// the whole service now.
+func (s *Server) carryStale(old, svc *service) bool {
+	all := true
+	svc.views(func(v *view) {
+		if !v.large() {
+			return
+		}
+		var prev *view
+		if old != nil {
+			if v.tag == "" {
+				prev = &old.view
+			} else {
+				prev = old.tags[v.tag]
+			}
+		}
+		missing := false
+		for i := range v.stale {
+			var rs *rrset
+			if prev != nil {
+				if rs = prev.lists[i].Load(); rs == nil {
+					rs = prev.stale[i].Load()
+				}
+			}
+			v.stale[i].Store(rs)
+			missing = missing || rs == nil
+		}
+		switch {
+		case !missing:
+		case v.tag == "":
+			all = false
+		default:
+			s.buildView(v)
+		}
+	})
+	return all
 }
 
 // servable drops the instances whose names DNS cannot carry in this zone
