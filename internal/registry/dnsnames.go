@@ -82,9 +82,8 @@ func (n *DNSNames) Check(in *Instance) error {
 	room := n.TagRoom(in.Service)
 	for _, t := range in.Tags {
 		if l, ok := TagLabel(t); ok && len(l) > room {
-			sub := "_" + l + "._sub._" + in.Service + "._" + in.Protocol + "." + n.zone
-			return &FieldError{"tags", t, fmt.Sprintf("the DNS-SD subtype name %s would be %d bytes, over DNS's %d: in zone %s, a tag of service %s may take %d bytes",
-				clip(sub), len(l)+len(in.Service)+14+n.zoneWire, MaxName, n.zone, in.Service, max(room, 0))}
+			return &FieldError{"tags", t, fmt.Sprintf("the DNS-SD subtype name _<tag>._sub._%s._%s.Z would be %d bytes, over DNS's %d: in zone %s, a tag of service %s may take %d bytes",
+				in.Service, in.Protocol, len(l)+len(in.Service)+14+n.zoneWire, MaxName, n.zone, in.Service, max(room, 0))}
 		}
 	}
 	if !n.AllowLinkLocal && (in.Address.IsLinkLocalUnicast()) {
