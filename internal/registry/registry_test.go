@@ -240,30 +240,24 @@ func TestNodeSetChecksNodeWithoutInstances(t *testing.T) {
 	}
 }
 
+// TestTagLabel: a tag that is a DNS label gets names, in lower case;
+// others are only published in TXT.
 func TestTagLabel(t *testing.T) {
-	for tag, want := range map[string]string{
-		"blue":                   "blue",
-		"Blue":                   "blue",
-		"v1-2":                   "v1-2",
-		"0":                      "0",
-		strings.Repeat("a", 62):  strings.Repeat("a", 62),
-		strings.Repeat("a", 63):  "", // _<tag> would be 64 bytes
-		"":                       "",
-		"-blue":                  "",
-		"blue-":                  "",
-		"blue_green":             "",
-		"_blue":                  "",
-		"blue.green":             "",
-		"urlprefix-/api":         "",
-		"traefik.enable=true":    "",
-		"bl\u00fce":              "",
-		"with space":             "",
-		"x\x00":                  "",
-		strings.Repeat("a", 300): "",
-	} {
-		got, ok := TagLabel(tag)
-		if got != want || ok != (want != "") {
-			t.Errorf("TagLabel(%q) = %q, %v; want %q", tag, got, ok, want)
+	named := []string{"blue", "Blue", "v1-2", "0", strings.Repeat("A", 62)}
+	unnamed := []string{
+		strings.Repeat("a", 63), // _<tag> would be 64 bytes
+		"", "-blue", "blue-", "blue_green", "_blue", "blue.green",
+		"urlprefix-/api", "traefik.enable=true", "bl\u00fce", "with space", "x\x00",
+		strings.Repeat("a", 300),
+	}
+	for _, tag := range named {
+		if got, ok := TagLabel(tag); !ok || got != strings.ToLower(tag) {
+			t.Errorf("TagLabel(%q) = %q, %v; want %q", tag, got, ok, strings.ToLower(tag))
+		}
+	}
+	for _, tag := range unnamed {
+		if got, ok := TagLabel(tag); ok {
+			t.Errorf("TagLabel(%q) = %q: a name for a tag that is no DNS label of at most %d bytes", tag, got, MaxTagLabel)
 		}
 	}
 }
