@@ -63,7 +63,7 @@ func (s *Server) lookup(q *query, rel int) (f found, exists bool) {
 		if inst == nil {
 			// tag.calc.Z is the empty non-terminal above calc's tag
 			// names (an instance "tag", refused now, may be stored).
-			return found{}, string(l0) == "tag" && svc.tags != nil
+			return found{}, string(l0) == "tag" && svc.tagIndex().any(-1)
 		}
 		return found{p: s.targetAnswer(inst, q.qtype)}, true
 	case 3:
@@ -84,7 +84,7 @@ func (s *Server) lookup(q *query, rel int) (f found, exists bool) {
 			if svc == nil {
 				return found{}, false
 			}
-			v := svc.tags[string(l0)]
+			v := svc.tagIndex().view(l0)
 			if v == nil {
 				return found{}, false
 			}
@@ -101,9 +101,10 @@ func (s *Server) lookup(q *query, rel int) (f found, exists bool) {
 			// _<tag>._<service>._<proto>.Z: the tag's SRV for that
 			// protocol; _sub._<service>._<proto>.Z is also the empty
 			// non-terminal above the DNS-SD subtypes.
-			v := svc.tags[string(l0[1:])]
+			t := svc.tagIndex()
+			v := t.view(l0[1:])
 			if v == nil || !v.hasProto[p] {
-				return found{}, string(l0) == "_sub" && svc.tagProto[p]
+				return found{}, string(l0) == "_sub" && t.any(p)
 			}
 			return found{rs: s.tagProtoAnswer(v, p, q.qtype)}, true
 		}
@@ -124,7 +125,7 @@ func (s *Server) lookup(q *query, rel int) (f found, exists bool) {
 		if svc == nil {
 			return found{}, false
 		}
-		v := svc.tags[string(l0[1:])]
+		v := svc.tagIndex().view(l0[1:])
 		if v == nil || !v.hasProto[p] {
 			return found{}, false
 		}

@@ -2,7 +2,6 @@ package dnsserver
 
 import (
 	"net/netip"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -40,9 +39,9 @@ const inlineMax = 128
 // view is a set of one service's instances answered at names of their
 // own: the whole service (calc.Z, _calc._tcp.Z) or the instances that
 // carry one tag (blue.tag.calc.Z, _blue._calc._tcp.Z and the DNS-SD
-// subtype _blue._sub._calc._tcp.Z). Its lists are packed once and kept;
-// those of a view of more than inlineMax instances by the background
-// builder.
+// subtype _blue._sub._calc._tcp.Z, see tags.go). Its lists are packed
+// once and kept; those of a view of more than inlineMax instances by the
+// background builder.
 type view struct {
 	name     string               // the service
 	tag      string               // the tag's label; "" for the whole service
@@ -55,9 +54,10 @@ type view struct {
 	orderOnce sync.Once
 	perm      []int
 	starts    []uint32
-	// stale holds the previous version's lists while a large view's new
-	// ones are being built.
-	stale [nLists]atomic.Pointer[rrset]
+	// stale, the service's own view's only, holds the previous version's
+	// lists while a large service's new ones are being built. A large
+	// tag's lists are built before its tagIndex is published.
+	stale *[nLists]atomic.Pointer[rrset]
 }
 
 // large reports whether the view's lists are packed by the background
@@ -68,13 +68,17 @@ func (v *view) large() bool { return len(v.all) > inlineMax }
 // when the service changes. Answers are packed once and kept.
 type service struct {
 	view
-	byID map[string]*instance
-	// tags holds a view per tag label that an instance carries (see
-	// registry.TagLabel), nil when none does.
-	tags map[string]*view
-	// tagProto says whether an instance of each protocol carries a tag
-	// that has names: whether _sub._<service>._<proto>.Z has names below.
-	tagProto [2]bool
+	byID  map[string]*instance
+	stale [nLists]atomic.Pointer[rrset]
+
+	// tags are the service's tag views: built with a small service, by
+	// the background builder for a large one, whose previous version's
+	// staleTags serve meanwhile (see tagIndex).
+	tags, staleTags atomic.Pointer[tagIndex]
+	// tagRoom is the longest tag label whose names fit in the zone
+	// (registry.TagRoom): longer ones, stored before the door checked
+	// them, get no names.
+	tagRoom int
 }
 
 // instance holds the answers at an instance's own names.
@@ -97,12 +101,11 @@ type zone struct {
 	browse atomic.Pointer[rrset]
 }
 
-// newService returns the view of a service's instances. tagRoom is the
-// longest tag label whose names fit in the zone (registry.TagRoom):
-// longer ones, stored before the door checked them, get no names.
+// newService returns the view of a service's instances, with its tags
+// when it is small.
 func newService(name string, list []registry.Instance, failOpen bool, tagRoom int) *service {
-	s := &service{view: view{name: name}, byID: make(map[string]*instance, len(list))}
-	var labels [][]string // each instance's tag labels, when any has tags
+	s := &service{view: view{name: name}, byID: make(map[string]*instance, len(list)), tagRoom: tagRoom}
+	s.view.stale = &s.stale
 	for i := range list {
 		in := &list[i]
 		s.all = append(s.all, in)
@@ -112,71 +115,23 @@ func newService(name string, list []registry.Instance, failOpen bool, tagRoom in
 		}
 		s.hasProto[p] = true
 		s.byID[in.ID] = &instance{in: in, proto: p}
-		if len(in.Tags) > 0 {
-			if labels == nil {
-				labels = make([][]string, len(list))
-			}
-			labels[i] = s.addTags(in, p, tagRoom)
-		}
 		if in.Serving() {
-			s.serve(in, labels, i)
+			s.serving = append(s.serving, in)
 		}
 	}
 	if len(s.serving) == 0 && failOpen {
 		// Every instance failing: hand them all out rather than nothing,
 		// as Route 53 does; the clients' retries may still get through.
-		for i, in := range s.all {
+		for _, in := range s.all {
 			if in.Health.Status == registry.HealthCritical {
-				s.serve(in, labels, i)
+				s.serving = append(s.serving, in)
 			}
 		}
 	}
+	if !s.large() {
+		s.tags.Store(s.buildTags())
+	}
 	return s
-}
-
-// addTags adds in, of protocol p, to the view of each tag it carries that
-// gets names, and returns those tags' labels, each once.
-func (s *service) addTags(in *registry.Instance, p, tagRoom int) []string {
-	var out []string
-	for _, t := range in.Tags {
-		l, ok := registry.TagLabel(t)
-		if !ok || len(l) > tagRoom || slices.Contains(out, l) {
-			continue
-		}
-		out = append(out, l)
-		if s.tags == nil {
-			s.tags = map[string]*view{}
-		}
-		v := s.tags[l]
-		if v == nil {
-			v = &view{name: s.name, tag: l}
-			s.tags[l] = v
-		}
-		v.all = append(v.all, in)
-		v.hasProto[p] = true
-		s.tagProto[p] = true
-	}
-	return out
-}
-
-// serve hands out in, the i-th instance, in the service's answers and in
-// those of its tags.
-func (s *service) serve(in *registry.Instance, labels [][]string, i int) {
-	s.serving = append(s.serving, in)
-	if labels != nil {
-		for _, l := range labels[i] {
-			v := s.tags[l]
-			v.serving = append(v.serving, in)
-		}
-	}
-}
-
-// views calls f with the service's view and each of its tags'.
-func (s *service) views(f func(*view)) {
-	f(&s.view)
-	for _, v := range s.tags {
-		f(v)
-	}
 }
 
 func (z *zone) get(name []byte) *service {
@@ -409,13 +364,17 @@ func filterProto(list []*registry.Instance, p int) []*registry.Instance {
 var emptySet = &rrset{off: []uint32{0}}
 
 // list returns list i of v: built, or built now when the view is small,
-// or the previous version's while a large one is being built.
+// or the previous version's while a large service is being built.
 func (s *Server) list(v *view, i int) *rrset {
 	if rs := v.lists[i].Load(); rs != nil {
 		return rs
 	}
-	if v.large() {
-		return v.stale[i].Load()
+	if v.large() && v.stale != nil {
+		if rs := v.stale[i].Load(); rs != nil {
+			return rs
+		}
+		// The builder stores the new list before it drops the stale one.
+		return v.lists[i].Load()
 	}
 	rs := s.listSet(v, i)
 	if rs == nil {
@@ -425,15 +384,21 @@ func (s *Server) list(v *view, i int) *rrset {
 	return rs
 }
 
-// buildAll builds every list of svc's large views (the service's, and
-// its large tags') and drops their stale ones. Small tags' lists are
-// packed by the first query that needs them, as small services' are.
+// buildAll builds every list of a large service, and its tags with the
+// lists of its large ones, and drops the stale ones. Small tags' lists
+// are packed by the first query that needs them, as small services' are.
 func (s *Server) buildAll(svc *service) {
-	svc.views(func(v *view) {
-		if v.large() {
-			s.buildView(v)
+	s.buildView(&svc.view)
+	if svc.tags.Load() == nil {
+		t := svc.buildTags()
+		for _, v := range t.views {
+			if v.large() {
+				s.buildView(v)
+			}
 		}
-	})
+		svc.tags.Store(t)
+	}
+	svc.staleTags.Store(nil)
 }
 
 // buildView builds every list of v and drops the stale ones.
@@ -446,7 +411,9 @@ func (s *Server) buildView(v *view) {
 			}
 			v.lists[i].Store(rs)
 		}
-		v.stale[i].Store(nil)
+		if v.stale != nil {
+			v.stale[i].Store(nil)
+		}
 	}
 }
 
@@ -559,45 +526,26 @@ func (s *Server) rebuildLocked(changed []string) {
 	s.setSerial(uint32(s.index.Rev()))
 }
 
-// carryStale gives svc's large views the lists of their previous
-// versions in old, to serve while the builder packs the new ones. A large
-// tag that has none (new, or small before) is built now. It reports
-// whether the service's own view has them all; if not, the caller builds
-// the whole service now.
+// carryStale gives svc, a large service, the lists and tags of its
+// previous version old, to serve while the builder packs the new ones.
+// It reports false when old has not all of them (there is no old, or it
+// was small and some were never packed): the caller builds svc now.
 func (s *Server) carryStale(old, svc *service) bool {
+	if old == nil {
+		return false
+	}
 	all := true
-	svc.views(func(v *view) {
-		if !v.large() {
-			return
+	for i := range svc.stale {
+		rs := old.lists[i].Load()
+		if rs == nil {
+			rs = old.stale[i].Load()
 		}
-		var prev *view
-		if old != nil {
-			if v.tag == "" {
-				prev = &old.view
-			} else {
-				prev = old.tags[v.tag]
-			}
-		}
-		missing := false
-		for i := range v.stale {
-			var rs *rrset
-			if prev != nil {
-				if rs = prev.lists[i].Load(); rs == nil {
-					rs = prev.stale[i].Load()
-				}
-			}
-			v.stale[i].Store(rs)
-			missing = missing || rs == nil
-		}
-		switch {
-		case !missing:
-		case v.tag == "":
-			all = false
-		default:
-			s.buildView(v)
-		}
-	})
-	return all
+		svc.stale[i].Store(rs)
+		all = all && rs != nil
+	}
+	t := old.tagIndex()
+	svc.staleTags.Store(t)
+	return all && t != nil
 }
 
 // servable drops the instances whose names DNS cannot carry in this zone
