@@ -86,6 +86,11 @@ func (svc *service) buildTags() *tagIndex {
 			t.proto[p] = true
 		}
 	}
+	for _, v := range t.views {
+		if len(v.serving) == len(v.all) {
+			v.serving = v.all // every instance healthy: one array
+		}
+	}
 	return t
 }
 
