@@ -29,7 +29,7 @@ func newTestServer(tb testing.TB, n int) *Server {
 				ID: fmt.Sprintf("i%d-%d", i, j), Service: fmt.Sprintf("svc%d", i), Protocol: "tcp",
 				Address: netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), byte(j + 1)}), Port: uint16(8000 + j),
 				Weight: 1, Health: registry.Health{Status: registry.HealthPassing},
-				Meta: map[string]string{"k": "v"},
+				Meta: map[string]string{"k": "v"}, Tags: [][]string{{"blue"}, {"blue", "Green", "not a name"}, {"green"}}[j],
 			}
 			if j == 2 {
 				in.Address = netip.MustParseAddr(fmt.Sprintf("fd00::%x:%x", i, j))
@@ -93,6 +93,16 @@ func FuzzRespond(f *testing.F) {
 		packQuery(f, "wbig."+z, dns.TypeA, 0, nil),
 		packQuery(f, "_wbig._tcp."+z, dns.TypePTR, 700, nil),
 		packQuery(f, "_dns-sd._udp."+z, dns.TypePTR, 0, nil),
+		packQuery(f, "_blue._sub._svc1._tcp."+z, dns.TypePTR, 0, nil),
+		packQuery(f, "_GREEN._sub._svc1._tcp."+z, dns.TypeANY, 1232, nil),
+		packQuery(f, "_blue._svc1._tcp."+z, dns.TypeSRV, 0, nil),
+		packQuery(f, "blue.tag.svc1."+z, dns.TypeSRV, 1232, nil),
+		packQuery(f, "green.tag.svc2."+z, dns.TypeAAAA, 0, nil),
+		packQuery(f, "nope.tag.svc1."+z, dns.TypeA, 0, nil),
+		packQuery(f, "tag.svc1."+z, dns.TypeA, 0, nil),
+		packQuery(f, "_sub._svc1._tcp."+z, dns.TypePTR, 0, nil),
+		packQuery(f, "_blue._sub._big._tcp."+z, dns.TypePTR, 0, nil),
+		packQuery(f, "_x._sub._svc1._udp."+z, dns.TypePTR, 0, nil),
 		packQuery(f, "example.com.", dns.TypeA, 0, nil),
 		packQuery(f, "svc1."+z, dns.TypeANY, 0, nil),
 		packQuery(f, "svc1."+z, dns.TypeA, 1232, func(m *dns.Msg) { m.IsEdns0().SetVersion(1) }),
@@ -155,6 +165,8 @@ func BenchmarkRespond(b *testing.B) {
 		"A":        packQuery(b, "svc500."+z, dns.TypeA, 0, nil),
 		"_tcp SRV": packQuery(b, "_svc500._tcp."+z, dns.TypeSRV, 1232, nil),
 		"NXDOMAIN": packQuery(b, "nope."+z, dns.TypeA, 0, nil),
+		"tag SRV":  packQuery(b, "blue.tag.svc500."+z, dns.TypeSRV, 0, nil),
+		"subtype":  packQuery(b, "_blue._sub._svc500._tcp."+z, dns.TypePTR, 0, nil),
 		"REFUSED":  packQuery(b, "example.com.", dns.TypeA, 0, nil),
 	}
 	for name, req := range reqs {

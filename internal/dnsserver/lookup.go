@@ -36,7 +36,7 @@ func (s *Server) lookup(q *query, rel int) (f found, exists bool) {
 		if svc == nil {
 			return found{}, false
 		}
-		return found{rs: s.serviceAnswer(svc, q.qtype)}, true
+		return found{rs: s.serviceAnswer(&svc.view, q.qtype)}, true
 	case 2:
 		l0, l1 := q.label(0), q.label(1)
 		if len(l0) > 1 && l0[0] == '_' {
@@ -53,7 +53,7 @@ func (s *Server) lookup(q *query, rel int) (f found, exists bool) {
 			if svc == nil || !svc.hasProto[p] {
 				return found{}, false
 			}
-			return found{rs: s.protoAnswer(svc, p, q.qtype)}, true
+			return found{rs: s.protoAnswer(&svc.view, p, q.qtype)}, true
 		}
 		svc := s.zone.get(l1)
 		if svc == nil {
@@ -61,7 +61,9 @@ func (s *Server) lookup(q *query, rel int) (f found, exists bool) {
 		}
 		inst := svc.byID[string(l0)]
 		if inst == nil {
-			return found{}, false
+			// tag.calc.Z is the empty non-terminal above calc's tag
+			// names (an instance "tag", refused now, may be stored).
+			return found{}, string(l0) == "tag" && svc.tagIndex().any(-1)
 		}
 		return found{p: s.targetAnswer(inst, q.qtype)}, true
 	case 3:
@@ -73,18 +75,61 @@ func (s *Server) lookup(q *query, rel int) (f found, exists bool) {
 			return found{rs: s.zone.browse.Load()}, true
 		}
 		p := protoIndex(l2)
-		if p < 0 || len(l1) < 2 || l1[0] != '_' {
+		if p < 0 {
+			// <tag>.tag.<service>.Z: the tag's SRV, A and AAAA.
+			if string(l1) != "tag" {
+				return found{}, false
+			}
+			svc := s.zone.get(l2)
+			if svc == nil {
+				return found{}, false
+			}
+			v := svc.tagIndex().view(l0)
+			if v == nil {
+				return found{}, false
+			}
+			return found{rs: s.serviceAnswer(v, q.qtype)}, true
+		}
+		if len(l1) < 2 || l1[0] != '_' {
 			return found{}, false
 		}
 		svc := s.zone.get(l1[1:])
 		if svc == nil {
 			return found{}, false
 		}
+		if len(l0) > 1 && l0[0] == '_' {
+			// _<tag>._<service>._<proto>.Z: the tag's SRV for that
+			// protocol; _sub._<service>._<proto>.Z is also the empty
+			// non-terminal above the DNS-SD subtypes.
+			t := svc.tagIndex()
+			v := t.view(l0[1:])
+			if v == nil || !v.hasProto[p] {
+				return found{}, string(l0) == "_sub" && t.any(p)
+			}
+			return found{rs: s.tagProtoAnswer(v, p, q.qtype)}, true
+		}
 		inst := svc.byID[string(l0)]
 		if inst == nil || inst.proto != p {
 			return found{}, false
 		}
 		return found{p: s.dnssdAnswer(inst, q.qtype)}, true
+	case 4:
+		// _<tag>._sub._<service>._<proto>.Z: the DNS-SD subtype, PTR to
+		// the instance names of the tag's instances (RFC 6763 s7.1).
+		l0, l1, l2, l3 := q.label(0), q.label(1), q.label(2), q.label(3)
+		p := protoIndex(l3)
+		if p < 0 || string(l1) != "_sub" || len(l0) < 2 || l0[0] != '_' || len(l2) < 2 || l2[0] != '_' {
+			return found{}, false
+		}
+		svc := s.zone.get(l2[1:])
+		if svc == nil {
+			return found{}, false
+		}
+		v := svc.tagIndex().view(l0[1:])
+		if v == nil || !v.hasProto[p] {
+			return found{}, false
+		}
+		return found{rs: s.subtypeAnswer(v, p, q.qtype)}, true
 	}
 	return found{}, false
 }
@@ -125,7 +170,7 @@ func (p *prepared) get() *prepared {
 	return p
 }
 
-func (s *Server) serviceAnswer(svc *service, qtype uint16) *rrset {
+func (s *Server) serviceAnswer(svc *view, qtype uint16) *rrset {
 	switch qtype {
 	case dns.TypeSRV, dns.TypeANY:
 		return s.list(svc, listSRV)
@@ -137,12 +182,30 @@ func (s *Server) serviceAnswer(svc *service, qtype uint16) *rrset {
 	return nil
 }
 
-func (s *Server) protoAnswer(svc *service, p int, qtype uint16) *rrset {
+func (s *Server) protoAnswer(svc *view, p int, qtype uint16) *rrset {
 	switch qtype {
 	case dns.TypeSRV, dns.TypeANY:
 		return s.list(svc, listProtoSRV+p)
 	case dns.TypePTR:
 		return s.list(svc, listProtoPTR+p)
+	}
+	return nil
+}
+
+// tagProtoAnswer answers at _<tag>._<service>._<proto>.Z: SRV only (the
+// tag's PTR is at its DNS-SD subtype name).
+func (s *Server) tagProtoAnswer(v *view, p int, qtype uint16) *rrset {
+	if qtype == dns.TypeSRV || qtype == dns.TypeANY {
+		return s.list(v, listProtoSRV+p)
+	}
+	return nil
+}
+
+// subtypeAnswer answers at the DNS-SD subtype _<tag>._sub._<service>._<proto>.Z:
+// PTR to the instance names of the tag's instances (RFC 6763 s7.1).
+func (s *Server) subtypeAnswer(v *view, p int, qtype uint16) *rrset {
+	if qtype == dns.TypePTR || qtype == dns.TypeANY {
+		return s.list(v, listProtoPTR+p)
 	}
 	return nil
 }

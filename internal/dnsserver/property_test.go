@@ -38,6 +38,7 @@ func TestEveryValidRegistrationIsServed(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			door.ReservedIDs = s.ReservedIDs()
 			var accepted []registry.Instance
 			var evs []registry.Event
 			tried := 0
@@ -115,6 +116,17 @@ func randomInstance(rng *rand.Rand, room, i int) registry.Instance {
 	for range rng.IntN(6) {
 		in.Tags = append(in.Tags, text(1+rng.IntN(80)))
 	}
+	if rng.IntN(3) == 0 {
+		// A tag that is a DNS label, in mixed case, sometimes too long
+		// for a name (over 62 bytes) or for this zone.
+		tag := []byte(label(1 + rng.IntN(66)))
+		for j := range tag {
+			if rng.IntN(2) == 0 && tag[j] >= 'a' {
+				tag[j] -= 'a' - 'A'
+			}
+		}
+		in.Tags = append(in.Tags, string(tag))
+	}
 	if rng.IntN(2) == 0 {
 		in.Meta = map[string]string{}
 		for range rng.IntN(20) {
@@ -172,11 +184,29 @@ func checkServed(t *testing.T, s *Server, in registry.Instance) {
 				continue
 			}
 			// Lists: over TCP every instance of the service is there.
-			for _, q := range []struct {
+			lists := []struct {
 				name  string
 				qtype uint16
 				want  string
-			}{{in.Service + "." + z, dns.TypeSRV, target}, {proto, dns.TypeSRV, target}, {proto, dns.TypePTR, dnssd}, {"_services._dns-sd._udp." + z, dns.TypePTR, proto}} {
+			}{{in.Service + "." + z, dns.TypeSRV, target}, {proto, dns.TypeSRV, target}, {proto, dns.TypePTR, dnssd}, {"_services._dns-sd._udp." + z, dns.TypePTR, proto}}
+			for _, tag := range in.Tags {
+				// Every tag that is a label is served at its names
+				// (the door refused those too long for the zone).
+				l, ok := registry.TagLabel(tag)
+				if !ok {
+					continue
+				}
+				lists = append(lists, []struct {
+					name  string
+					qtype uint16
+					want  string
+				}{
+					{tag + ".tag." + in.Service + "." + z, dns.TypeSRV, target},
+					{"_" + tag + "._" + in.Service + "._" + in.Protocol + "." + z, dns.TypeSRV, target},
+					{"_" + l + "._sub._" + in.Service + "._" + in.Protocol + "." + z, dns.TypePTR, dnssd},
+				}...)
+			}
+			for _, q := range lists {
 				if len(q.name)+1 > registry.MaxName {
 					continue // _services._dns-sd._udp.Z itself is too long: no browsing in this zone
 				}

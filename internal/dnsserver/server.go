@@ -423,3 +423,12 @@ func (s *Server) ReservedServices() map[string]string {
 		"udp":        "_udp is a protocol label",
 	}
 }
+
+// ReservedIDs returns the instance IDs that cannot be registered in this
+// zone, each with the reason: the instance's SRV target, <id>.<service>.Z,
+// would be a name the zone's own names use.
+func (s *Server) ReservedIDs() map[string]string {
+	return map[string]string{
+		"tag": "tag.<service>." + s.cfg.Zone + " is above the service's tag names, <tag>.tag.<service>." + s.cfg.Zone,
+	}
+}

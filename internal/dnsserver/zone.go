@@ -36,23 +36,49 @@ const (
 // background builder, and queries meanwhile get the previous answers.
 const inlineMax = 128
 
-// service is an immutable view of one service's instances, replaced whole
-// when the service changes. Answers are packed once and kept.
-type service struct {
-	name     string
+// view is a set of one service's instances answered at names of their
+// own: the whole service (calc.Z, _calc._tcp.Z) or the instances that
+// carry one tag (blue.tag.calc.Z, _blue._calc._tcp.Z and the DNS-SD
+// subtype _blue._sub._calc._tcp.Z, see tags.go). Its lists are packed
+// once and kept; those of a view of more than inlineMax instances by the
+// background builder.
+type view struct {
+	name     string               // the service
+	tag      string               // the tag's label; "" for the whole service
 	all      []*registry.Instance // sorted by ID
 	serving  []*registry.Instance // what SRV and A answers hand out
 	hasProto [2]bool
-	byID     map[string]*instance
 
 	lists [nLists]atomic.Pointer[rrset]
 	// The weighted order of serving, computed once (see order).
 	orderOnce sync.Once
 	perm      []int
 	starts    []uint32
-	// stale holds the previous version's lists while a large service's
-	// new ones are being built.
+	// stale, the service's own view's only, holds the previous version's
+	// lists while a large service's new ones are being built. A large
+	// tag's lists are built before its tagIndex is published.
+	stale *[nLists]atomic.Pointer[rrset]
+}
+
+// large reports whether the view's lists are packed by the background
+// builder rather than by the first query that needs them.
+func (v *view) large() bool { return len(v.all) > inlineMax }
+
+// service is an immutable view of one service's instances, replaced whole
+// when the service changes. Answers are packed once and kept.
+type service struct {
+	view
+	byID  map[string]*instance
 	stale [nLists]atomic.Pointer[rrset]
+
+	// tags are the service's tag views: built with a small service, by
+	// the background builder for a large one, whose previous version's
+	// staleTags serve meanwhile (see tagIndex).
+	tags, staleTags atomic.Pointer[tagIndex]
+	// tagRoom is the longest tag label whose names fit in the zone
+	// (registry.TagRoom): longer ones, stored before the door checked
+	// them, get no names.
+	tagRoom int
 }
 
 // instance holds the answers at an instance's own names.
@@ -75,8 +101,11 @@ type zone struct {
 	browse atomic.Pointer[rrset]
 }
 
-func newService(name string, list []registry.Instance, failOpen bool) *service {
-	s := &service{name: name, byID: make(map[string]*instance, len(list))}
+// newService returns the view of a service's instances, with its tags
+// when it is small.
+func newService(name string, list []registry.Instance, failOpen bool, tagRoom int) *service {
+	s := &service{view: view{name: name}, byID: make(map[string]*instance, len(list)), tagRoom: tagRoom}
+	s.view.stale = &s.stale
 	for i := range list {
 		in := &list[i]
 		s.all = append(s.all, in)
@@ -99,6 +128,9 @@ func newService(name string, list []registry.Instance, failOpen bool) *service {
 			}
 		}
 	}
+	if !s.large() {
+		s.tags.Store(s.buildTags())
+	}
 	return s
 }
 
@@ -112,9 +144,31 @@ func (z *zone) get(name []byte) *service {
 // names builds the owner names of the zone Z.
 type names struct{ zone string }
 
-func (n names) service(svc string) string { return svc + "." + n.zone }
-func (n names) proto(svc string, p int) string {
-	return "_" + svc + "." + protoLabels[p] + "." + n.zone
+// service is where v's SRV, A and AAAA answers are: calc.Z, or
+// blue.tag.calc.Z for a tag.
+func (n names) service(v *view) string {
+	if v.tag != "" {
+		return v.tag + ".tag." + v.name + "." + n.zone
+	}
+	return v.name + "." + n.zone
+}
+
+// proto is where v's SRV answer for protocol p is: _calc._tcp.Z, or
+// _blue._calc._tcp.Z for a tag.
+func (n names) proto(v *view, p int) string {
+	if v.tag != "" {
+		return "_" + v.tag + "._" + v.name + "." + protoLabels[p] + "." + n.zone
+	}
+	return "_" + v.name + "." + protoLabels[p] + "." + n.zone
+}
+
+// browse is where v's DNS-SD PTR answer for protocol p is: _calc._tcp.Z,
+// or the subtype _blue._sub._calc._tcp.Z for a tag (RFC 6763 s7.1).
+func (n names) browse(v *view, p int) string {
+	if v.tag != "" {
+		return "_" + v.tag + "._sub._" + v.name + "." + protoLabels[p] + "." + n.zone
+	}
+	return n.proto(v, p)
 }
 func (n names) target(in *registry.Instance) string { return in.ID + "." + in.Service + "." + n.zone }
 func (n names) dnssd(in *registry.Instance, p int) string {
@@ -174,48 +228,48 @@ func escapeTXT(v string) string {
 	return b.String()
 }
 
-// listSet builds list i of svc.
-func (s *Server) listSet(svc *service, i int) *rrset {
+// listSet builds list i of v.
+func (s *Server) listSet(v *view, i int) *rrset {
 	switch {
 	case i == listSRV:
-		return s.srvSet(svc, s.names.service(svc.name), svc.serving, nil)
+		return s.srvSet(v, s.names.service(v), v.serving, nil)
 	case i == listA:
-		return s.addrSet(s.names.service(svc.name), true, svc.serving)
+		return s.addrSet(s.names.service(v), true, v.serving)
 	case i == listAAAA:
-		return s.addrSet(s.names.service(svc.name), false, svc.serving)
+		return s.addrSet(s.names.service(v), false, v.serving)
 	case i < listProtoPTR:
 		p := i - listProtoSRV
-		list := filterProto(svc.serving, p)
+		list := filterProto(v.serving, p)
 		var same *rrset
-		if len(list) == len(svc.serving) {
+		if len(list) == len(v.serving) {
 			// One protocol: the records at calc.Z serve _calc._tcp.Z
 			// as they are (owners point at the question); only the
 			// glue's owners differ.
-			same = svc.lists[listSRV].Load()
+			same = v.lists[listSRV].Load()
 		}
-		return s.srvSet(svc, s.names.proto(svc.name, p), list, same)
+		return s.srvSet(v, s.names.proto(v, p), list, same)
 	default:
 		p := i - listProtoPTR
-		list := filterProto(svc.serving, p)
+		list := filterProto(v.serving, p)
 		if len(list) == 0 {
 			return nil
 		}
-		perm, starts := svc.order(list)
-		b := newRRBuilder(s, s.names.proto(svc.name, p), len(list), 2+len(svc.name)+len(list)*24)
+		perm, starts := v.order(list)
+		b := newRRBuilder(s, s.names.browse(v, p), len(list), 2+len(v.name)+len(list)*24)
 		for j := range list {
 			in := list[pick(perm, j)]
-			b.ptr(in.ID, "_"+svc.name, protoLabels[p])
+			b.ptr(in.ID, "_"+v.name, protoLabels[p])
 		}
 		return b.done(starts)
 	}
 }
 
-// order returns the weighted order of list: computed once per service
+// order returns the weighted order of list: computed once per view
 // version for its whole serving list, which most lists are.
-func (svc *service) order(list []*registry.Instance) ([]int, []uint32) {
-	if len(list) == len(svc.serving) {
-		svc.orderOnce.Do(func() { svc.perm, svc.starts = weightedOrder(weightsOf(svc.serving)) })
-		return svc.perm, svc.starts
+func (v *view) order(list []*registry.Instance) ([]int, []uint32) {
+	if len(list) == len(v.serving) {
+		v.orderOnce.Do(func() { v.perm, v.starts = weightedOrder(weightsOf(v.serving)) })
+		return v.perm, v.starts
 	}
 	return weightedOrder(weightsOf(list))
 }
@@ -238,7 +292,7 @@ func pick(perm []int, j int) int {
 
 // srvSet answers SRV at qname with list, glue for every target apart.
 // same, when not nil, holds the same records packed for another name.
-func (s *Server) srvSet(svc *service, qname string, list []*registry.Instance, same *rrset) *rrset {
+func (s *Server) srvSet(svc *view, qname string, list []*registry.Instance, same *rrset) *rrset {
 	if len(list) == 0 {
 		return nil
 	}
@@ -309,34 +363,57 @@ func filterProto(list []*registry.Instance, p int) []*registry.Instance {
 // built again.
 var emptySet = &rrset{off: []uint32{0}}
 
-// list returns list i of svc: built, or built now when the service is
-// small, or the previous version's while a large one is being built.
-func (s *Server) list(svc *service, i int) *rrset {
-	if rs := svc.lists[i].Load(); rs != nil {
+// list returns list i of v: built, or built now when the view is small,
+// or the previous version's while a large service is being built.
+func (s *Server) list(v *view, i int) *rrset {
+	if rs := v.lists[i].Load(); rs != nil {
 		return rs
 	}
-	if len(svc.all) > inlineMax {
-		return svc.stale[i].Load()
+	if v.large() && v.stale != nil {
+		if rs := v.stale[i].Load(); rs != nil {
+			return rs
+		}
+		// The builder stores the new list before it drops the stale one.
+		return v.lists[i].Load()
 	}
-	rs := s.listSet(svc, i)
+	rs := s.listSet(v, i)
 	if rs == nil {
 		rs = emptySet
 	}
-	svc.lists[i].Store(rs)
+	v.lists[i].Store(rs)
 	return rs
 }
 
-// buildAll builds every list of svc and drops the stale ones.
+// buildAll builds every list of a large service, and its tags with the
+// lists of its large ones, and drops the stale ones. Small tags' lists
+// are packed by the first query that needs them, as small services' are.
 func (s *Server) buildAll(svc *service) {
-	for i := range svc.lists {
-		if svc.lists[i].Load() == nil {
-			rs := s.listSet(svc, i)
+	s.buildView(&svc.view)
+	if svc.tags.Load() == nil {
+		t := svc.buildTags()
+		for _, v := range t.views {
+			if v.large() {
+				s.buildView(v)
+			}
+		}
+		svc.tags.Store(t)
+	}
+	svc.staleTags.Store(nil)
+}
+
+// buildView builds every list of v and drops the stale ones.
+func (s *Server) buildView(v *view) {
+	for i := range v.lists {
+		if v.lists[i].Load() == nil {
+			rs := s.listSet(v, i)
 			if rs == nil {
 				rs = emptySet
 			}
-			svc.lists[i].Store(rs)
+			v.lists[i].Store(rs)
 		}
-		svc.stale[i].Store(nil)
+		if v.stale != nil {
+			v.stale[i].Store(nil)
+		}
 	}
 }
 
@@ -413,27 +490,16 @@ func (s *Server) rebuildLocked(changed []string) {
 		c := change{old: s.zone.get([]byte(name))}
 		if list, _ := s.index.Instances(name); len(list) > 0 {
 			if list = s.servable(list); len(list) > 0 {
-				c.svc = newService(name, list, s.cfg.FailOpen)
+				c.svc = newService(name, list, s.cfg.FailOpen, registry.TagRoom(len(s.zoneWire), name))
 			}
 		}
-		if c.svc != nil && len(c.svc.all) > inlineMax {
-			missing := false
-			for i := range c.svc.stale {
-				var prev *rrset
-				if c.old != nil {
-					if prev = c.old.lists[i].Load(); prev == nil {
-						prev = c.old.stale[i].Load()
-					}
-				}
-				c.svc.stale[i].Store(prev)
-				missing = missing || prev == nil
-			}
-			if missing {
+		if c.svc != nil && c.svc.large() {
+			if s.carryStale(c.old, c.svc) {
+				queue = append(queue, c.svc)
+			} else {
 				// Nothing to serve meanwhile (a new large service):
 				// build now, on the hook, never on the packet path.
 				s.buildAll(c.svc)
-			} else {
-				queue = append(queue, c.svc)
 			}
 		}
 		chs[name] = c
@@ -458,6 +524,28 @@ func (s *Server) rebuildLocked(changed []string) {
 		s.zone.browse.Store(s.browseSet())
 	}
 	s.setSerial(uint32(s.index.Rev()))
+}
+
+// carryStale gives svc, a large service, the lists and tags of its
+// previous version old, to serve while the builder packs the new ones.
+// It reports false when old has not all of them (there is no old, or it
+// was small and some were never packed): the caller builds svc now.
+func (s *Server) carryStale(old, svc *service) bool {
+	if old == nil {
+		return false
+	}
+	all := true
+	for i := range svc.stale {
+		rs := old.lists[i].Load()
+		if rs == nil {
+			rs = old.stale[i].Load()
+		}
+		svc.stale[i].Store(rs)
+		all = all && rs != nil
+	}
+	t := old.tagIndex()
+	svc.staleTags.Store(t)
+	return all && t != nil
 }
 
 // servable drops the instances whose names DNS cannot carry in this zone

@@ -12,8 +12,10 @@ const MaxName = 255
 
 // DNSNames checks registrations against the names they produce in one
 // zone Z: the SRV target <id>.<service>.Z, the service names <service>.Z
-// and _<service>._<proto>.Z, and the DNS-SD instance name
-// <id>._<service>._<proto>.Z, the longest of them. Validate checks what
+// and _<service>._<proto>.Z, the DNS-SD instance name
+// <id>._<service>._<proto>.Z, and for each tag that is a DNS label (see
+// TagLabel) <tag>.tag.<service>.Z, _<tag>._<service>._<proto>.Z and the
+// DNS-SD subtype _<tag>._sub._<service>._<proto>.Z, the longest of those. Validate checks what
 // holds in every zone (labels, TXT strings); DNSNames adds what depends
 // on the zone, the service names the zone reserves, and the address
 // policy of the server.
@@ -21,6 +23,9 @@ type DNSNames struct {
 	zone     string
 	zoneWire int
 	reserved map[string]string
+	// ReservedIDs maps instance IDs that the zone's own names would
+	// share a name with to the reason (the tag names' tag.<service>.Z).
+	ReservedIDs map[string]string
 	// AllowLinkLocal accepts link-local addresses (169.254.0.0/16,
 	// fe80::/10), refused by default: they are not reachable from another
 	// host, and 169.254.169.254 is the cloud metadata service.
@@ -48,16 +53,38 @@ func (n *DNSNames) room() int { return MaxName - n.zoneWire - 8 }
 // together in this zone.
 func (n *DNSNames) Room() int { return n.room() }
 
+// TagRoom returns how many bytes a tag may take in the names of service
+// in this zone: its DNS-SD subtype name _<tag>._sub._<service>._<proto>.Z
+// stays within 255 bytes (the length bytes of four labels, three "_",
+// "sub" and "tcp" take 14).
+func (n *DNSNames) TagRoom(service string) int { return TagRoom(n.zoneWire, service) }
+
+// TagRoom returns how many bytes a tag may take in the names of service
+// in a zone of zoneWire bytes in wire form (see DNSNames.TagRoom).
+func TagRoom(zoneWire int, service string) int {
+	return min(MaxName-zoneWire-14-len(service), MaxTagLabel)
+}
+
 // Check returns a *FieldError when in, already normalized and valid,
 // cannot be published in the zone.
 func (n *DNSNames) Check(in *Instance) error {
 	if why, ok := n.reserved[in.Service]; ok {
 		return &FieldError{"service", in.Service, "reserved: " + why}
 	}
+	if why, ok := n.ReservedIDs[in.ID]; ok {
+		return &FieldError{"id", in.ID, "reserved: " + why}
+	}
 	if len(in.ID)+len(in.Service) > n.room() {
 		longest := in.ID + "._" + in.Service + "._" + in.Protocol + "." + n.zone
 		return &FieldError{"id", in.ID, fmt.Sprintf("the DNS-SD name %s would be %d bytes, over DNS's %d: in zone %s, id and service may take %d bytes together",
 			clip(longest), len(in.ID)+len(in.Service)+8+n.zoneWire, MaxName, n.zone, n.room())}
+	}
+	room := n.TagRoom(in.Service)
+	for _, t := range in.Tags {
+		if l, ok := TagLabel(t); ok && len(l) > room {
+			return &FieldError{"tags", t, fmt.Sprintf("the DNS-SD subtype name _<tag>._sub._%s._%s.Z would be %d bytes, over DNS's %d: in zone %s, a tag of service %s may take %d bytes",
+				in.Service, in.Protocol, len(l)+len(in.Service)+14+n.zoneWire, MaxName, n.zone, in.Service, max(room, 0))}
+		}
 	}
 	if !n.AllowLinkLocal && (in.Address.IsLinkLocalUnicast()) {
 		return &FieldError{"address", in.Address.String(), "link-local address (169.254.0.0/16, fe80::/10) is not reachable from other hosts; 169.254.169.254 is the cloud metadata service"}

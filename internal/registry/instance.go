@@ -48,6 +48,9 @@ const (
 	// MaxTXTString is the longest character string a TXT record carries:
 	// each meta "key=value", and "tags=a,b,...", must fit in one.
 	MaxTXTString = 255
+	// MaxTagLabel is the longest tag that gets DNS names: the label
+	// "_<tag>" of _<tag>._sub._<service>._<proto> stays within 63 bytes.
+	MaxTagLabel = MaxLabel - 1
 )
 
 // Health is the state of an instance's health check as its agent last saw it.
@@ -259,6 +262,29 @@ func CheckNode(node string) error {
 		return &FieldError{"node", clip(node), err.Error()}
 	}
 	return nil
+}
+
+// TagLabel returns the DNS label a tag is published under
+// (<tag>.tag.<service>.Z, _<tag>._<service>._<proto>.Z and the DNS-SD
+// subtype _<tag>._sub._<service>._<proto>.Z): the tag in lower case, when
+// it is a label of letters, digits and hyphens that neither starts nor
+// ends with a hyphen, of at most MaxTagLabel bytes. Other tags get no
+// names: they are published in TXT only.
+func TagLabel(tag string) (string, bool) {
+	if len(tag) == 0 || len(tag) > MaxTagLabel {
+		return "", false
+	}
+	for i := 0; i < len(tag); i++ {
+		c := tag[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case c >= 'A' && c <= 'Z':
+		case c == '-' && i > 0 && i < len(tag)-1:
+		default:
+			return "", false
+		}
+	}
+	return strings.ToLower(tag), true
 }
 
 // tagsTXTLen is the length of the TXT string "tags=a,b" that carries tags.

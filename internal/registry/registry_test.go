@@ -239,3 +239,78 @@ func TestNodeSetChecksNodeWithoutInstances(t *testing.T) {
 		}
 	}
 }
+
+// TestTagLabel: a tag that is a DNS label gets names, in lower case;
+// others are only published in TXT.
+func TestTagLabel(t *testing.T) {
+	named := []string{"blue", "Blue", "v1-2", "0", strings.Repeat("A", 62)}
+	unnamed := []string{
+		strings.Repeat("a", 63), // _<tag> would be 64 bytes
+		"", "-blue", "blue-", "blue_green", "_blue", "blue.green",
+		"urlprefix-/api", "traefik.enable=true", "bl\u00fce", "with space", "x\x00",
+		strings.Repeat("a", 300),
+	}
+	for _, tag := range named {
+		if got, ok := TagLabel(tag); !ok || got != strings.ToLower(tag) {
+			t.Errorf("TagLabel(%q) = %q, %v; want %q", tag, got, ok, strings.ToLower(tag))
+		}
+	}
+	for _, tag := range unnamed {
+		if got, ok := TagLabel(tag); ok {
+			t.Errorf("TagLabel(%q) = %q: a name for a tag that is no DNS label of at most %d bytes", tag, got, MaxTagLabel)
+		}
+	}
+}
+
+// TestDNSNamesTags: a tag that gets names is refused when its DNS-SD
+// subtype name _<tag>._sub._<service>._<proto>.Z would be over 255 bytes
+// in the zone, naming the field and the tag; a tag that gets no names
+// is not (it is only in TXT); the ID "tag" is refused when reserved.
+func TestDNSNamesTags(t *testing.T) {
+	// A zone of 210 bytes in wire form: a tag of service8 may take
+	// 255 - 210 - 14 - 8 = 23 bytes.
+	long := strings.Repeat(strings.Repeat("z", 49)+".", 4) + "internal"
+	n, err := NewDNSNames(long, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.ReservedIDs = map[string]string{"tag": "tag.<service>.Z holds the tag names"}
+	if got := n.TagRoom("service8"); got != 23 {
+		t.Fatalf("tag room %d, want 23", got)
+	}
+	ok := Instance{ID: "i-1", Service: "service8", Protocol: TCP, Address: netip.MustParseAddr("10.0.0.1"), Port: 80}
+	fits := strings.Repeat("t", 23)
+	if sub := "_" + fits + "._sub._service8._tcp." + long + "."; len(sub)+1 != MaxName {
+		t.Fatalf("the subtype name of a tag that just fits is %d bytes in wire form", len(sub)+1)
+	}
+	for _, tags := range [][]string{
+		{fits},
+		{strings.ToUpper(fits)},
+		{"not a label " + strings.Repeat("t", 40)},
+		{strings.Repeat("t", 63)}, // not a name: TXT only
+	} {
+		in := ok
+		in.Tags = tags
+		if err := n.Check(&in); err != nil {
+			t.Errorf("tags %q: %v", tags, err)
+		}
+	}
+	for _, tag := range []string{fits + "t", strings.ToUpper(fits) + "T", strings.Repeat("t", 62)} {
+		for _, proto := range []string{TCP, UDP} {
+			in := ok
+			in.Protocol = proto
+			in.Tags = []string{"blue", tag}
+			err := n.Check(&in)
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != "tags" || fe.Value != tag || !strings.Contains(err.Error(), "255") || !strings.Contains(err.Error(), "_sub._service8._"+proto) {
+				t.Errorf("tag %q over %s: %v, want a refusal of field tags naming it and the subtype name", tag, proto, err)
+			}
+		}
+	}
+	in := ok
+	in.ID = "tag"
+	var fe *FieldError
+	if err := n.Check(&in); !errors.As(err, &fe) || fe.Field != "id" || fe.Value != "tag" {
+		t.Errorf("id tag: %v, want refused", err)
+	}
+}

@@ -577,6 +577,29 @@ func TestDig(t *testing.T) {
 	if out := run("+short", "calc-1.calc.servicediscovery.internal", "A"); strings.TrimSpace(out) != "10.1.0.1" {
 		t.Errorf("dig A: %q", out)
 	}
+	// Tags: the DNS-SD subtype, the RFC 2782 form and the plain name.
+	blue := inst("calc-2", "calc", "10.1.0.2", 32769)
+	blue.Tags = []string{"Blue", "not a name"}
+	ts.register(t, blue)
+	for _, c := range []struct{ args, want string }{
+		{"_blue._sub._calc._tcp.servicediscovery.internal PTR", "calc-2._calc._tcp.servicediscovery.internal."},
+		{"+tcp _blue._calc._tcp.servicediscovery.internal SRV", "0 1 32769 calc-2.calc.servicediscovery.internal."},
+		{"blue.tag.calc.servicediscovery.internal SRV", "0 1 32769 calc-2.calc.servicediscovery.internal."},
+		{"BLUE.tag.calc.servicediscovery.internal A", "10.1.0.2"},
+	} {
+		if out := run(append([]string{"+short"}, strings.Fields(c.args)...)...); strings.TrimSpace(out) != c.want {
+			t.Errorf("dig %s: %q, want %q", c.args, out, c.want)
+		}
+	}
+	if out := run("blue.tag.calc.servicediscovery.internal", "SRV"); !regexp.MustCompile(`ADDITIONAL SECTION:\ncalc-2\.calc\.servicediscovery\.internal\.\s+5\s+IN\s+A\s+10\.1\.0\.2\n`).MatchString(out) {
+		t.Errorf("dig tag SRV: want the target's A in Additional:\n%s", out)
+	}
+	if out := run("_red._sub._calc._tcp.servicediscovery.internal", "PTR"); !strings.Contains(out, "status: NXDOMAIN") || !strings.Contains(out, "SOA") {
+		t.Errorf("dig unknown tag: %s", out)
+	}
+	if out := run("blue.tag.calc.servicediscovery.internal", "TXT"); !strings.Contains(out, "status: NOERROR") || !strings.Contains(out, "ANSWER: 0,") || !strings.Contains(out, "SOA") {
+		t.Errorf("dig tag name, other type: %s", out)
+	}
 	if out := run("nope.servicediscovery.internal", "A"); !strings.Contains(out, "status: NXDOMAIN") || !strings.Contains(out, "SOA") {
 		t.Errorf("dig NXDOMAIN: %s", out)
 	}

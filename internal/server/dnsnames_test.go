@@ -45,6 +45,8 @@ func TestAPIRefusesWhatDNSCannotCarry(t *testing.T) {
 		{"reserved: DNS-SD", "/v1/instances/a", `{"service":"_dns-sd._udp","address":"10.0.0.1","port":8081}`, "service"},
 		{"reserved: _tcp", "/v1/instances/a", `{"service":"tcp","address":"10.0.0.1","port":8081}`, "service"},
 		{"meta key=value over 255", "/v1/instances/a", instance(`,"meta":{"k":"` + long("v", 254) + `"}`), "meta.k"},
+		{"tag's DNS-SD subtype name over 255 in this zone", "/v1/instances/a", `{"service":"` + long("s", 62) + `","address":"10.0.0.1","port":8081,"tags":["` + long("t", 31) + `"]}`, "tags"},
+		{"reserved id: tag.calc.Z is above calc's tag names", "/v1/instances/tag", instance(""), "id"},
 		{"tags over 255 in TXT", "/v1/instances/a", instance(`,"tags":["` + long("a", 200) + `","` + long("b", 60) + `"]`), "tags"},
 		{"control character in meta", "/v1/instances/a", instance(`,"meta":{"k":"a\u001b[2Jb"}`), "meta.k"},
 		{"C1 control in a tag", "/v1/instances/a", instance(`,"tags":["a\u009bb"]`), "tags"},
@@ -88,6 +90,55 @@ func TestAPIRefusesWhatDNSCannotCarry(t *testing.T) {
 		r := ts.ask(t, "udp", name, dns.TypePTR, 0)
 		if rcode(r) != "NOERROR" || len(r.Answer) != 0 || len(records[*dns.SOA](r.Ns)) != 1 {
 			t.Errorf("%s: %s %v, want NODATA with SOA", name, rcode(r), r.Ns)
+		}
+	}
+}
+
+// TestAPIRefusesTagsDNSCannotCarry: in a zone of 149 bytes in wire form,
+// a tag of a 62-byte service may take 30 bytes (its DNS-SD subtype name
+// is then 255 bytes): 31 is refused, by PUT /v1/instances and by a node
+// set, with a 4xx naming the field and the tag, and nothing is written;
+// 30 is served at its names; a tag that is no DNS label is not refused
+// for its length (it is only published in TXT).
+func TestAPIRefusesTagsDNSCannotCarry(t *testing.T) {
+	longZone := strings.Repeat("z", 60) + "." + strings.Repeat("y", 60) + ".servicediscovery.internal"
+	ts := startServer(t, func(c *server.Config) { c.DNS.Zone = longZone })
+	z := longZone + "."
+	u := ts.URL()
+	svc := strings.Repeat("s", 62)
+	body := func(tag string) string {
+		return fmt.Sprintf(`{"service":%q,"address":"10.0.0.1","port":8081,"tags":["blue",%q]}`, svc, tag)
+	}
+	over := strings.Repeat("T", 31)
+	for _, c := range []struct{ path, body string }{
+		{"/v1/instances/a", body(over)},
+		{"/v1/nodes/host-1", `{"ttl":"10s","instances":[{"id":"a",` + body(over)[1:] + `]}`},
+	} {
+		status, e := do(t, "PUT", u+c.path, "", c.body)
+		if status < 400 || status > 499 || e.Field != "tags" || !strings.Contains(e.Error, over) || !strings.Contains(e.Error, "255") {
+			t.Errorf("PUT %s with a %d-byte tag: %d field %q %q, want 4xx naming field tags and the tag", c.path, len(over), status, e.Field, e.Error)
+		}
+	}
+	if n := ts.Index().Len(); n != 0 {
+		t.Fatalf("refused writes were stored: %d instances", n)
+	}
+	fits := strings.Repeat("t", 30)
+	for id, tag := range map[string]string{"a": fits, "b": strings.Repeat("x", 40) + " not a label"} {
+		if status, e := do(t, "PUT", u+"/v1/instances/"+id, "", body(tag)); status != 200 {
+			t.Fatalf("PUT a tag of %d bytes: %d %s", len(tag), status, e.Error)
+		}
+	}
+	sub := "_" + fits + "._sub._" + svc + "._tcp." + z
+	if len(sub)+1 != 255 {
+		t.Fatalf("subtype name of %d bytes in wire form, want 255", len(sub)+1)
+	}
+	for _, netw := range []string{"udp", "tcp"} {
+		r := ts.ask(t, netw, sub, dns.TypePTR, 0)
+		if ptrs := records[*dns.PTR](r.Answer); len(ptrs) != 1 || ptrs[0].Ptr != "a._"+svc+"._tcp."+z {
+			t.Errorf("%s PTR over %s: %v", sub, netw, r)
+		}
+		if r := ts.ask(t, netw, "_blue._sub._"+svc+"._tcp."+z, dns.TypePTR, 0); len(r.Answer) != 2 {
+			t.Errorf("blue's subtype over %s: %v", netw, r)
 		}
 	}
 }

@@ -294,6 +294,7 @@ func New(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	names.ReservedIDs = s.dns.ReservedIDs()
 	names.AllowLinkLocal = cfg.AllowLinkLocal
 	checks := cfg.HealthChecks
 	var infos map[string]func() any
