@@ -87,6 +87,9 @@ func TestViolationsFound(t *testing.T) {
 			h.Watches = h.Watches[:2]
 			h.Ops[4].IDs = []string{"a", "b"}
 		}},
+		{"deregister acknowledged after an earlier delete", 2, "before the request", func(h *history.History) {
+			h.Ops[2].Invoke, h.Ops[2].Return, h.Ops[2].Rev = 1000*ms, 1010*ms, 4
+		}},
 		{"refused register applied", 2, "refused", func(h *history.History) {
 			h.Truth = append(h.Truth, history.Change{Rev: 6, ID: "z", Service: "calc", Addr: "10.0.0.9:1", Serving: true, At: 700 * ms})
 		}},
@@ -205,6 +208,16 @@ func TestFaultExcusesOnlyItsServer(t *testing.T) {
 	h.DNS[0].Sent, h.DNS[0].Got = 1800*ms, 1801*ms
 	if r := run(t, h); !r.Has(5) {
 		t.Fatalf("s2's fault excused s1:\n%s", r)
+	}
+}
+
+// A deregister retried after an attempt that etcd applied is acknowledged
+// at a later revision: not a lost write.
+func TestRetriedDeregister(t *testing.T) {
+	h := clean()
+	h.Ops[2].Rev, h.Ops[2].Return = 4, 420*ms
+	if r := run(t, h); !r.OK() {
+		t.Fatalf("a retried deregister was taken for a lost write:\n%s", r)
 	}
 }
 

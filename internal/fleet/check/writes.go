@@ -151,7 +151,15 @@ func checkLost(m *model, r *Report) {
 			case in == nil || in.del == 0:
 				r.add(2, "lost write", o.Return, "deregister %s (via %s, acknowledged at revision %d) is not in the store's history: it is still there", o.ID, o.Server, o.Rev)
 			case o.Rev > 0 && !m.changedAt(o.Rev, o.ID, true):
-				r.add(2, "lost write", o.Return, "deregister %s (via %s) was acknowledged at revision %d, but the store deleted it at revision %d", o.ID, o.Server, o.Rev, in.del)
+				// A delete retried after an attempt etcd may have applied
+				// finds the instance gone and succeeds at the revision it
+				// read (internal/store/etcd, Delete): it is kept if the
+				// instance is gone there, and went no earlier than the
+				// request.
+				d, gone := in.goneAt(o.Rev)
+				if !gone || m.knownBy(d) < o.Invoke-m.slack {
+					r.add(2, "lost write", o.Return, "deregister %s (via %s) was acknowledged at revision %d, but the store deleted it at revision %d, before the request", o.ID, o.Server, o.Rev, in.del)
+				}
 			}
 		case o.Kind == history.NodeSet && o.Outcome == history.OK:
 			n++
