@@ -415,7 +415,7 @@ func (a *Agent) follow(ctx context.Context) error {
 			return err
 		}
 	}
-	msgs, errs := a.docker.Events(ctx, since, a.cfg.Labels)
+	msgs, errs := a.docker.Events(ctx, since)
 	tick := time.NewTicker(a.cfg.Resync)
 	defer tick.Stop()
 	retry := newBackoff(time.Second, 30*time.Second)
@@ -604,11 +604,21 @@ func (a *Agent) compute(ctx context.Context, c container) ([]registry.Instance, 
 
 // handle acts on one container event.
 func (a *Agent) handle(ctx context.Context, ev event) {
+	if !a.follows(ev) {
+		return
+	}
 	switch ev.Action {
 	case "start", "restart", "unpause":
 		a.refresh(ctx, ev.ID, ev.Action)
 	case "kill":
-		if !terminating(ev.Attrs["signal"]) {
+		sig, ok := ev.Attrs["signal"]
+		if !ok {
+			// Podman's kill events name no signal: a reload (HUP) must not
+			// take the container out, and a kill that ends it is followed
+			// by its die.
+			return
+		}
+		if !terminating(sig) {
 			return // HUP, USR1 and the like reload; the container keeps serving
 		}
 		a.drop(ctx, ev.ID, ev.Action)
@@ -617,15 +627,34 @@ func (a *Agent) handle(ctx context.Context, ev event) {
 	case "destroy":
 		a.drop(ctx, ev.ID, ev.Action)
 		delete(a.noted, ev.ID)
-	default:
-		if strings.HasPrefix(ev.Action, "health_status") {
-			// The container's own HEALTHCHECK changed: re-inspect it, so
-			// that its instances carry the new status.
-			if _, ok := a.regs[ev.ID]; ok {
-				a.refresh(ctx, ev.ID, "health_status")
-			}
+	case "health_status":
+		// The container's own HEALTHCHECK ran: re-inspect it, so that its
+		// instances carry the new status, unless the event says the status
+		// did not change (Podman sends one per check, containers/podman#24003).
+		if _, ok := a.regs[ev.ID]; !ok {
+			return
 		}
+		if ev.Health != "" && ev.Health == a.dockerHealth[ev.ID].status {
+			return
+		}
+		a.refresh(ctx, ev.ID, "health_status")
 	}
+}
+
+// follows reports whether an event concerns a container the agent
+// follows: one it registered or took note of, or one whose labels (the
+// event's attributes, which carry them on Docker and Podman) match the
+// agent's. An unknown container's stop is nothing to act on, so a die
+// event without labels (Podman before 4.3, containers/podman#15617) loses
+// nothing.
+func (a *Agent) follows(ev event) bool {
+	if _, ok := a.regs[ev.ID]; ok {
+		return true
+	}
+	if _, ok := a.noted[ev.ID]; ok {
+		return true
+	}
+	return labelsMatch(ev.Attrs, a.cfg.Labels)
 }
 
 // terminating reports whether a kill signal ends the container (or may).
@@ -649,6 +678,10 @@ func (a *Agent) refresh(ctx context.Context, id, action string) {
 	if err != nil {
 		a.log.Warn("inspect failed; the next resync repairs it", "container", shortID(id), "event", action, "err", err)
 		a.dirty = true
+		return
+	}
+	if action == "health_status" && c.Running && !c.Paused && c.DockerHealth == a.dockerHealth[id].status {
+		a.log.Debug("health_status event without a change; nothing to write", "container", c.Name, "docker_health", c.DockerHealth)
 		return
 	}
 	var insts []registry.Instance
