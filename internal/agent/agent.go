@@ -163,6 +163,9 @@ type Agent struct {
 	// dockerHealth is each container's HEALTHCHECK status as last
 	// inspected; owned by the loop like regs.
 	dockerHealth map[string]dockerHealthState
+	// healthRecheck brings back to the loop a health_status event whose
+	// result the engine had not recorded yet (recheckHealth).
+	healthRecheck chan healthRecheck
 
 	checks  *checks
 	metrics *health.Metrics
@@ -230,17 +233,18 @@ func New(cfg Config, be backend.Backend) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{
-		cfg:          cfg,
-		log:          cfg.Log.With("node", cfg.Node, "backend", be.Name()),
-		be:           be,
-		docker:       d,
-		regs:         map[string][]registry.Instance{},
-		noted:        map[string]map[string]bool{},
-		resync:       make(chan struct{}, 1),
-		synced:       make(chan struct{}),
-		dockerHealth: map[string]dockerHealthState{},
-		metrics:      m,
-		stopping:     map[string]bool{},
+		cfg:           cfg,
+		log:           cfg.Log.With("node", cfg.Node, "backend", be.Name()),
+		be:            be,
+		docker:        d,
+		regs:          map[string][]registry.Instance{},
+		noted:         map[string]map[string]bool{},
+		resync:        make(chan struct{}, 1),
+		synced:        make(chan struct{}),
+		dockerHealth:  map[string]dockerHealthState{},
+		healthRecheck: make(chan healthRecheck, 64),
+		metrics:       m,
+		stopping:      map[string]bool{},
 	}
 	a.checks = newChecks(hc, m, a.log)
 	a.checks.critical = func(cid, name string, in registry.Instance, tr health.Transition) {
@@ -441,6 +445,9 @@ func (a *Agent) follow(ctx context.Context) error {
 		case <-a.checks.kick:
 			a.applyHealth(ctx)
 			continue
+		case r := <-a.healthRecheck:
+			a.recheckHealth(ctx, r)
+			continue
 		case <-a.resync:
 			why = "backend asked"
 		case <-retryC:
@@ -628,16 +635,7 @@ func (a *Agent) handle(ctx context.Context, ev event) {
 		a.drop(ctx, ev.ID, ev.Action)
 		delete(a.noted, ev.ID)
 	case "health_status":
-		// The container's own HEALTHCHECK ran: re-inspect it, so that its
-		// instances carry the new status, unless the event says the status
-		// did not change (Podman sends one per check, containers/podman#24003).
-		if _, ok := a.regs[ev.ID]; !ok {
-			return
-		}
-		if ev.Health != "" && ev.Health == a.dockerHealth[ev.ID].status {
-			return
-		}
-		a.refresh(ctx, ev.ID, "health_status")
+		a.healthEvent(ctx, ev)
 	}
 }
 
@@ -669,21 +667,31 @@ func terminating(sig string) bool {
 // refresh registers a container as it is now: what it registers comes or
 // is updated, what it no longer registers goes.
 func (a *Agent) refresh(ctx context.Context, id, action string) {
+	if c, ok := a.inspect(ctx, id, action); ok {
+		a.update(ctx, c, action)
+	}
+}
+
+// inspect reads a container for an event; false when it could not (the
+// container is gone, and dropped, or the engine failed: a resync follows).
+func (a *Agent) inspect(ctx context.Context, id, action string) (container, bool) {
 	c, err := a.docker.Inspect(ctx, id)
 	if errors.Is(err, errNotFound) {
 		a.log.Info("container vanished before it could be inspected; skipped", "container", shortID(id), "event", action)
 		a.drop(ctx, id, action)
-		return
+		return container{}, false
 	}
 	if err != nil {
 		a.log.Warn("inspect failed; the next resync repairs it", "container", shortID(id), "event", action, "err", err)
 		a.dirty = true
-		return
+		return container{}, false
 	}
-	if action == "health_status" && c.Running && !c.Paused && c.DockerHealth == a.dockerHealth[id].status {
-		a.log.Debug("health_status event without a change; nothing to write", "container", c.Name, "docker_health", c.DockerHealth)
-		return
-	}
+	return c, true
+}
+
+// update registers an inspected container as it is now.
+func (a *Agent) update(ctx context.Context, c container, action string) {
+	id := c.ID
 	var insts []registry.Instance
 	if c.Running && !c.Paused {
 		var specs []health.Spec
