@@ -112,7 +112,8 @@ func Start(t testing.TB) *Service {
 		t.Fatalf("podman system service on %s: %v; its log:\n%s", s.Socket, err, s.Log())
 	}
 	s.Version = s.Podman("version", "--format", "{{.Server.Version}}")
-	t.Logf("podman %s answers on %s after %s", s.Version, s.Socket, time.Since(started).Round(time.Millisecond))
+	backend := s.Podman("info", "--format", "{{.Host.NetworkBackend}}")
+	t.Logf("podman %s (network backend %s) answers on %s after %s", s.Version, backend, s.Socket, time.Since(started).Round(time.Millisecond))
 	s.ulimits, err = ulimitsOf(s.cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
