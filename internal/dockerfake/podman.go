@@ -20,8 +20,9 @@ const PodmanHealthLag = 300 * time.Millisecond
 //   - its event filter matches a die event by "died", not "die"
 //     (containers/podman#16857), and a label given as a bare key matches
 //     only a label of empty value (#26702);
-//   - stop sends die alone (no kill, no stop); a kill names no signal;
-//     removing sends remove, not destroy;
+//   - stop (Stop, as podman stop does) sends die alone, no kill and no
+//     stop; stop through the Docker API sends stop, then die; a kill
+//     names no signal; removing sends remove, not destroy;
 //   - a HEALTHCHECK result sends a bare health_status event, naming no
 //     status, whether or not the status changed (#24003), and the result
 //     is recorded PodmanHealthLag after the event.
