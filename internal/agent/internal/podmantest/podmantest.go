@@ -99,7 +99,9 @@ func Start(t testing.TB) *Service {
 	}
 	args := append(s.globalFlags(), "system", "service", "--time=0", "unix://"+s.Socket)
 	s.cmd = exec.Command("podman", args...)
-	s.cmd.Env = append(os.Environ(), "CONTAINERS_CONF="+filepath.Join(dir, "containers.conf"))
+	// netavark runs iptables, which a PATH without the sbin directories
+	// (some test runners') does not find: "netavark: No such file or directory".
+	s.cmd.Env = append(os.Environ(), "CONTAINERS_CONF="+filepath.Join(dir, "containers.conf"), "PATH="+os.Getenv("PATH")+":/usr/sbin:/sbin")
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	started := time.Now()
 	if err := s.cmd.Start(); err != nil {
