@@ -12,6 +12,12 @@
 // anything missed, heartbeats keep the node's lease alive, and a backend
 // that lost the node's state (backend.ErrResync) gets a full Sync.
 //
+// Podman's Docker-compatible API (podman system service) works too: the
+// engine's events are read in Docker's words (docker.go: normalize), labels
+// are matched by the agent rather than by the engine's event filter, and a
+// health_status event without a status is followed up by inspection
+// (health_events.go).
+//
 // On a graceful stop the agent leaves its records by default: they live
 // until the node's lease runs out (Config.LeaseTTL), so a restarted agent
 // takes them over without DNS ever going empty. Config.DeregisterOnExit
