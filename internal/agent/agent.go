@@ -12,6 +12,12 @@
 // anything missed, heartbeats keep the node's lease alive, and a backend
 // that lost the node's state (backend.ErrResync) gets a full Sync.
 //
+// Podman's Docker-compatible API (podman system service) works too: the
+// engine's events are read in Docker's words (docker.go: normalize), labels
+// are matched by the agent rather than by the engine's event filter, and a
+// health_status event without a status is followed up by inspection
+// (health_events.go).
+//
 // On a graceful stop the agent leaves its records by default: they live
 // until the node's lease runs out (Config.LeaseTTL), so a restarted agent
 // takes them over without DNS ever going empty. Config.DeregisterOnExit
@@ -206,6 +212,9 @@ type Agent struct {
 	// dockerHealth is each container's HEALTHCHECK status as last
 	// inspected; owned by the loop like regs.
 	dockerHealth map[string]dockerHealthState
+	// healthRecheck brings back to the loop a health_status event whose
+	// result the engine had not recorded yet (recheckHealth).
+	healthRecheck chan healthRecheck
 
 	checks  *checks
 	metrics *health.Metrics
@@ -288,18 +297,19 @@ func New(cfg Config, be backend.Backend) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{
-		cfg:          cfg,
-		log:          cfg.Log.With("node", cfg.Node, "backend", be.Name()),
-		be:           be,
-		docker:       d,
-		regs:         map[string][]registry.Instance{},
-		noted:        map[string]map[string]bool{},
-		resync:       make(chan struct{}, 1),
-		synced:       make(chan struct{}),
-		dockerHealth: map[string]dockerHealthState{},
-		metrics:      m,
-		stopping:     map[string]bool{},
-		ecs:          ecs,
+		cfg:           cfg,
+		log:           cfg.Log.With("node", cfg.Node, "backend", be.Name()),
+		be:            be,
+		docker:        d,
+		regs:          map[string][]registry.Instance{},
+		noted:         map[string]map[string]bool{},
+		resync:        make(chan struct{}, 1),
+		synced:        make(chan struct{}),
+		dockerHealth:  map[string]dockerHealthState{},
+		healthRecheck: make(chan healthRecheck, 64),
+		metrics:       m,
+		stopping:      map[string]bool{},
+		ecs:           ecs,
 	}
 	a.checks = newChecks(hc, m, a.log)
 	a.checks.critical = func(cid, name string, in registry.Instance, tr health.Transition) {
@@ -474,7 +484,7 @@ func (a *Agent) follow(ctx context.Context) error {
 			return err
 		}
 	}
-	msgs, errs := a.docker.Events(ctx, since, a.cfg.Labels)
+	msgs, errs := a.docker.Events(ctx, since)
 	tick := time.NewTicker(a.cfg.Resync)
 	defer tick.Stop()
 	retry := newBackoff(time.Second, 30*time.Second)
@@ -504,6 +514,9 @@ func (a *Agent) follow(ctx context.Context) error {
 			why = "periodic"
 		case <-a.checks.kick:
 			a.applyHealth(ctx)
+			continue
+		case r := <-a.healthRecheck:
+			a.recheckHealth(ctx, r)
 			continue
 		case <-a.resync:
 			why = "backend asked"
@@ -688,11 +701,21 @@ func (a *Agent) compute(ctx context.Context, c container) ([]registry.Instance, 
 
 // handle acts on one container event.
 func (a *Agent) handle(ctx context.Context, ev event) {
+	if !a.follows(ev) {
+		return
+	}
 	switch ev.Action {
 	case "start", "restart", "unpause":
 		a.refresh(ctx, ev.ID, ev.Action)
 	case "kill":
-		if !terminating(ev.Attrs["signal"]) {
+		sig, ok := ev.Attrs["signal"]
+		if !ok {
+			// Podman's kill events name no signal: a reload (HUP) must not
+			// take the container out, and a kill that ends it is followed
+			// by its die.
+			return
+		}
+		if !terminating(sig) {
 			return // HUP, USR1 and the like reload; the container keeps serving
 		}
 		a.drop(ctx, ev.ID, ev.Action)
@@ -701,15 +724,25 @@ func (a *Agent) handle(ctx context.Context, ev event) {
 	case "destroy":
 		a.drop(ctx, ev.ID, ev.Action)
 		delete(a.noted, ev.ID)
-	default:
-		if strings.HasPrefix(ev.Action, "health_status") {
-			// The container's own HEALTHCHECK changed: re-inspect it, so
-			// that its instances carry the new status.
-			if _, ok := a.regs[ev.ID]; ok {
-				a.refresh(ctx, ev.ID, "health_status")
-			}
-		}
+	case "health_status":
+		a.healthEvent(ctx, ev)
 	}
+}
+
+// follows reports whether an event concerns a container the agent
+// follows: one it registered or took note of, or one whose labels (the
+// event's attributes, which carry them on Docker and Podman) match the
+// agent's. An unknown container's stop is nothing to act on, so a die
+// event without labels (Podman before 4.3, containers/podman#15617) loses
+// nothing.
+func (a *Agent) follows(ev event) bool {
+	if _, ok := a.regs[ev.ID]; ok {
+		return true
+	}
+	if _, ok := a.noted[ev.ID]; ok {
+		return true
+	}
+	return labelsMatch(ev.Attrs, a.cfg.Labels)
 }
 
 // terminating reports whether a kill signal ends the container (or may).
@@ -724,17 +757,31 @@ func terminating(sig string) bool {
 // refresh registers a container as it is now: what it registers comes or
 // is updated, what it no longer registers goes.
 func (a *Agent) refresh(ctx context.Context, id, action string) {
+	if c, ok := a.inspect(ctx, id, action); ok {
+		a.update(ctx, c, action)
+	}
+}
+
+// inspect reads a container for an event; false when it could not (the
+// container is gone, and dropped, or the engine failed: a resync follows).
+func (a *Agent) inspect(ctx context.Context, id, action string) (container, bool) {
 	c, err := a.docker.Inspect(ctx, id)
 	if errors.Is(err, errNotFound) {
 		a.log.Info("container vanished before it could be inspected; skipped", "container", shortID(id), "event", action)
 		a.drop(ctx, id, action)
-		return
+		return container{}, false
 	}
 	if err != nil {
 		a.log.Warn("inspect failed; the next resync repairs it", "container", shortID(id), "event", action, "err", err)
 		a.dirty = true
-		return
+		return container{}, false
 	}
+	return c, true
+}
+
+// update registers an inspected container as it is now.
+func (a *Agent) update(ctx context.Context, c container, action string) {
+	id := c.ID
 	var insts []registry.Instance
 	if c.Running && !c.Paused {
 		var specs []health.Spec

@@ -18,12 +18,19 @@ import (
 // get fetches an HTTP answer from a registered instance (on loopback).
 func get(t *testing.T, port uint16) string {
 	t.Helper()
+	return getPath(t, port, "/")
+}
+
+// getPath GETs path on 127.0.0.1:port (a test server's /fail or
+// /recover, say) and returns the body.
+func getPath(t *testing.T, port uint16, path string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/", port), nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", port, path), nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("GET the registered instance at 127.0.0.1:%d: %v", port, err)
+		t.Fatalf("GET %s of the registered instance at 127.0.0.1:%d: %v", path, port, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)

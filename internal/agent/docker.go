@@ -12,6 +12,7 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/events"
+	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
 	"github.com/signpost-dns/signpost/internal/agent/conventions"
@@ -50,6 +51,10 @@ type container struct {
 	// address, from ECS introspection (not Docker); registered with the
 	// container port.
 	TaskAddr netip.Addr
+	// PortsFromConfig says the engine's inspect reported no published
+	// ports, so Ports and Bindings come from what the container asked
+	// for (HostConfig.PortBindings): an ephemeral host port is unknown.
+	PortsFromConfig bool
 }
 
 // binding is one published host port.
@@ -58,12 +63,17 @@ type binding struct {
 	HostPort uint16
 }
 
-// event is one container event.
+// event is one container event, in Docker's vocabulary whichever engine
+// sent it (see normalize).
 type event struct {
 	Action string
 	ID     string
 	Attrs  map[string]string
 	Time   time.Time
+	// Health is the HEALTHCHECK status a health_status event reports
+	// ("healthy", ...), or "" when it reports none (Podman 4's carries
+	// no status: the container must be inspected).
+	Health string
 }
 
 // errNotFound marks a container that no longer exists.
@@ -78,9 +88,11 @@ type dockerAPI interface {
 	Running(ctx context.Context, labels map[string]string) ([]string, error)
 	// Inspect reads one container; errNotFound (wrapped) when it is gone.
 	Inspect(ctx context.Context, id string) (container, error)
-	// Events streams container events from since (replaying what the
-	// engine still holds) until ctx ends or the stream fails.
-	Events(ctx context.Context, since time.Time, labels map[string]string) (<-chan event, <-chan error)
+	// Events streams the container events the agent follows (see
+	// followedActions), normalized, from since (replaying what the engine
+	// still holds) until ctx ends or the stream fails. They are not
+	// filtered by label: Podman cannot (see Events), so the agent does.
+	Events(ctx context.Context, since time.Time) (<-chan event, <-chan error)
 	// Stop stops a container (SIGTERM, then SIGKILL after timeout).
 	Stop(ctx context.Context, id string, timeout time.Duration) error
 	// Host says which engine this is, for logs.
@@ -181,18 +193,29 @@ func (e *engine) Inspect(ctx context.Context, id string) (container, error) {
 	if r.HostConfig != nil {
 		c.NetworkMode = string(r.HostConfig.NetworkMode)
 	}
+	ports := network.PortMap(nil)
 	if ns := r.NetworkSettings; ns != nil {
-		for p, bs := range ns.Ports {
-			cp := conventions.ContainerPort{Port: p.Num(), Proto: string(p.Proto())}
-			c.Ports = append(c.Ports, cp)
-			for _, b := range bs {
-				hp, err := strconv.ParseUint(b.HostPort, 10, 16)
-				if err != nil || hp == 0 {
-					continue
-				}
-				c.Bindings[cp] = append(c.Bindings[cp], binding{HostIP: b.HostIP.Unmap(), HostPort: uint16(hp)})
+		ports = ns.Ports
+	}
+	if len(ports) == 0 && r.HostConfig != nil && len(r.HostConfig.PortBindings) > 0 && c.NetworkMode != "host" {
+		// Podman 2.0 answered inspect with null NetworkSettings.Ports
+		// (containers/podman#6803): what was asked for is all there is to
+		// go by. A fixed host port is known; an ephemeral one is not
+		// (instances says so).
+		ports, c.PortsFromConfig = r.HostConfig.PortBindings, true
+	}
+	for p, bs := range ports {
+		cp := conventions.ContainerPort{Port: p.Num(), Proto: string(p.Proto())}
+		c.Ports = append(c.Ports, cp)
+		for _, b := range bs {
+			hp, err := strconv.ParseUint(b.HostPort, 10, 16)
+			if err != nil || hp == 0 {
+				continue
 			}
+			c.Bindings[cp] = append(c.Bindings[cp], binding{HostIP: b.HostIP.Unmap(), HostPort: uint16(hp)})
 		}
+	}
+	if ns := r.NetworkSettings; ns != nil {
 		for name, ep := range ns.Networks {
 			if ep == nil {
 				continue
@@ -222,15 +245,27 @@ func (e *engine) Stop(ctx context.Context, id string, timeout time.Duration) err
 	return nil
 }
 
-// followedActions are the container events the agent acts on. The engine
-// matches "health_status" against "health_status: healthy" and the like.
-var followedActions = []string{"start", "restart", "unpause", "die", "stop", "kill", "pause", "destroy", "health_status"}
+// followedActions are the container events the agent asks the engine
+// for, in one "event" filter whose values Docker and Podman both OR
+// (Podman before 3.2 ANDed them, containers/podman#10507, and could never
+// match two events: the agent needs 3.2 or later). Docker matches
+// "health_status" against "health_status: healthy" and the like. The
+// Podman names: its filter matches "died", not "die", though its stream
+// says die (containers/podman#16857; before 3.2 it said died too,
+// #10168), and it says "remove" where Docker says destroy. An engine
+// ignores a name it never sends.
+var followedActions = []string{"start", "restart", "unpause", "die", "died", "stop", "kill", "pause", "destroy", "remove", "health_status"}
 
-func (e *engine) Events(ctx context.Context, since time.Time, labels map[string]string) (<-chan event, <-chan error) {
+// Events asks for container events of the followed actions, without the
+// agent's labels: Podman's event filter does not match a label given as a
+// bare key (containers/podman#26702), and before 4.3 its died events
+// carried no labels at all (#15617), so a label filter would lose them.
+// The agent matches labels itself (Agent.follows).
+func (e *engine) Events(ctx context.Context, since time.Time) (<-chan event, <-chan error) {
 	f := make(client.Filters).Add("type", string(events.ContainerEventType)).Add("event", followedActions...)
 	res := e.c.Events(ctx, client.EventsListOptions{
 		Since:   fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond()),
-		Filters: labelFilters(f, labels),
+		Filters: f,
 	})
 	out := make(chan event)
 	errc := make(chan error, 1)
@@ -243,7 +278,7 @@ func (e *engine) Events(ctx context.Context, since time.Time, labels map[string]
 					errc <- fmt.Errorf("docker event stream at %s closed", e.Host())
 					return
 				}
-				ev := event{Action: string(m.Action), ID: m.Actor.ID, Attrs: m.Actor.Attributes, Time: time.Unix(0, m.TimeNano)}
+				ev := normalize(event{Action: string(m.Action), ID: m.Actor.ID, Attrs: m.Actor.Attributes, Time: time.Unix(0, m.TimeNano)})
 				select {
 				case out <- ev:
 				case <-ctx.Done():
@@ -263,6 +298,41 @@ func (e *engine) Events(ctx context.Context, since time.Time, labels map[string]
 		}
 	}()
 	return out, errc
+}
+
+// normalize puts an event in Docker's words: Podman's "died" is die and
+// its "remove" destroy; a health_status event's status comes from Docker's
+// action ("health_status: unhealthy") or Podman 5's attribute
+// (health_status=unhealthy), and is empty from Podman 4, which sends the
+// bare action with no status, once per check (containers/podman#24003).
+func normalize(ev event) event {
+	switch ev.Action {
+	case "died":
+		ev.Action = "die"
+	case "remove":
+		ev.Action = "destroy"
+	}
+	if rest, ok := strings.CutPrefix(ev.Action, "health_status"); ok {
+		ev.Health = strings.TrimSpace(strings.TrimPrefix(rest, ":"))
+		if ev.Health == "" {
+			ev.Health = ev.Attrs["health_status"]
+		}
+		ev.Action = "health_status"
+	}
+	return ev
+}
+
+// labelsMatch reports whether a container's labels carry every one of
+// want (an empty value matches any value), as the engine's label filter
+// would.
+func labelsMatch(have, want map[string]string) bool {
+	for k, v := range want {
+		got, ok := have[k]
+		if !ok || (v != "" && got != v) {
+			return false
+		}
+	}
+	return true
 }
 
 // shortID is the 12-character form of a container id that docker ps shows.

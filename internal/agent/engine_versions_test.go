@@ -39,11 +39,15 @@ type fakeStack struct {
 
 func newFakeStack(t *testing.T, apiVersion string) *fakeStack {
 	t.Helper()
+	return newFakeEngineStack(t, dockerfake.Config{APIVersion: apiVersion})
+}
+
+// newFakeEngineStack is newFakeStack with the fake engine's configuration.
+func newFakeEngineStack(t *testing.T, cfg dockerfake.Config) *fakeStack {
+	t.Helper()
 	logs := &syncBuf{}
-	engine, err := dockerfake.New(dockerfake.Config{
-		APIVersion: apiVersion,
-		Log:        slog.New(slog.NewTextHandler(logs, nil)).With("dockerfake", apiVersion),
-	})
+	cfg.Log = slog.New(slog.NewTextHandler(logs, nil)).With("dockerfake", cfg.APIVersion)
+	engine, err := dockerfake.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,6 +65,10 @@ func newFakeStack(t *testing.T, apiVersion string) *fakeStack {
 	})
 	return s
 }
+
+// fakeKey is a second label of the fake's containers, which the agent of
+// TestAgentOnPodmanEvents follows by its key alone.
+const fakeKey = "signpost.fake"
 
 // runAgent runs the production agent against the fake engine until the
 // test ends, and returns it; opts edit its configuration.
@@ -135,7 +143,7 @@ func (s *fakeStack) startWeb(name string, hostPort uint16, health string) string
 	s.t.Helper()
 	id, err := s.engine.Start(dockerfake.Container{
 		Name:     name,
-		Labels:   map[string]string{fakeLabel: s.t.Name()},
+		Labels:   map[string]string{fakeLabel: s.t.Name(), fakeKey: "1"},
 		Env:      []string{"SERVICE_8080_NAME=web", "WEB_PASSWORD=hunter2"},
 		Ports:    []string{"8080/tcp"},
 		Bindings: network.PortMap{network.MustParsePort("8080/tcp"): {{HostIP: netip.IPv4Unspecified(), HostPort: fmt.Sprint(hostPort)}}},
@@ -239,4 +247,56 @@ func TestAgentOnEngineVersions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAgentOnPodmanEvents: on an engine whose events are Podman 4.3's
+// (dockerfake's Podman flavour; TestAgentOnPodman runs the real one), the
+// agent follows containers by a bare label key, which Podman's event
+// filter cannot match; asks for died, the only name Podman's filter
+// matches die events by; keeps a container that got a signal Podman does
+// not name; takes out and brings back one whose HEALTHCHECK turns
+// unhealthy and healthy though the events name no status and come before
+// the result; and deregisters on Podman's stop (die alone) and remove.
+func TestAgentOnPodmanEvents(t *testing.T) {
+	s := newFakeEngineStack(t, dockerfake.Config{APIVersion: "1.41", Podman: true})
+	p1, p2, p3 := listener(t), listener(t), listener(t)
+	a := s.startWeb("web-a", p1, "")
+	s.runAgent("node-podman", func(c *agent.Config) { c.Labels[fakeKey] = "" })
+	s.waitSRV("web", p1)
+	b := s.startWeb("web-b", p2, "healthy")
+	s.waitSRV("web", p1, p2)
+
+	if err := s.engine.Signal(b, "HUP"); err != nil {
+		t.Fatal(err)
+	}
+	c := s.startWeb("web-c", p3, "") // events come in order: c's start is the barrier
+	s.waitSRV("web", p1, p2, p3)
+
+	if err := s.engine.SetHealth(b, "unhealthy", "curl: (7) connection refused"); err != nil {
+		t.Fatal(err)
+	}
+	s.waitSRV("web", p1, p3)
+	s.waitLog("health_status result recorded after the event", "docker_health=unhealthy")
+	if err := s.engine.SetHealth(b, "healthy", "ok"); err != nil {
+		t.Fatal(err)
+	}
+	s.waitSRV("web", p1, p2, p3)
+	if err := s.engine.SetHealth(b, "healthy", "ok"); err != nil {
+		t.Fatal(err)
+	}
+	s.waitLog("health_status event without a change")
+
+	if err := s.engine.Stop(a); err != nil {
+		t.Fatal(err)
+	}
+	s.waitSRV("web", p2, p3)
+	if err := s.engine.Remove(b); err != nil {
+		t.Fatal(err)
+	}
+	s.waitSRV("web", p3)
+	if err := s.engine.Remove(c); err != nil {
+		t.Fatal(err)
+	}
+	s.waitSRV("web")
+	s.wantVersionedRequests("1.41")
 }

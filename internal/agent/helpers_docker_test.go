@@ -64,6 +64,13 @@ func newStack(t *testing.T, opts ...func(*server.Config)) *stack {
 	t.Helper()
 	sess := dockertest.New(t)
 	dockertest.Image(t)
+	return startStack(t, sess, opts...)
+}
+
+// startStack starts the server of a stack whose agents follow the engine
+// of sess (nil: an engine the caller runs, Podman say).
+func startStack(t *testing.T, sess *dockertest.Session, opts ...func(*server.Config)) *stack {
+	t.Helper()
 	logs := &syncBuf{}
 	scfg := server.Config{Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	for _, o := range opts {

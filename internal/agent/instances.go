@@ -142,6 +142,11 @@ func (a *Agent) instances(c container) ([]registry.Instance, []health.Spec, []no
 					names = append(names, k)
 				}
 				sort.Strings(names)
+				if len(names) == 0 {
+					notes = append(notes, note{key: "network", msg: "container mode: the engine's inspect reports no networks for the container (Podman before 3.2, containers/podman#9837); container skipped (use host address mode)",
+						attrs: []any{"container", c.Name, "network", network}})
+					return nil, nil, notes
+				}
 				notes = append(notes, note{key: "network", msg: "container mode: no address on the chosen network; container skipped (set --network or the signpost.network label)",
 					attrs: []any{"container", c.Name, "network", network, "networks", strings.Join(names, ",")}})
 				return nil, nil, notes
@@ -149,6 +154,11 @@ func (a *Agent) instances(c container) ([]registry.Instance, []health.Spec, []no
 			in.Address, in.Port = ip, p.Port
 		default:
 			b, ok := pickBinding(c.Bindings[p.ContainerPort], a.hostIP)
+			if !ok && c.PortsFromConfig {
+				notes = append(notes, note{key: "unpublished:" + p.String(), msg: "the engine's inspect reports no published ports (Podman 2.0, containers/podman#6803) and this port asked for no fixed host port; skipped (publish it on a fixed host port, -p HOSTPORT:PORT, or use container address mode)",
+					attrs: []any{"container", c.Name, "port", p.String(), "service", p.Service}})
+				continue
+			}
 			if !ok {
 				notes = append(notes, note{key: "unpublished:" + p.String(), msg: "port not published to the host; skipped (publish it with -p, or use container address mode)",
 					attrs: []any{"container", c.Name, "port", p.String(), "service", p.Service}})

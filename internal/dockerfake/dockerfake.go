@@ -30,8 +30,12 @@
 // from beside Type, Action, Actor, scope, time and timeNano; from 1.52 on
 // (Docker 29) only the latter.
 //
-// Tests script the engine with Start, Stop, SetHealth, Remove and
+// Tests script the engine with Start, Stop, Signal, SetHealth, Remove and
 // Restart; all are safe for concurrent use.
+//
+// With Config.Podman the events are Podman 4.3's where they differ from
+// Docker's (podman.go): its event filter, stop and remove events, and
+// health_status events without the status, sent before the result.
 //
 // Bounds: the fake holds the last Config.MaxEvents events (default
 // 10,000) for replay, and serves at most Config.MaxStreams event streams
@@ -90,6 +94,10 @@ type Config struct {
 	// Log gets one line per request the fake does not serve (default:
 	// discarded).
 	Log *slog.Logger
+	// Podman makes the engine's events differ from Docker's as Podman
+	// 4.3's do (see podman.go): its event filter, stop and remove events,
+	// and status-less health_status events sent before the result.
+	Podman bool
 }
 
 // Container is a container a test starts.

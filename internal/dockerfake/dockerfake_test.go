@@ -494,3 +494,77 @@ func TestRestartEndsStreams(t *testing.T) {
 		t.Errorf("ping after restart: %+v, %v", p, err)
 	}
 }
+
+// TestPodmanEvents: the Podman flavour's filter matches die events by
+// "died" only, and a bare label key only as a label of empty value; stop
+// sends die alone, a signal a kill without the signal, a removal remove;
+// a HEALTHCHECK result a bare health_status, recorded PodmanHealthLag
+// later.
+func TestPodmanEvents(t *testing.T) {
+	s, err := dockerfake.New(dockerfake.Config{APIVersion: "1.41", Podman: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	c := newClient(t, s)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	follow := func(f client.Filters) client.EventsResult {
+		return c.Events(ctx, client.EventsListOptions{Filters: f})
+	}
+	died := follow(make(client.Filters).Add("type", "container").Add("event", "start", "died", "kill", "remove", "health_status").Add("label", "team=blue"))
+	die := follow(make(client.Filters).Add("event", "die", "start"))
+	bare := follow(make(client.Filters).Add("label", "team"))
+	waitStreams(t, s, 3)
+	id, err := s.Start(webContainer("blue", map[string]string{"team": "blue"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetHealth(id, "unhealthy", "connection refused"); err != nil {
+		t.Fatal(err)
+	}
+	inspect := func() string {
+		r, err := c.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(r.Container.State.Health.Status)
+	}
+	if h := inspect(); h != "starting" {
+		t.Errorf("health %q at once, want the result recorded only after PodmanHealthLag", h)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for inspect() != "unhealthy" {
+		if time.Now().After(deadline) {
+			t.Fatal("the HEALTHCHECK result was never recorded")
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+	for _, step := range []func() error{
+		func() error { return s.Signal(id, "HUP") },
+		func() error { return s.Stop(id) },
+		func() error { return s.Remove(id) },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := collect(t, died, 5)
+	want := []string{"start", "health_status", "kill", "die", "remove"}
+	if !slices.Equal(actions(got), want) {
+		t.Errorf("actions %v, want %v", actions(got), want)
+	}
+	if sig, ok := got[2].Actor.Attributes["signal"]; ok {
+		t.Errorf("kill names signal %q; Podman's names none", sig)
+	}
+	// Barriers: a second start, and a container whose label team is empty.
+	if _, err := s.Start(webContainer("plain", map[string]string{"team": ""})); err != nil {
+		t.Fatal(err)
+	}
+	if got := actions(collect(t, die, 2)); !slices.Equal(got, []string{"start", "start"}) {
+		t.Errorf("event=die,start: %v, want the starts alone", got)
+	}
+	if got := collect(t, bare, 1); got[0].Actor.Attributes["name"] != "web-plain" {
+		t.Errorf("label=team: first event %s of %s, want the container whose label is empty", got[0].Action, got[0].Actor.Attributes["name"])
+	}
+}

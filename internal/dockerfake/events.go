@@ -161,7 +161,11 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, reqV string) {
 			if until > 0 && m.TimeNano > until {
 				return
 			}
-			if m.TimeNano < since || !eventMatches(m, f) {
+			match := eventMatches
+			if s.cfg.Podman {
+				match = podmanEventMatches
+			}
+			if m.TimeNano < since || !match(m, f) {
 				continue
 			}
 			b, err := encodeEvent(m, reqV)

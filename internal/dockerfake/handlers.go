@@ -352,6 +352,9 @@ func (s *Server) stop(w http.ResponseWriter, ref string) {
 	case !st.running:
 		w.WriteHeader(http.StatusNotModified)
 	default:
+		if s.cfg.Podman {
+			s.emitLocked(st, "stop", nil) // Podman's Docker API stop says so first; its own (podman stop) does not
+		}
 		s.stopLocked(st, 143)
 		w.WriteHeader(http.StatusNoContent)
 	}

@@ -78,25 +78,43 @@ func (s *Server) Start(c Container) (string, error) {
 func (s *Server) Stop(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.findLocked(id)
-	if st == nil {
-		return fmt.Errorf("dockerfake: no such container: %s", id)
-	}
-	if !st.running {
-		return fmt.Errorf("dockerfake: container %s is not running", shortID(st.spec.ID))
+	st, err := s.runningLocked(id)
+	if err != nil {
+		return err
 	}
 	s.stopLocked(st, 0)
 	return nil
 }
 
 func (s *Server) stopLocked(st *state, exitCode int) {
-	s.emitLocked(st, "kill", map[string]string{"signal": "15"})
+	if !s.cfg.Podman {
+		s.emitLocked(st, "kill", map[string]string{"signal": "15"})
+	}
 	st.running, st.status, st.finishedAt, st.exitCode = false, container.StateExited, time.Now().UTC(), exitCode
 	if st.health != nil {
 		st.health.Status = container.Unhealthy
 	}
 	s.emitLocked(st, "die", map[string]string{"exitCode": strconv.Itoa(exitCode)})
-	s.emitLocked(st, "stop", nil)
+	if !s.cfg.Podman {
+		s.emitLocked(st, "stop", nil)
+	}
+}
+
+// Signal sends a container a signal it handles (a reload: it keeps
+// running), emitting kill with the signal, or, as Podman does, with none.
+func (s *Server) Signal(id, signal string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, err := s.runningLocked(id)
+	if err != nil {
+		return err
+	}
+	var attrs map[string]string
+	if !s.cfg.Podman {
+		attrs = map[string]string{"signal": signal}
+	}
+	s.emitLocked(st, "kill", attrs)
+	return nil
 }
 
 // SetHealth sets a running container's HEALTHCHECK status ("starting",
@@ -111,12 +129,9 @@ func (s *Server) SetHealth(id, status, output string) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.findLocked(id)
-	if st == nil {
-		return fmt.Errorf("dockerfake: no such container: %s", id)
-	}
-	if !st.running {
-		return fmt.Errorf("dockerfake: container %s is not running", shortID(st.spec.ID))
+	st, err := s.runningLocked(id)
+	if err != nil {
+		return err
 	}
 	if st.health == nil {
 		st.health = &container.Health{Status: container.Starting}
@@ -125,16 +140,16 @@ func (s *Server) SetHealth(id, status, output string) error {
 	exit := 0
 	if status == string(container.Unhealthy) {
 		exit = 1
-		st.health.FailingStreak++
-	} else {
-		st.health.FailingStreak = 0
 	}
-	st.health.Log = append(st.health.Log, &container.HealthcheckResult{Start: now.Add(-time.Millisecond), End: now, ExitCode: exit, Output: output})
-	if n := len(st.health.Log); n > 5 { // the engine keeps the last 5
-		st.health.Log = slices.Clone(st.health.Log[n-5:])
+	res := &container.HealthcheckResult{Start: now.Add(-time.Millisecond), End: now, ExitCode: exit, Output: output}
+	if s.cfg.Podman {
+		res.End = now.Add(PodmanHealthLag)
+		s.podmanHealthLocked(st, res, container.HealthStatus(status))
+		return nil
 	}
-	if st.health.Status != container.HealthStatus(status) {
-		st.health.Status = container.HealthStatus(status)
+	changed := st.health.Status != container.HealthStatus(status)
+	recordHealth(st.health, res, container.HealthStatus(status))
+	if changed {
 		s.emitLocked(st, events.Action("health_status: "+status), nil)
 	}
 	return nil
@@ -151,14 +166,34 @@ func (s *Server) Remove(id string) error {
 		return fmt.Errorf("dockerfake: no such container: %s", id)
 	}
 	if st.running {
-		s.emitLocked(st, "kill", map[string]string{"signal": "9"})
+		if s.cfg.Podman {
+			s.emitLocked(st, "kill", nil)
+		} else {
+			s.emitLocked(st, "kill", map[string]string{"signal": "9"})
+		}
 		st.running, st.status, st.finishedAt, st.exitCode = false, container.StateExited, time.Now().UTC(), 137
 		s.emitLocked(st, "die", map[string]string{"exitCode": "137"})
 	}
-	s.emitLocked(st, "destroy", nil)
+	if s.cfg.Podman {
+		s.emitLocked(st, "remove", nil)
+	} else {
+		s.emitLocked(st, "destroy", nil)
+	}
 	delete(s.containers, st.spec.ID)
 	s.order = slices.DeleteFunc(s.order, func(o string) bool { return o == st.spec.ID })
 	return nil
+}
+
+// runningLocked finds a running container (as findLocked).
+func (s *Server) runningLocked(id string) (*state, error) {
+	st := s.findLocked(id)
+	if st == nil {
+		return nil, fmt.Errorf("dockerfake: no such container: %s", id)
+	}
+	if !st.running {
+		return nil, fmt.Errorf("dockerfake: container %s is not running", shortID(st.spec.ID))
+	}
+	return st, nil
 }
 
 // findLocked finds a container by id, unique id prefix or name.

@@ -139,8 +139,7 @@ func Image(t testing.TB) string {
 }
 
 func buildImage() error {
-	sum := sha256.Sum256(serverSource)
-	src := hex.EncodeToString(sum[:8])
+	src := SourceSum()
 	if got, err := Try("image", "inspect", "--format", `{{index .Config.Labels "signpost.test.src"}}`, ImageName); err == nil && got == src {
 		return nil
 	}
@@ -149,6 +148,26 @@ func buildImage() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	if err := BuildContext(dir); err != nil {
+		return err
+	}
+	if _, err := Try("build", "-q", "-t", ImageName, dir); err != nil {
+		return fmt.Errorf("build the test image: %w", err)
+	}
+	return nil
+}
+
+// SourceSum is the short hash of the test server's source that its image
+// carries in the label signpost.test.src.
+func SourceSum() string {
+	sum := sha256.Sum256(serverSource)
+	return hex.EncodeToString(sum[:8])
+}
+
+// BuildContext writes the test image's build context to dir: the test
+// server built as a static linux binary (web) and a FROM scratch
+// Dockerfile around it, for docker build or podman build.
+func BuildContext(dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "main.go"), serverSource, 0o644); err != nil {
 		return err
 	}
@@ -163,14 +182,8 @@ func buildImage() error {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("build the test server: %w: %s", err, out)
 	}
-	df := fmt.Sprintf("FROM scratch\nLABEL %s=1 signpost.test.src=%s\nCOPY web /web\nENTRYPOINT [\"/web\"]\n", Label, src)
-	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
-		return err
-	}
-	if _, err := Try("build", "-q", "-t", ImageName, dir); err != nil {
-		return fmt.Errorf("build the test image: %w", err)
-	}
-	return nil
+	df := fmt.Sprintf("FROM scratch\nLABEL %s=1 signpost.test.src=%s\nCOPY web /web\nENTRYPOINT [\"/web\"]\n", Label, SourceSum())
+	return os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644)
 }
 
 // Session is one test's share of the engine.
