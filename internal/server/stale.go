@@ -12,6 +12,10 @@ import (
 	etcdstore "github.com/signpost-dns/signpost/internal/store/etcd"
 )
 
+// barrierAfter is how long a probe waits for the index to reach etcd's
+// revision on its own before it writes a barrier.
+const barrierAfter = 100 * time.Millisecond
+
 // newMonitor tracks the last contact with a remote store: /healthz, the
 // metric and the API's header say it, DNS caps its TTLs while stale and
 // steps aside for a current peer past MaxStale (see docs/etcd.md, "A
@@ -42,11 +46,23 @@ func (s *Server) newMonitor(p registry.Pinger) (*staleness.Monitor, error) {
 			// Caught up: the index has reached the revision etcd answered
 			// at. Just after a cut heals the watch replays what it missed;
 			// until then this server answers an old state (the fleet
-			// test saw 6 s old answers with the full TTL for 0.3 s).
+			// test saw 6 s old answers with the full TTL for 0.3 s). A
+			// revision not yet reached may be a change on its way, or a
+			// key outside the registry: after a moment, a barrier write
+			// tells which, since its event comes after every change
+			// before it.
 			if s.index.Rev() < rev {
-				_ = st.RequestProgress(ctx) // for a revision outside the prefix
-				if err := s.index.WaitRev(ctx, rev); err != nil {
-					return fmt.Errorf("etcd answers at revision %d, but the registry has reached only %d", rev, s.index.Rev())
+				wctx, cancel := context.WithTimeout(ctx, barrierAfter)
+				err := s.index.WaitRev(wctx, rev)
+				cancel()
+				if err != nil {
+					b, err := st.Barrier(ctx)
+					if err != nil {
+						return fmt.Errorf("etcd answers, but the registry cannot check it follows: %w", err)
+					}
+					if err := s.index.WaitRev(ctx, b); err != nil {
+						return fmt.Errorf("etcd answers at revision %d, but the registry has reached only %d", b, s.index.Rev())
+					}
 				}
 			}
 			return nil

@@ -55,7 +55,14 @@ func (s *Store) rangeAt(ctx context.Context, prefix string, rev int64, fn func(*
 		if rev != 0 {
 			opts = append(opts, clientv3.WithRev(rev))
 		}
-		r, err := s.cli.Get(ctx, key, opts...)
+		// Each page within a third of the budget: a member that takes the
+		// read and does not answer (one rejoining after a partition, its
+		// read index waiting on a leader it is catching up with) is left
+		// for the next attempt, which the client sends to another. The
+		// fleet test saw a list held 2 s so by Debian's 3.4.
+		rctx, cancel := s.request(ctx)
+		r, err := s.cli.Get(rctx, key, opts...)
+		cancel()
 		if err != nil {
 			return 0, err
 		}

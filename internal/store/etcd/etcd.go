@@ -71,9 +71,7 @@ type Store struct {
 	log        *slog.Logger
 	streams    atomic.Int64 // watch streams opened, to give each its own metadata
 	// heard is when a watch last heard from etcd (Unix nanoseconds).
-	heard atomic.Int64
-	// live is the watch stream the store follows now, for RequestProgress.
-	live    atomic.Pointer[watchStream]
+	heard   atomic.Int64
 	members *memberCheck // set on a client of its own with several endpoints
 	// closed is canceled by Close: calls in flight end at once, and
 	// calls after it fail at once, saying so.
