@@ -91,6 +91,8 @@ type Server struct {
 	rebuildMu sync.Mutex
 
 	serial                       atomic.Uint32
+	transfers                    atomic.Pointer[Transfers]
+	zoneHooks                    []func(serial uint32)
 	soaTail                      atomic.Pointer[[]byte]
 	apexSOA, apexNS, nsA, nsAAAA slot
 
@@ -393,6 +395,18 @@ func (s *Server) serveConn(nc *net.TCPConn) {
 	}
 }
 
+// handOffTCP gives the connection to the transfers (SetTransfers) when
+// req is theirs, and reports whether it did: the connection is then
+// done with when it returns. A transfer counts as busy, never idle.
+func (s *Server) handOffTCP(nc net.Conn, req []byte) bool {
+	t := s.transfers.Load()
+	if t == nil {
+		return false
+	}
+	(*t).ServeTCP(nc, req)
+	return true
+}
+
 // tcpOut holds answer buffers for TCP, taken per query.
 var tcpOut = sync.Pool{New: func() any { return new([2 + 65536 + optLen]byte) }}
 
@@ -400,8 +414,13 @@ var tcpOut = sync.Pool{New: func() any { return new([2 + 65536 + optLen]byte) }}
 // connection failed.
 func (s *Server) answerTCP(nc net.Conn, req []byte) bool {
 	out := tcpOut.Get().(*[2 + 65536 + optLen]byte)
+	resp, handed := s.respondOrHandOff(req, out[2:], true, s.stepAside.Load(), true)
+	if handed {
+		tcpOut.Put(out)
+		s.handOffTCP(nc, req)
+		return false
+	}
 	defer tcpOut.Put(out)
-	resp := s.respond(req, out[2:], true)
 	if resp == nil {
 		return true
 	}

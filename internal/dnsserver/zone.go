@@ -457,7 +457,13 @@ func (s *Server) rebuildLocked(changed []string) {
 	if setChanged || s.zone.browse.Load() == nil {
 		s.zone.browse.Store(s.browseSet())
 	}
-	s.setSerial(uint32(s.index.Rev()))
+	prev := s.serial.Load()
+	s.setSerial(nextSerial(prev, s.index.Rev()))
+	if serial := s.serial.Load(); serial != prev {
+		for _, fn := range s.zoneHooks {
+			fn(serial)
+		}
+	}
 }
 
 // servable drops the instances whose names DNS cannot carry in this zone

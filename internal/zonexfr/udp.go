@@ -1,0 +1,89 @@
+package zonexfr
+
+import (
+	"net/netip"
+
+	"github.com/miekg/dns"
+)
+
+// AnswerUDP implements dnsserver.Transfers. Over UDP an IXFR gets its
+// answer when it fits in the client's size (512 bytes, or its EDNS0 size
+// up to the server's --max-udp-size), else the current SOA alone, so
+// that the client asks again over TCP (RFC 1995 s2). AXFR is TCP's only
+// (RFC 5936 s4.2): FORMERR. Signed queries are answered as the server
+// answers them, signed.
+func (t *Transfers) AnswerUDP(req []byte, client netip.AddrPort) []byte {
+	m := new(dns.Msg)
+	if err := m.Unpack(req); err != nil || len(m.Question) != 1 {
+		return nil
+	}
+	w := &udpWriter{client: client, secrets: t.cfg.Key.secrets()}
+	r := &reply{w: w, req: m, tsig: m.IsTsig()}
+	if r.tsig != nil {
+		r.tsigErr = dns.ErrSecret
+		if t.cfg.Key != nil {
+			r.tsigErr = dns.TsigVerify(req, t.cfg.Key.Secret, "", false)
+			if dns.CanonicalName(r.tsig.Hdr.Name) != t.cfg.Key.Name {
+				r.tsigErr = dns.ErrSecret
+			}
+		}
+		w.requestMAC = r.tsig.MAC
+		if r.tsigErr != nil {
+			t.metrics.requests.WithLabelValues("badtsig").Inc()
+			t.log.Warn("bad TSIG", "client", client, "key", r.tsig.Hdr.Name, "err", r.tsigErr)
+			r.badTSIG()
+			return w.out
+		}
+	}
+	switch m.Question[0].Qtype {
+	case dns.TypeAXFR:
+		r.rcode(dns.RcodeFormatError)
+	case dns.TypeIXFR:
+		t.ixfrUDP(r, client.Addr(), m)
+	default:
+		t.plain(r, false)
+	}
+	return w.out
+}
+
+// ixfrUDP answers IXFR over UDP: the answer if it fits, else the SOA.
+func (t *Transfers) ixfrUDP(r *reply, from netip.Addr, m *dns.Msg) {
+	if !t.admit(r, from) {
+		return
+	}
+	v, kind, deltas, ok := t.plan(r, dns.TypeIXFR)
+	if !ok {
+		return
+	}
+	room := 512
+	if o := m.IsEdns0(); o != nil {
+		room = min(max(int(o.UDPSize()), 512), t.dns.MaxUDPSize())
+	}
+	room -= 12 + len(t.zone) + 2 + 4 // header, question
+	if r.tsig != nil {
+		room -= 100 + len(r.tsig.Hdr.Name) + len(r.tsig.Algorithm)
+	}
+	var rrs []dns.RR
+	size := 0
+	fits := true
+	t.stream(v, kind, deltas, func(rr dns.RR) bool {
+		size += dns.Len(rr)
+		if size > room {
+			fits = false
+			return false
+		}
+		rrs = append(rrs, rr)
+		return true
+	})
+	label := answerLabel(dns.TypeIXFR, kind)
+	if !fits {
+		rrs, label = []dns.RR{v.SOA(v.Serial())}, "ixfr_udp_soa"
+	}
+	t.metrics.requests.WithLabelValues(label).Inc()
+	resp := new(dns.Msg)
+	resp.SetReply(m)
+	resp.Authoritative = true
+	resp.Compress = true
+	resp.Answer = rrs
+	r.send(resp)
+}
