@@ -1,0 +1,201 @@
+package zonexfr_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/signpost-dns/signpost/internal/dnsserver"
+	"github.com/signpost-dns/signpost/internal/registry"
+	"github.com/signpost-dns/signpost/internal/server"
+	"github.com/signpost-dns/signpost/internal/signposttest"
+	"github.com/signpost-dns/signpost/internal/zonexfr"
+)
+
+const zone = "servicediscovery.internal."
+
+// answer returns the sorted answer records of name/qtype at addr, over
+// TCP so that nothing is truncated.
+func answer(addr, name string, qtype uint16) (string, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	c := &dns.Client{Net: "tcp", Timeout: 2 * time.Second}
+	r, _, err := c.Exchange(m, addr)
+	if err != nil {
+		return "", err
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		out = append(out, rr.String())
+	}
+	sort.Strings(out)
+	return dns.RcodeToString[r.Rcode] + "\n" + strings.Join(out, "\n"), nil
+}
+
+// sameAnswers reports nil when the secondary answers name/qtype as
+// signpost does.
+func sameAnswers(signpost, secondary, name string, qtype uint16) error {
+	want, err := answer(signpost, name, qtype)
+	if err != nil {
+		return fmt.Errorf("signpost: %w", err)
+	}
+	got, err := answer(secondary, name, qtype)
+	if err != nil {
+		return fmt.Errorf("secondary: %w", err)
+	}
+	if got != want {
+		return fmt.Errorf("%s %s: secondary answers\n%s\nsignpost answers\n%s", name, dns.TypeToString[qtype], got, want)
+	}
+	return nil
+}
+
+// TestNSDSecondary runs NSD as a secondary of a signpost server: NSD
+// transfers the zone, answers as signpost does, and follows registrations
+// and deregistrations through signpost's NOTIFY and IXFR, all signed with
+// TSIG.
+func TestNSDSecondary(t *testing.T) {
+	nsd := signposttest.Need(t, "nsd")
+	dir := t.TempDir()
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	b64 := base64.StdEncoding.EncodeToString(secret)
+	keyFile := filepath.Join(dir, "xfr.key")
+	if err := os.WriteFile(keyFile, []byte("signpost-xfr:hmac-sha256:"+b64+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key, err := zonexfr.ReadKeyFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsdPort := signposttest.FreePort(t)
+	sp := signposttest.Start(t, server.Config{
+		DNS: dnsserver.Config{FailOpen: true},
+		Xfr: zonexfr.Config{
+			Allow:       []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+			Key:         key,
+			Notify:      []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(nsdPort))},
+			NotifyDelay: 200 * time.Millisecond,
+		},
+	})
+	api := sp.Client(t)
+	ctx := context.Background()
+	inst := func(i int) registry.Instance {
+		return registry.Instance{ID: fmt.Sprintf("calc-%d", i), Service: "calc", Address: netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), Port: 8080 + uint16(i), Meta: map[string]string{"version": "1.2"}}
+	}
+	for i := 1; i <= 2; i++ {
+		if _, err := api.Register(ctx, inst(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, spPort, _ := net.SplitHostPort(sp.DNSAddr())
+	conf := `server:
+    ip-address: 127.0.0.1
+    port: ` + strconv.Itoa(nsdPort) + `
+    username: ""
+    chroot: ""
+    zonesdir: "` + dir + `"
+    database: ""
+    zonelistfile: "` + dir + `/zone.list"
+    xfrdfile: "` + dir + `/xfrd.state"
+    xfrdir: "` + dir + `"
+    pidfile: "` + dir + `/nsd.pid"
+    verbosity: 2
+    server-count: 1
+remote-control:
+    control-enable: no
+` + signposttest.DocFile(t, "docs/secondaries/nsd.conf",
+		"BASE64SECRET", b64,
+		"request-xfr: 10.0.0.5@53", "request-xfr: 127.0.0.1@"+spPort,
+		"allow-notify: 10.0.0.5", "allow-notify: 127.0.0.1")
+	confFile := filepath.Join(dir, "nsd.conf")
+	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(filepath.Join(filepath.Dir(nsd), "nsd-checkconf"), confFile).CombinedOutput(); err != nil {
+		t.Fatalf("nsd-checkconf: %v\n%s\n%s", err, out, conf)
+	}
+	signposttest.Run(t, nsd, "-d", "-c", confFile)
+	secondary := "127.0.0.1:" + strconv.Itoa(nsdPort)
+	type question struct {
+		name  string
+		qtype uint16
+	}
+	questions := []question{
+		{"calc." + zone, dns.TypeSRV}, {"calc." + zone, dns.TypeA},
+		{"_calc._tcp." + zone, dns.TypeSRV}, {"_calc._tcp." + zone, dns.TypePTR},
+		{"calc-1.calc." + zone, dns.TypeA}, {"calc-1.calc." + zone, dns.TypeTXT},
+		{"calc-3.calc." + zone, dns.TypeA},
+		{"calc-1._calc._tcp." + zone, dns.TypeSRV}, {"calc-1._calc._tcp." + zone, dns.TypeTXT},
+		{"_services._dns-sd._udp." + zone, dns.TypePTR}, {zone, dns.TypeSOA},
+	}
+	check := func() error {
+		for _, q := range questions {
+			if err := sameAnswers(sp.DNSAddr(), secondary, q.name, q.qtype); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	took := waitFor(t, "NSD answering signpost's zone after its first transfer", 60*time.Second, check)
+	t.Logf("NSD started, transferred and answered in %s", took.Round(time.Millisecond))
+
+	// A registration, then a deregistration: NOTIFY, transfer, answers.
+	for _, step := range []struct {
+		what   string
+		change func() error
+	}{
+		{"registration", func() error { _, err := api.Register(ctx, inst(3)); return err }},
+		{"deregistration", func() error { _, err := api.Deregister(ctx, "calc-1"); return err }},
+	} {
+		if err := step.change(); err != nil {
+			t.Fatal(err)
+		}
+		took := waitFor(t, "NSD answering the "+step.what, 30*time.Second, check)
+		t.Logf("%s: NSD answers the new state %s after the API acknowledged it (NOTIFY coalesced over 200ms)", step.what, took.Round(time.Millisecond))
+	}
+	mfs, err := sp.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	answers := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() == "signpost_xfr_requests_total" {
+			for _, m := range mf.GetMetric() {
+				answers[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Logf("transfers served: %v", answers)
+	if answers["ixfr_incremental"] < 2 {
+		t.Errorf("NSD followed the changes by %v, want an incremental IXFR for each", answers)
+	}
+}
+
+// waitFor polls cond until it holds, and returns how long that took.
+func waitFor(t *testing.T, what string, within time.Duration, cond func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		err := cond()
+		if err == nil {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			t.Fatalf("%s: not after %s: %v", what, within, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
