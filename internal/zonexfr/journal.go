@@ -42,7 +42,10 @@ func (j *journal) syncLocked() *dnsserver.ZoneView {
 	old := j.cur
 	j.cur = v
 	switch {
-	case old == nil || v.Serial() == old.Serial():
+	case old == nil || v.Serial() == old.Serial() || len(old.Services()) == 0:
+		// From an empty zone (the server before its registry loaded)
+		// the difference is the whole zone: AXFR is as good, and it
+		// is not kept.
 		return v
 	case !dnsserver.SerialLess(old.Serial(), v.Serial()):
 		// The serial went back: nothing journaled leads here.

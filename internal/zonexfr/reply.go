@@ -62,7 +62,7 @@ func (r *reply) badTSIG() {
 type udpWriter struct {
 	client     netip.AddrPort
 	local      net.Addr
-	secrets    map[string]string
+	secret     string // the key's (base64), to sign with
 	requestMAC string
 	out        []byte
 }
@@ -71,7 +71,7 @@ func (w *udpWriter) WriteMsg(m *dns.Msg) error {
 	var b []byte
 	var err error
 	if m.IsTsig() != nil {
-		b, _, err = dns.TsigGenerate(m, w.secrets[m.IsTsig().Hdr.Name], w.requestMAC, false)
+		b, _, err = dns.TsigGenerate(m, w.secret, w.requestMAC, false)
 	} else {
 		b, err = m.Pack()
 	}

@@ -17,7 +17,10 @@ func (t *Transfers) AnswerUDP(req []byte, client netip.AddrPort) []byte {
 	if err := m.Unpack(req); err != nil || len(m.Question) != 1 {
 		return nil
 	}
-	w := &udpWriter{client: client, secrets: t.cfg.Key.secrets()}
+	w := &udpWriter{client: client}
+	if t.cfg.Key != nil {
+		w.secret = t.cfg.Key.Secret
+	}
 	r := &reply{w: w, req: m, tsig: m.IsTsig()}
 	if r.tsig != nil {
 		r.tsigErr = dns.ErrSecret

@@ -10,10 +10,13 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/signpost-dns/signpost/internal/dnsserver"
 	"github.com/signpost-dns/signpost/internal/registry"
@@ -588,32 +591,90 @@ func TestNotifyRetried(t *testing.T) {
 	}
 }
 
+// many registers n instances in services of 100.
+func (f *fixture) many(n int) {
+	ins := make([]registry.Instance, n)
+	for i := range ins {
+		ins[i] = instance(fmt.Sprintf("svc%03d", i/100), i, "tcp")
+		ins[i].ID = fmt.Sprintf("%s-5f2c1d9e8a7b6c5d4e3f2a", ins[i].ID)[:28]
+	}
+	f.put(ins...)
+}
+
+// TestSlowReaderCut holds a transfer without reading it: a second one is
+// refused while it runs (MaxTransfers 1), and the server cuts it at the
+// write timeout, freeing its slot.
 func TestSlowReaderCut(t *testing.T) {
-	f := start(t, Config{Timeout: 500 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxTransfers: 1})
-	f.populate()
-	nc, err := net.Dial("tcp", f.addr)
+	f := start(t, Config{Timeout: 10 * time.Second, WriteTimeout: time.Second, MaxTransfers: 1})
+	f.many(8000) // 6 MiB: more than the socket buffers take
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	nc, err := d.Dial("tcp", f.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	m := new(dns.Msg)
 	m.SetAxfr(zone)
-	dc := &dns.Conn{Conn: nc}
-	if err := dc.WriteMsg(m); err != nil {
+	if err := (&dns.Conn{Conn: nc}).WriteMsg(m); err != nil {
 		t.Fatal(err)
 	}
-	// The client neither reads all nor closes: the server closes.
-	time.Sleep(time.Second)
-	_ = nc.SetReadDeadline(time.Now().Add(3 * time.Second))
-	buf := make([]byte, 1<<16)
-	for {
-		if _, err := nc.Read(buf); err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				t.Fatal("transfer connection still open past --xfr-timeout")
-			}
-			break
-		}
+	waitFor(t, "the transfer to start", 5*time.Second, func() bool { return value(f.x.metrics.active) == 1 })
+	if r := exchange(t, f.addr, "tcp", m); r.Rcode != dns.RcodeRefused {
+		t.Fatalf("AXFR while another runs, with --xfr-max-transfers 1: %s, want REFUSED", dns.RcodeToString[r.Rcode])
 	}
-	// The slot is free again.
-	checkAXFRShape(t, transfer(t, f.addr, dns.TypeAXFR, 0, nil), f.dns.Serial())
+	waitFor(t, "the slow transfer to be cut", 5*time.Second, func() bool {
+		return value(f.x.metrics.requests.WithLabelValues("failed")) == 1 && value(f.x.metrics.active) == 0
+	})
+	_ = nc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, err := io.Copy(io.Discard, nc)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("cut transfer connection still open after %d bytes", n)
+	}
+	full := 0
+	for _, rr := range transfer(t, f.addr, dns.TypeAXFR, 0, nil) {
+		full += dns.Len(rr)
+	}
+	if int(n) >= full {
+		t.Fatalf("the slow reader got %d bytes, the whole zone is %d", n, full)
+	}
+}
+
+// TestTransferFigures measures a zone of 10,000 instances: AXFR, and an
+// IXFR of one change.
+func TestTransferFigures(t *testing.T) {
+	if testing.Short() {
+		t.Skip("figures")
+	}
+	f := start(t, Config{})
+	f.many(10000)
+	start := time.Now()
+	rrs := transfer(t, f.addr, dns.TypeAXFR, 0, nil)
+	took := time.Since(start)
+	bytes := 0
+	for _, rr := range rrs {
+		bytes += dns.Len(rr)
+	}
+	s0 := f.dns.Serial()
+	in := instance("svc007", 700, "tcp")
+	in.ID = "svc007-700-5f2c1d9e8a7b6c5d4"[:28]
+	in.Health.Status = registry.HealthCritical
+	f.put(in)
+	start = time.Now()
+	ixfr := transfer(t, f.addr, dns.TypeIXFR, s0, nil)
+	t.Logf("AXFR of 10,000 instances in 100 services: %d records, %d KiB uncompressed, %s; IXFR of one instance failing: %d records, %s",
+		len(rrs), bytes>>10, took.Round(time.Millisecond), len(ixfr), time.Since(start).Round(time.Microsecond))
+}
+
+// value reads a counter or gauge.
+func value(m prometheus.Metric) float64 {
+	var pb dto.Metric
+	if err := m.Write(&pb); err != nil {
+		return -1
+	}
+	if pb.Counter != nil {
+		return pb.Counter.GetValue()
+	}
+	return pb.Gauge.GetValue()
 }
