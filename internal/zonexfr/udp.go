@@ -33,7 +33,7 @@ func (t *Transfers) AnswerUDP(req []byte, client netip.AddrPort) []byte {
 		w.requestMAC = r.tsig.MAC
 		if r.tsigErr != nil {
 			t.metrics.requests.WithLabelValues("badtsig").Inc()
-			t.log.Warn("bad TSIG", "client", client, "key", r.tsig.Hdr.Name, "err", r.tsigErr)
+			t.refusal("bad TSIG", "client", client, "key", r.tsig.Hdr.Name, "err", r.tsigErr)
 			r.badTSIG()
 			return w.out
 		}

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -33,6 +34,20 @@ type Transfers struct {
 	notify  *notifier
 	metrics *metrics
 	log     *slog.Logger
+	// lastRefusal is when a refusal was last logged (Unix nanoseconds):
+	// at most one a second, so that a client cannot flood the log.
+	lastRefusal atomic.Int64
+}
+
+// refusal logs a refused request, unless one was logged less than a
+// second ago (the metrics count them all).
+func (t *Transfers) refusal(msg string, args ...any) {
+	now := time.Now().UnixNano()
+	last := t.lastRefusal.Load()
+	if now-last < int64(time.Second) || !t.lastRefusal.CompareAndSwap(last, now) {
+		return
+	}
+	t.log.Warn(msg, args...)
 }
 
 // New returns the transfers of s's zone. Hand them to s with
@@ -109,7 +124,7 @@ func (t *Transfers) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	if r.tsig != nil && r.tsigErr != nil {
 		t.metrics.requests.WithLabelValues("badtsig").Inc()
-		t.log.Warn("zone transfer: bad TSIG", "client", from, "key", r.tsig.Hdr.Name, "err", r.tsigErr)
+		t.refusal("zone transfer: bad TSIG", "client", from, "key", r.tsig.Hdr.Name, "err", r.tsigErr)
 		r.badTSIG()
 		return
 	}
@@ -132,7 +147,7 @@ func (t *Transfers) transferTCP(r *reply, from netip.Addr) {
 		defer func() { <-t.slots }()
 	default:
 		t.metrics.requests.WithLabelValues("busy").Inc()
-		t.log.Warn("zone transfer refused: too many at once", "client", from, "max", t.cfg.MaxTransfers)
+		t.refusal("zone transfer refused: too many at once", "client", from, "max", t.cfg.MaxTransfers)
 		r.rcode(dns.RcodeRefused)
 		return
 	}
@@ -209,7 +224,7 @@ func (t *Transfers) admit(r *reply, from netip.Addr) bool {
 		return true
 	}
 	t.metrics.requests.WithLabelValues("refused").Inc()
-	t.log.Warn("zone transfer refused", "client", from, "name", r.req.Question[0].Name, "why", why)
+	t.refusal("zone transfer refused", "client", from, "name", r.req.Question[0].Name, "why", why)
 	r.rcode(dns.RcodeRefused)
 	return false
 }
