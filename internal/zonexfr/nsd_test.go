@@ -100,6 +100,14 @@ func TestNSDSecondary(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A service of 300 instances makes the first transfer several
+	// messages (32 KiB each), each signed.
+	for i := range 300 {
+		in := registry.Instance{ID: fmt.Sprintf("big-%03d-5f2c1d9e8a7b6c5d4e3f2a1b", i), Service: "big", Address: netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), Port: 9000}
+		if _, err := api.Register(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
 	_, spPort, _ := net.SplitHostPort(sp.DNSAddr())
 	conf := `server:
     ip-address: 127.0.0.1
@@ -143,6 +151,7 @@ remote-control:
 		{"calc-3.calc." + zone, dns.TypeA},
 		{"calc-1._calc._tcp." + zone, dns.TypeSRV}, {"calc-1._calc._tcp." + zone, dns.TypeTXT},
 		{"_services._dns-sd._udp." + zone, dns.TypePTR}, {zone, dns.TypeSOA},
+		{"big." + zone, dns.TypeSRV}, {"big-299-5f2c1d9e8a7b6c5d4e3f2a1b.big." + zone, dns.TypeA},
 	}
 	check := func() error {
 		for _, q := range questions {

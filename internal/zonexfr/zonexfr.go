@@ -118,6 +118,9 @@ func (t *Transfers) ServeTCP(c net.Conn, req []byte) {
 func (t *Transfers) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 	from := addrOf(w.RemoteAddr())
 	r := &reply{w: w, req: req, tsig: req.IsTsig(), tsigErr: w.TsigStatus()}
+	if r.tsig != nil && t.cfg.Key == nil {
+		r.tsigErr = dns.ErrSecret // miekg/dns checks nothing without keys
+	}
 	if len(req.Question) != 1 {
 		r.rcode(dns.RcodeFormatError)
 		return

@@ -452,6 +452,13 @@ func TestTSIG(t *testing.T) {
 			}
 		}
 	})
+	t.Run("many messages", func(t *testing.T) {
+		f.many(2000) // some 50 messages, each signed
+		rrs := checkAXFRShape(t, transfer(t, f.addr, dns.TypeAXFR, 0, key), f.dns.Serial())
+		if len(rrs) < 16000 {
+			t.Fatalf("signed AXFR of 2,000 instances: %d records", len(rrs))
+		}
+	})
 	t.Run("unsigned", func(t *testing.T) {
 		m := new(dns.Msg)
 		m.SetAxfr(zone)
@@ -483,6 +490,21 @@ func TestTSIG(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestSignedWithoutKeys(t *testing.T) {
+	f := start(t, Config{})
+	f.populate()
+	k := &Key{Name: "xfr-key.", Algorithm: dns.HmacSHA256, Secret: "c2VjcmV0c2VjcmV0"}
+	for _, netw := range []string{"tcp", "udp"} {
+		m := new(dns.Msg)
+		m.SetIxfr(zone, 1, "ns."+zone, "hostmaster."+zone)
+		m.SetTsig(k.Name, k.Algorithm, 300, time.Now().Unix())
+		c := &dns.Client{Net: netw, TsigSecret: k.secrets(), Timeout: 3 * time.Second}
+		if r, _, _ := c.Exchange(m, f.addr); r == nil || r.Rcode != dns.RcodeNotAuth || r.IsTsig() == nil || r.IsTsig().Error != dns.RcodeBadKey {
+			t.Errorf("IXFR over %s signed with a key the server does not have: %v, want NOTAUTH, BADKEY", netw, r)
+		}
+	}
 }
 
 func TestParseKey(t *testing.T) {
