@@ -11,8 +11,15 @@ import (
 // up to the server's --max-udp-size), else the current SOA alone, so
 // that the client asks again over TCP (RFC 1995 s2). AXFR is TCP's only
 // (RFC 5936 s4.2): FORMERR. Signed queries are answered as the server
-// answers them, signed.
+// answers them, signed. Clients outside Config.Allow get the packet
+// path's answer.
 func (t *Transfers) AnswerUDP(req []byte, client netip.AddrPort) []byte {
+	if !t.allowed(client.Addr()) {
+		// Not a secondary: the packet path's answer, never the slow
+		// one (no unpacking, no HMAC), whatever the query carries:
+		// IXFR REFUSED, a signed query answered unsigned.
+		return t.dns.Respond(req, false)
+	}
 	m := new(dns.Msg)
 	if err := m.Unpack(req); err != nil || len(m.Question) != 1 {
 		return nil

@@ -393,6 +393,11 @@ func TestRefused(t *testing.T) {
 			t.Errorf("%s from 127.0.0.1, not allowed: %s with %d records, want REFUSED", dns.TypeToString[qt], dns.RcodeToString[r.Rcode], len(r.Answer))
 		}
 	}
+	m := new(dns.Msg)
+	m.SetIxfr(zone, 1, "ns."+zone, "hostmaster."+zone)
+	if r := exchange(t, f.addr, "udp", m); r.Rcode != dns.RcodeRefused || len(r.Answer) != 0 {
+		t.Errorf("IXFR over UDP from 127.0.0.1, not allowed: %s with %d records, want REFUSED", dns.RcodeToString[r.Rcode], len(r.Answer))
+	}
 	// From an allowed source address, it goes through.
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
 	nc, err := d.Dial("tcp", f.addr)
@@ -400,7 +405,7 @@ func TestRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr := &dns.Transfer{Conn: &dns.Conn{Conn: nc}}
-	m := new(dns.Msg)
+	m = new(dns.Msg)
 	m.SetAxfr(zone)
 	if err := tr.WriteMsg(m); err != nil {
 		t.Fatal(err)
