@@ -183,7 +183,7 @@ func (t *Transfers) transferTCP(r *reply, from netip.Addr) {
 		return
 	}
 	t.metrics.requests.WithLabelValues(label).Inc()
-	t.log.Info("zone transferred", "client", from, "answer", label, "serial", v.Serial(), "took", time.Since(start).Round(time.Millisecond))
+	t.log.Info("zone transferred", "client", from, "answer", label, "serial", v.Serial(), "took", time.Since(start).Round(10*time.Microsecond))
 }
 
 // plan finds what a transfer request gets; it answers FORMERR itself (an
