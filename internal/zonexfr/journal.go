@@ -93,7 +93,7 @@ func (j *journal) since(serial uint32) (*dnsserver.ZoneView, answerKind, []delta
 	return v, whole, nil
 }
 
-// serials returns how many changes the journal holds, and their records.
+// size returns how many differences the journal holds, and their records.
 func (j *journal) size() (deltas, records int) {
 	j.mu.Lock()
 	defer j.mu.Unlock()

@@ -12,7 +12,7 @@ type metrics struct {
 	active   prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, j *journal) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "signpost_xfr_requests_total",
@@ -30,7 +30,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.notify, m.active} {
+	serials := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "signpost_xfr_journal_serials",
+		Help: "Differences the IXFR journal holds (at most --xfr-journal-serials).",
+	}, func() float64 { n, _ := j.size(); return float64(n) })
+	records := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "signpost_xfr_journal_records",
+		Help: "Records the IXFR journal holds, deleted and added (at most --xfr-journal-records).",
+	}, func() float64 { _, n := j.size(); return float64(n) })
+	for _, c := range []prometheus.Collector{m.requests, m.notify, m.active, serials, records} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

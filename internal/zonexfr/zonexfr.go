@@ -56,7 +56,8 @@ func New(cfg Config, s *dnsserver.Server) (*Transfers, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(cfg.Registerer)
+	j := &journal{src: s, maxDeltas: cfg.JournalSerials, maxRecords: cfg.JournalRecords}
+	m, err := newMetrics(cfg.Registerer, j)
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +65,7 @@ func New(cfg Config, s *dnsserver.Server) (*Transfers, error) {
 		cfg:     cfg,
 		dns:     s,
 		zone:    s.Zone(),
-		j:       &journal{src: s, maxDeltas: cfg.JournalSerials, maxRecords: cfg.JournalRecords},
+		j:       j,
 		slots:   make(chan struct{}, cfg.MaxTransfers),
 		conns:   newHandOff(),
 		metrics: m,
