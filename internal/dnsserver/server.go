@@ -395,16 +395,13 @@ func (s *Server) serveConn(nc *net.TCPConn) {
 	}
 }
 
-// handOffTCP gives the connection to the transfers (SetTransfers) when
-// req is theirs, and reports whether it did: the connection is then
-// done with when it returns. A transfer counts as busy, never idle.
-func (s *Server) handOffTCP(nc net.Conn, req []byte) bool {
-	t := s.transfers.Load()
-	if t == nil {
-		return false
+// handOffTCP gives the connection, whose query req is theirs, to the
+// transfers (SetTransfers); the connection is done with when it returns.
+// A transfer counts as busy, never idle.
+func (s *Server) handOffTCP(nc net.Conn, req []byte) {
+	if t := s.transfers.Load(); t != nil {
+		(*t).ServeTCP(nc, req)
 	}
-	(*t).ServeTCP(nc, req)
-	return true
 }
 
 // tcpOut holds answer buffers for TCP, taken per query.

@@ -88,7 +88,11 @@ func (v *ZoneView) Zone() string { return v.s.cfg.Zone }
 
 // SOA returns the zone's SOA record at serial, with the configured
 // negative TTL (not the one LimitTTL may cap answers at).
-func (v *ZoneView) SOA(serial uint32) *dns.SOA { return v.s.soaAt(serial, v.s.cfg.NegTTL) }
+func (v *ZoneView) SOA(serial uint32) *dns.SOA { return v.s.ZoneSOA(serial) }
+
+// ZoneSOA returns the zone's SOA record at serial, as transfers carry it:
+// with the configured negative TTL.
+func (s *Server) ZoneSOA(serial uint32) *dns.SOA { return s.soaAt(serial, s.cfg.NegTTL) }
 
 // Apex returns the records at the apex and the name server's name,
 // but the SOA: NS, and ns.Z's addresses.

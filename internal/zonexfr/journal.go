@@ -81,7 +81,12 @@ const (
 func (j *journal) since(serial uint32) (*dnsserver.ZoneView, answerKind, []delta) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	v := j.syncLocked()
+	j.syncLocked()
+	return j.sinceLocked(serial)
+}
+
+func (j *journal) sinceLocked(serial uint32) (*dnsserver.ZoneView, answerKind, []delta) {
+	v := j.cur
 	if serial == v.Serial() || dnsserver.SerialLess(v.Serial(), serial) {
 		return v, current, nil
 	}
@@ -91,6 +96,21 @@ func (j *journal) since(serial uint32) (*dnsserver.ZoneView, answerKind, []delta
 		}
 	}
 	return v, whole, nil
+}
+
+// peek is since without bringing the journal up to date, for the UDP
+// packet path, which must not wait: ok is false when the journal is busy
+// or behind the zone (serial, the server's now).
+func (j *journal) peek(serial, now uint32) (_ *dnsserver.ZoneView, _ answerKind, _ []delta, ok bool) {
+	if !j.mu.TryLock() {
+		return nil, 0, nil, false
+	}
+	defer j.mu.Unlock()
+	if j.cur == nil || j.cur.Serial() != now {
+		return nil, 0, nil, false
+	}
+	v, kind, deltas := j.sinceLocked(serial)
+	return v, kind, deltas, true
 }
 
 // size returns how many differences the journal holds, and their records.

@@ -61,8 +61,22 @@ func (t *Transfers) ixfrUDP(r *reply, from netip.Addr, m *dns.Msg) {
 	if !t.admit(r, from) {
 		return
 	}
-	v, kind, deltas, ok := t.plan(r, dns.TypeIXFR)
+	var soa *dns.SOA
+	if len(m.Ns) == 1 {
+		soa, _ = m.Ns[0].(*dns.SOA)
+	}
+	if soa == nil {
+		r.rcode(dns.RcodeFormatError)
+		return
+	}
+	now := t.dns.Serial()
+	v, kind, deltas, ok := t.j.peek(soa.Serial, now)
 	if !ok {
+		// The journal is busy or behind: bringing it up to date is not
+		// for the packet path. The SOA alone is right all the same: a
+		// secondary behind it asks again over TCP.
+		t.metrics.requests.WithLabelValues("ixfr_udp_soa").Inc()
+		t.sendSOA(r, m, now)
 		return
 	}
 	room := 512
@@ -90,6 +104,15 @@ func (t *Transfers) ixfrUDP(r *reply, from netip.Addr, m *dns.Msg) {
 		rrs, label = []dns.RR{v.SOA(v.Serial())}, "ixfr_udp_soa"
 	}
 	t.metrics.requests.WithLabelValues(label).Inc()
+	t.sendAnswer(r, m, rrs)
+}
+
+// sendSOA answers with the zone's SOA at serial alone.
+func (t *Transfers) sendSOA(r *reply, m *dns.Msg, serial uint32) {
+	t.sendAnswer(r, m, []dns.RR{t.dns.ZoneSOA(serial)})
+}
+
+func (t *Transfers) sendAnswer(r *reply, m *dns.Msg, rrs []dns.RR) {
 	resp := new(dns.Msg)
 	resp.SetReply(m)
 	resp.Authoritative = true
