@@ -181,6 +181,7 @@ func (t *Transfers) transferTCP(r *reply, from netip.Addr) {
 	if err != nil {
 		t.metrics.requests.WithLabelValues("failed").Inc()
 		t.log.Warn("zone transfer cut", "client", from, "type", dns.TypeToString[q.Qtype], "serial", v.Serial(), "err", err)
+		_ = r.w.Close() // half a transfer: nothing more to say on it
 		return
 	}
 	t.metrics.requests.WithLabelValues(label).Inc()
