@@ -16,6 +16,7 @@ test-short:
 
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzRespond -fuzztime 60s ./internal/dnsserver/
+	$(GO) test -run XXX -fuzz FuzzAnswerUDP -fuzztime 60s ./internal/zonexfr/
 
 bench:
 	$(GO) test -run XXX -bench . -benchmem ./internal/dnsserver/

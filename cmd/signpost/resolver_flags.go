@@ -38,13 +38,8 @@ func resolverFlags(fs *flag.FlagSet) func() (forward.Config, error) {
 			}
 			cfg.Allow = append(cfg.Allow, p.Masked())
 		}
-		for _, l := range []struct {
-			flag string
-			v    int
-		}{{"--resolver-max-inflight", cfg.MaxInflight}, {"--resolver-max-tcp-conns", cfg.MaxTCPConns}, {"--resolver-max-tcp-conns-per-client", cfg.MaxTCPConnsPerClient}} {
-			if l.v < 1 {
-				return cfg, fmt.Errorf("%s %d: want at least 1", l.flag, l.v)
-			}
+		if err := atLeastOne(intFlag{"--resolver-max-inflight", cfg.MaxInflight}, intFlag{"--resolver-max-tcp-conns", cfg.MaxTCPConns}, intFlag{"--resolver-max-tcp-conns-per-client", cfg.MaxTCPConnsPerClient}); err != nil {
+			return cfg, err
 		}
 		if cfg.MaxTCPConnsPerClient > cfg.MaxTCPConns {
 			return cfg, fmt.Errorf("--resolver-max-tcp-conns-per-client %d: more than --resolver-max-tcp-conns %d", cfg.MaxTCPConnsPerClient, cfg.MaxTCPConns)
@@ -54,4 +49,20 @@ func resolverFlags(fs *flag.FlagSet) func() (forward.Config, error) {
 		}
 		return cfg, nil
 	}
+}
+
+// intFlag is a flag's name and value, for atLeastOne.
+type intFlag struct {
+	name string
+	v    int
+}
+
+// atLeastOne names the first flag below 1.
+func atLeastOne(flags ...intFlag) error {
+	for _, f := range flags {
+		if f.v < 1 {
+			return fmt.Errorf("%s %d: want at least 1", f.name, f.v)
+		}
+	}
+	return nil
 }

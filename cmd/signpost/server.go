@@ -50,10 +50,14 @@ func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
 	fs.DurationVar(&cfg.MaxStale, "max-stale", staleness.DefaultMaxStale, "with --store etcd: stale for longer than this while another server is current, the server answers SERVFAIL for the zone so that clients move to that one; when none is current, all answer their last known state")
 	fs.BoolVar(&cfg.AllowLinkLocal, "allow-link-local", false, "accept registrations of link-local addresses (169.254.0.0/16, fe80::/10), refused by default")
 	mkResolver := resolverFlags(fs)
+	mkXfr := xfrFlags(fs)
 	allowedHosts := httpFlags(fs, &cfg)
 	return func() (server.Config, error) {
 		var err error
 		if cfg.Resolver, err = mkResolver(); err != nil {
+			return cfg, err
+		}
+		if cfg.Xfr, err = mkXfr(); err != nil {
 			return cfg, err
 		}
 		cfg.DNS = dnsserver.Config{

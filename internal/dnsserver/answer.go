@@ -37,6 +37,7 @@ type query struct {
 	do      bool
 	udpSize int
 	badVers bool
+	tsig    bool // signed: a TSIG record among the additional ones
 }
 
 // parse reads the header, question and EDNS0 OPT of req. It returns the
@@ -56,7 +57,8 @@ func parse(req []byte, q *query) (rcode int, drop bool) {
 	an := binary.BigEndian.Uint16(req[6:])
 	ns := binary.BigEndian.Uint16(req[8:])
 	ar := int(binary.BigEndian.Uint16(req[10:]))
-	if qd != 1 || an != 0 || ns != 0 {
+	// An IXFR carries the client's SOA in Authority (RFC 1995 s3).
+	if qd != 1 || an != 0 || ns > 1 {
 		return rcodeFormErr, false
 	}
 	off := headerLen
@@ -95,7 +97,10 @@ func parse(req []byte, q *query) (rcode int, drop bool) {
 	off += 4
 	q.qEnd = off
 	q.udpSize = 512
-	for i := 0; i < ar; i++ {
+	if ns > 0 && q.qtype != dns.TypeIXFR {
+		return rcodeFormErr, false
+	}
+	for i := 0; i < int(ns)+ar; i++ {
 		// Owner name: a root label for OPT; skip any other name.
 		root := off < len(req) && req[off] == 0
 		var ok bool
@@ -109,6 +114,12 @@ func parse(req []byte, q *query) (rcode int, drop bool) {
 		off += 10 + rdlen
 		if off > len(req) {
 			return rcodeFormErr, false
+		}
+		if i < int(ns) {
+			continue // the IXFR's SOA
+		}
+		if t == dns.TypeTSIG {
+			q.tsig = true
 		}
 		if t == dns.TypeOPT {
 			if q.edns || !root {
@@ -142,15 +153,24 @@ func (s *Server) respond(req, out []byte, tcp bool) []byte {
 // respondAs is respond, answering SERVFAIL for every name in the zone
 // when stepAside (see SetStepAside).
 func (s *Server) respondAs(req, out []byte, tcp, stepAside bool) []byte {
+	resp, _ := s.respondOrHandOff(req, out, tcp, stepAside, false)
+	return resp
+}
+
+// respondOrHandOff is respondAs; when handOff is allowed and transfers
+// are on (SetTransfers), it answers nothing and reports true for the
+// queries that are theirs: AXFR, IXFR and queries signed with TSIG, for
+// the zone.
+func (s *Server) respondOrHandOff(req, out []byte, tcp, stepAside, handOff bool) (_ []byte, handed bool) {
 	var q query
 	rcode, drop := parse(req, &q)
 	if drop {
 		s.metrics.dropped.Inc()
-		return nil
+		return nil, false
 	}
 	if rcode != rcodeNoError {
 		s.metrics.count(0, rcode)
-		return s.headerOnly(req, out, rcode)
+		return s.headerOnly(req, out, rcode), false
 	}
 	limit := 65535
 	if !tcp {
@@ -161,22 +181,28 @@ func (s *Server) respondAs(req, out []byte, tcp, stepAside bool) []byte {
 	}
 	if q.badVers {
 		s.metrics.count(q.qtype, rcodeBadVers)
-		return s.short(req, out, &q, rcodeBadVers)
+		return s.short(req, out, &q, rcodeBadVers), false
 	}
 	// The zone must be a whole-label suffix of the name.
 	zl := len(s.zoneWire)
 	start := q.nameLen - zl
 	if q.qclass != dns.ClassINET || start < 0 || !bytes.Equal(q.name[start:q.nameLen], s.zoneWire) || !q.boundary(start) {
 		s.metrics.count(q.qtype, rcodeRefused)
-		return s.short(req, out, &q, rcodeRefused)
+		return s.short(req, out, &q, rcodeRefused), false
 	}
-	if q.qtype == dns.TypeAXFR || q.qtype == dns.TypeIXFR {
+	xfr := q.qtype == dns.TypeAXFR || q.qtype == dns.TypeIXFR
+	handOff = handOff && s.transfers.Load() != nil
+	if xfr && !handOff {
 		s.metrics.count(q.qtype, rcodeRefused)
-		return s.short(req, out, &q, rcodeRefused)
+		return s.short(req, out, &q, rcodeRefused), false
 	}
 	if stepAside {
 		s.metrics.count(q.qtype, rcodeServFail)
-		return s.short(req, out, &q, rcodeServFail)
+		return s.short(req, out, &q, rcodeServFail), false
+	}
+	if handOff && (xfr || q.tsig) {
+		s.metrics.count(q.qtype, rcodeNoError)
+		return nil, true
 	}
 	rel := 0
 	for rel < q.nlabels && int(q.labels[rel]) < start {
@@ -189,13 +215,13 @@ func (s *Server) respondAs(req, out []byte, tcp, stepAside bool) []byte {
 			rcode = rcodeNXDomain
 		}
 		s.metrics.count(q.qtype, rcode)
-		return s.negative(req, out, &q, start, rcode, limit)
+		return s.negative(req, out, &q, start, rcode, limit), false
 	}
 	s.metrics.count(q.qtype, rcodeNoError)
 	if f.rs != nil {
-		return s.answerSet(req, out, &q, f.rs, limit, tcp)
+		return s.answerSet(req, out, &q, f.rs, limit, tcp), false
 	}
-	return s.answer(req, out, &q, f.p, limit)
+	return s.answer(req, out, &q, f.p, limit), false
 }
 
 // boundary reports whether off starts a label of the question name.

@@ -308,16 +308,20 @@ func (s *Server) nsAddr(qtype uint16) *prepared {
 
 func (s *Server) nsFQDN() string { return s.cfg.NSName + "." + s.cfg.Zone }
 
-func (s *Server) soa() *dns.SOA {
+func (s *Server) soa() *dns.SOA { return s.soaAt(s.serial.Load(), s.negTTL.Load()) }
+
+// soaAt is the zone's SOA record at serial, with negTTL as its TTL and
+// minimum. A secondary refreshes hourly and on NOTIFY.
+func (s *Server) soaAt(serial, negTTL uint32) *dns.SOA {
 	return &dns.SOA{
-		Hdr:     dns.RR_Header{Name: s.cfg.Zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: s.negTTL.Load()},
+		Hdr:     dns.RR_Header{Name: s.cfg.Zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: negTTL},
 		Ns:      s.nsFQDN(),
 		Mbox:    "hostmaster." + s.cfg.Zone,
-		Serial:  s.serial.Load(),
+		Serial:  serial,
 		Refresh: 3600,
 		Retry:   600,
 		Expire:  86400,
-		Minttl:  s.negTTL.Load(),
+		Minttl:  negTTL,
 	}
 }
 

@@ -91,6 +91,8 @@ type Server struct {
 	rebuildMu sync.Mutex
 
 	serial                       atomic.Uint32
+	transfers                    atomic.Pointer[Transfers]
+	zoneHooks                    []func(serial uint32)
 	soaTail                      atomic.Pointer[[]byte]
 	apexSOA, apexNS, nsA, nsAAAA slot
 
@@ -393,6 +395,15 @@ func (s *Server) serveConn(nc *net.TCPConn) {
 	}
 }
 
+// handOffTCP gives the connection, whose query req is theirs, to the
+// transfers (SetTransfers); the connection is done with when it returns.
+// A transfer counts as busy, never idle.
+func (s *Server) handOffTCP(nc net.Conn, req []byte) {
+	if t := s.transfers.Load(); t != nil {
+		(*t).ServeTCP(nc, req)
+	}
+}
+
 // tcpOut holds answer buffers for TCP, taken per query.
 var tcpOut = sync.Pool{New: func() any { return new([2 + 65536 + optLen]byte) }}
 
@@ -400,8 +411,13 @@ var tcpOut = sync.Pool{New: func() any { return new([2 + 65536 + optLen]byte) }}
 // connection failed.
 func (s *Server) answerTCP(nc net.Conn, req []byte) bool {
 	out := tcpOut.Get().(*[2 + 65536 + optLen]byte)
+	resp, handed := s.respondOrHandOff(req, out[2:], true, s.stepAside.Load(), true)
+	if handed {
+		tcpOut.Put(out)
+		s.handOffTCP(nc, req)
+		return false
+	}
 	defer tcpOut.Put(out)
-	resp := s.respond(req, out[2:], true)
 	if resp == nil {
 		return true
 	}

@@ -3,6 +3,7 @@ package dnsserver
 import (
 	"errors"
 	"net"
+	"net/netip"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -53,7 +54,10 @@ func (s *Server) serveUDP(uc *net.UDPConn) {
 		k := 0
 		for i := 0; i < n; i++ {
 			m := &rms[i]
-			resp := s.respond(m.Buffers[0][:m.N], outs[i], false)
+			resp, handed := s.respondOrHandOff(m.Buffers[0][:m.N], outs[i], false, s.stepAside.Load(), true)
+			if handed {
+				resp = s.handOffUDP(m.Buffers[0][:m.N], m.Addr, outs[i])
+			}
 			if resp == nil {
 				continue
 			}
@@ -75,4 +79,21 @@ func (s *Server) serveUDP(uc *net.UDPConn) {
 			sent += w
 		}
 	}
+}
+
+// handOffUDP returns the transfers' answer to req (see SetTransfers),
+// copied into out when it fits there.
+func (s *Server) handOffUDP(req []byte, from net.Addr, out []byte) []byte {
+	t := s.transfers.Load()
+	ua, ok := from.(*net.UDPAddr)
+	if t == nil || !ok {
+		return nil
+	}
+	ap := ua.AddrPort()
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	resp := (*t).AnswerUDP(req, ap)
+	if len(resp) <= len(out) {
+		return out[:copy(out, resp)]
+	}
+	return resp
 }

@@ -523,7 +523,13 @@ func (s *Server) rebuildLocked(changed []string) {
 	if setChanged || s.zone.browse.Load() == nil {
 		s.zone.browse.Store(s.browseSet())
 	}
-	s.setSerial(uint32(s.index.Rev()))
+	prev := s.serial.Load()
+	s.setSerial(nextSerial(prev, s.index.Rev()))
+	if serial := s.serial.Load(); serial != prev {
+		for _, fn := range s.zoneHooks {
+			fn(serial)
+		}
+	}
 }
 
 // carryStale gives svc, a large service, the lists and tags of its

@@ -3,14 +3,8 @@ package lastmile
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -67,81 +61,24 @@ func instanceID(service string, i int) string {
 	return fmt.Sprintf("%s-%03d-5f2c1d9e8a7b6c5d4e3f2a1b", service, i)[:28]
 }
 
-// need skips the test when a program is missing, except in CI where
-// .ci/run installs it.
-func need(t *testing.T, prog string) string {
-	t.Helper()
-	p, err := exec.LookPath(prog)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is required in CI (.ci/run installs it): %v", prog, err)
-		}
-		t.Skipf("SKIPPING: %s is not installed (apt-get install %s)", prog, prog)
-	}
-	return p
-}
+// need returns the path of a program, skipping the test when it is
+// missing, except in CI where .ci/run installs it.
+func need(t *testing.T, prog string) string { t.Helper(); return signposttest.Need(t, prog) }
 
 // docConfig returns docs/resolvers/<name> with each of the documented
-// placeholders replaced, and fails if one is missing, so that the test
-// runs exactly what the documentation says.
+// placeholders replaced (see signposttest.DocFile).
 func docConfig(t *testing.T, name string, replace ...string) string {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	path := filepath.Join(filepath.Dir(file), "..", "..", "docs", "resolvers", name)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("documented configuration: %v", err)
-	}
-	text := string(b)
-	for i := 0; i+1 < len(replace); i += 2 {
-		if !strings.Contains(text, replace[i]) {
-			t.Fatalf("%s no longer contains %q: update the test with the documentation", path, replace[i])
-		}
-		text = strings.ReplaceAll(text, replace[i], replace[i+1])
-	}
-	return text
+	return signposttest.DocFile(t, "docs/resolvers/"+name, replace...)
 }
 
 // freePort returns a loopback port free for both UDP and TCP right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range 20 {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := pc.LocalAddr().(*net.UDPAddr).Port
-		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		_ = pc.Close()
-		if err == nil {
-			_ = l.Close()
-			return port
-		}
-	}
-	t.Fatal("no free loopback port")
-	return 0
-}
+func freePort(t *testing.T) int { t.Helper(); return signposttest.FreePort(t) }
 
-// run starts a program for the rest of the test, stops it at the end, and
-// shows its output if the test failed.
+// run starts a program for the rest of the test (see signposttest.Run).
 func run(t *testing.T, prog string, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(prog, args...)
-	out := &signposttest.Output{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", prog, err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("%s output:\n%s", filepath.Base(prog), out.String())
-		}
-	})
-	return cmd
+	return signposttest.Run(t, prog, args...)
 }
 
 // ask sends one query over netw ("udp" or "tcp") with an EDNS0 size (0:

@@ -30,6 +30,7 @@ import (
 	"github.com/signpost-dns/signpost/internal/store/embedded"
 	etcdstore "github.com/signpost-dns/signpost/internal/store/etcd"
 	"github.com/signpost-dns/signpost/internal/ui"
+	"github.com/signpost-dns/signpost/internal/zonexfr"
 )
 
 // Config is everything `signpost server` takes.
@@ -60,6 +61,9 @@ type Config struct {
 	UDPSockets int
 	// DNS is the DNS server's configuration.
 	DNS dnsserver.Config
+	// Xfr, when Xfr.Allow is set, serves the zone to secondaries (AXFR,
+	// IXFR, NOTIFY; internal/zonexfr).
+	Xfr zonexfr.Config
 	// Resolver, when Resolver.Addr is set, also answers on that address
 	// as the resolver of containers (internal/forward): the zone for
 	// everyone, other names forwarded for allowed clients only.
@@ -104,6 +108,7 @@ type Server struct {
 	store registry.Store
 	index *registry.Index
 	dns   *dnsserver.Server
+	xfr   *zonexfr.Transfers // nil when transfers are off
 	fwd   *forward.Resolver
 	api   *api.API
 	stale *staleness.Monitor // nil for a local store
@@ -280,6 +285,19 @@ func New(cfg Config) (_ *Server, err error) {
 	if s.dns, err = dnsserver.New(dcfg, s.index); err != nil {
 		return nil, err
 	}
+	if cfg.Xfr.Enabled() {
+		xcfg := cfg.Xfr
+		xcfg.Log, xcfg.Registerer = cfg.Log, reg
+		if xcfg.WriteTimeout == 0 {
+			xcfg.WriteTimeout = dcfg.TCPIdleTimeout
+		}
+		if s.xfr, err = zonexfr.New(xcfg, s.dns); err != nil {
+			return nil, err
+		}
+		s.dns.SetTransfers(s.xfr)
+	} else if len(cfg.Xfr.Notify) > 0 {
+		return nil, fmt.Errorf("NOTIFY to %s (--xfr-notify) needs the secondaries' addresses in --xfr-allow", cfg.Xfr.Notify[0])
+	}
 	if cfg.Resolver.Addr != "" {
 		rcfg := cfg.Resolver
 		rcfg.Log = cfg.Log
@@ -412,7 +430,7 @@ func (s *Server) Store() registry.Store { return s.store }
 func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 4)
+	errc := make(chan error, 6)
 	go func() { errc <- s.index.Run(ctx, s.store) }()
 	// Answer nothing until the registry is loaded: an empty zone would
 	// tell clients that every service is gone.
@@ -438,6 +456,9 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { errc <- s.dns.Serve(ctx, s.dnsl) }()
 	if s.fwd != nil {
 		go func() { errc <- s.fwd.Serve(ctx) }()
+	}
+	if s.xfr != nil {
+		go func() { errc <- s.xfr.Run(ctx) }()
 	}
 	var announced chan struct{}
 	if s.stale != nil {
