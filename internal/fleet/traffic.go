@@ -114,6 +114,15 @@ func outcome(err error) history.Outcome {
 	return history.Unknown
 }
 
+// status is the HTTP status of a server's refusal, 0 if err is none.
+func status(err error) int {
+	var e *apiclient.Error
+	if errors.As(err, &e) {
+		return e.Status
+	}
+	return 0
+}
+
 func errText(err error) string {
 	if err == nil {
 		return ""
@@ -167,7 +176,7 @@ func (tr *Traffic) Writer(ctx context.Context, name string, rng *rand.Rand, ever
 			o.Kind, o.ID, o.Service = history.Deregister, in.ID, in.Service
 			o.Invoke = tr.Rec.Now()
 			resp, err := clients[i].Deregister(octx, in.ID)
-			o.Return, o.Outcome, o.Rev, o.Err = tr.Rec.Now(), outcome(err), resp.Index, errText(err)
+			o.Return, o.Outcome, o.Rev, o.Err, o.Status = tr.Rec.Now(), outcome(err), resp.Index, errText(err), status(err)
 			// A 404 (not there: its register was not applied, or it is
 			// gone already) changed nothing, so it is recorded as failed;
 			// a write lost that way shows in the reads.
@@ -182,7 +191,7 @@ func (tr *Traffic) Writer(ctx context.Context, name string, rng *rand.Rand, ever
 			o.Kind, o.ID, o.Service, o.Addr = history.Register, in.ID, in.Service, netip.AddrPortFrom(addr, port).String()
 			o.Invoke = tr.Rec.Now()
 			resp, err := clients[i].Register(octx, in)
-			o.Return, o.Outcome, o.Rev, o.Err = tr.Rec.Now(), outcome(err), resp.Index, errText(err)
+			o.Return, o.Outcome, o.Rev, o.Err, o.Status = tr.Rec.Now(), outcome(err), resp.Index, errText(err), status(err)
 			if o.Outcome != history.Failed {
 				mine = append(mine, in)
 			}

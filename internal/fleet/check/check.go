@@ -12,8 +12,10 @@
 //
 // The checks, numbered as in docs/guarantees.md:
 //
-//  1. writes and reads: the real-time order of acknowledged writes agrees
-//     with their revisions (linearizable); a read equals the store's state
+//  1. writes and reads: the writers' registers and deregisters are
+//     linearizable (porcupine, against a model of the registry, unknown
+//     outcomes resolved from the store's history), and the real-time
+//     order of acknowledged writes agrees with their revisions; a read equals the store's state
 //     of its service at the revision it reports; a server's reads never go
 //     back; a read reflects every write its server acknowledged before it
 //     was sent, and is at most Bounds.Stale old unless a fault touches its
@@ -50,7 +52,9 @@ import (
 
 // Options tune a check run.
 type Options struct {
-	// Dir, when set, receives report.txt and report.json.
+	// Dir, when set, receives report.txt and report.json, and
+	// linearizability.html (porcupine's visualisation) when check 1's
+	// porcupine half fails.
 	Dir string
 	// Slack is added to every time bound, for the scheduling of the
 	// harness's own goroutines (default 50 ms).
@@ -146,6 +150,7 @@ func Check(h *history.History, opts Options) (*Report, error) {
 	m := newModel(h, opts.Slack)
 	r := &Report{Checked: map[string]int{}, max: opts.MaxPerCheck}
 	checkWrites(m, r)
+	checkLinearizable(m, r, opts.Dir)
 	checkReads(m, r)
 	checkLost(m, r)
 	checkResurrected(m, r)

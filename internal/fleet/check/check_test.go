@@ -1,6 +1,8 @@
 package check
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -100,6 +102,9 @@ func TestViolationsFound(t *testing.T) {
 			// b is invoked after a's deregister returned revision 3, yet
 			// gets revision 2.
 			h.Ops[1].Invoke, h.Ops[1].Return = 320*ms, 330*ms
+		}},
+		{"a deregister finds nothing of what is there", 1, "porcupine", func(h *history.History) {
+			h.Ops = append(h.Ops, history.Op{Client: "w2", Server: "s2", Kind: history.Deregister, Service: "calc", ID: "b", Invoke: 600 * ms, Return: 610 * ms, Outcome: history.Failed, Status: 404})
 		}},
 		{"read of no revision", 1, "at that revision", func(h *history.History) {
 			h.Ops[4].IDs = []string{"a", "b"}
@@ -235,5 +240,25 @@ func TestExpiredPutAgainByItsNode(t *testing.T) {
 	h.Truth[4].Expired = false
 	if r := run(t, h); !r.Has(3) {
 		t.Fatalf("an instance deleted and put again was not found:\n%s", r)
+	}
+}
+
+// A history porcupine cannot linearize leaves its visualisation and the
+// report beside it.
+func TestNotLinearizableLeavesItsVisualisation(t *testing.T) {
+	h := clean()
+	h.Ops = append(h.Ops, history.Op{Client: "w2", Server: "s2", Kind: history.Deregister, Service: "calc", ID: "b", Invoke: 600 * ms, Return: 610 * ms, Outcome: history.Failed, Status: 404})
+	dir := t.TempDir()
+	r, err := Check(h, Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Has(1) || !strings.Contains(r.String(), "linearizability.html") {
+		t.Fatalf("report does not point at the visualisation:\n%s", r)
+	}
+	for _, f := range []string{"linearizability.html", "report.txt", "report.json"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
 	}
 }

@@ -65,6 +65,9 @@ type Op struct {
 	// or the write's revision), 0 if none.
 	Rev int64  `json:"rev,omitempty"`
 	Err string `json:"err,omitempty"`
+	// Status is the HTTP status of a refusal (e.g. 404: a deregister that
+	// found nothing), 0 if none came.
+	Status int `json:"status,omitempty"`
 }
 
 // DNSAnswer is one DNS query from the client host and its answer.
