@@ -23,6 +23,10 @@ import (
 // IndexHeader carries the registry revision a response reflects.
 const IndexHeader = "X-Signpost-Index"
 
+// StaleHeader is "true" on a read from a server that has lost contact with
+// its store (docs/etcd.md, "A server cut off from etcd").
+const StaleHeader = "X-Signpost-Stale"
+
 // NodeRequest replaces everything a node owns and renews its lease.
 type NodeRequest struct {
 	// TTL of the node's lease, as a Go duration ("10s").
@@ -41,6 +45,8 @@ type ServiceResponse struct {
 	Service   string              `json:"service"`
 	Index     int64               `json:"index"`
 	Instances []registry.Instance `json:"instances"`
+	// Stale: the server said its answer may be stale (StaleHeader).
+	Stale bool `json:"-"`
 }
 
 // ErrorResponse is the body of every 4xx and 5xx answer.
@@ -313,7 +319,10 @@ func (c *Client) Service(ctx context.Context, name string, index int64, wait tim
 		q.Set("wait", wait.String())
 	}
 	var out ServiceResponse
-	_, err := c.do(ctx, http.MethodGet, "/v1/services/"+url.PathEscape(name), q, nil, &out)
+	h, err := c.do(ctx, http.MethodGet, "/v1/services/"+url.PathEscape(name), q, nil, &out)
+	if h != nil {
+		out.Stale = h.Get(StaleHeader) == "true"
+	}
 	return out, err
 }
 

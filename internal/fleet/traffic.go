@@ -218,7 +218,7 @@ func (tr *Traffic) Reader(ctx context.Context, s *Server, every time.Duration) {
 			}
 			o.Outcome, o.Err = outcome(err), errText(err)
 			if err == nil {
-				o.Rev = resp.Index
+				o.Rev, o.Stale = resp.Index, resp.Stale
 				for _, in := range resp.Instances {
 					o.IDs = append(o.IDs, in.ID)
 				}

@@ -17,7 +17,7 @@ const ms = int64(time.Millisecond)
 // whose lease runs out 3.1 s after its last heartbeat.
 func clean() *history.History {
 	return &history.History{
-		Bounds: history.Bounds{TTL: 3 * time.Second, ExpiryLate: 5 * time.Second, Converge: time.Second, Stale: time.Second, StaleTTL: 4 * time.Second},
+		Bounds: history.Bounds{TTL: 3 * time.Second, ExpiryLate: 5 * time.Second, Converge: time.Second, Stale: time.Second, StaleTTL: 4 * time.Second, ConvergeSaid: 3 * time.Second},
 		End:    6000 * ms,
 		Truth: []history.Change{
 			{Rev: 1, ID: "a", Service: "calc", Addr: "10.0.0.1:1", Serving: true, At: 100 * ms},
@@ -159,7 +159,20 @@ func TestViolationsFound(t *testing.T) {
 			h.DNS = append(h.DNS, history.DNSAnswer{Server: "s1", Service: "calc", Sent: 2100 * ms, Got: 2101 * ms, Targets: []string{"10.0.0.1:1"}, MinTTL: 1})
 		}},
 		{"stale DNS", 5, "bound is", func(h *history.History) {
+			h.DNS = []history.DNSAnswer{{Server: "s2", Service: "calc", Sent: 1500 * ms, Got: 1501 * ms, Targets: []string{"10.0.0.1:1", "10.0.0.2:1"}, MinTTL: 5}}
+		}},
+		{"stale said with no fault", 5, "no fault touching it", func(h *history.History) {
 			h.DNS = []history.DNSAnswer{{Server: "s2", Service: "calc", Sent: 1500 * ms, Got: 1501 * ms, Targets: []string{"10.0.0.1:1", "10.0.0.2:1"}, MinTTL: 1}}
+		}},
+		{"SERVFAIL with no fault", 5, "SERVFAIL", func(h *history.History) {
+			h.DNS = []history.DNSAnswer{{Server: "s2", Service: "calc", Sent: 1500 * ms, Got: 1501 * ms, Rcode: 2}}
+		}},
+		{"X-Signpost-Stale with no fault", 1, "X-Signpost-Stale", func(h *history.History) {
+			h.Ops[4].Stale = true
+		}},
+		{"read silently stale in a fault", 1, "without X-Signpost-Stale", func(h *history.History) {
+			h.Faults = []history.Fault{{Kind: "cut-server-etcd", Target: "s2", Start: 250 * ms, End: 6000 * ms}}
+			h.Ops = append(h.Ops, history.Op{Client: "reader-s2", Server: "s2", Kind: history.Read, Service: "calc", IDs: []string{"a", "b"}, Invoke: 5000 * ms, Return: 5010 * ms, Outcome: history.OK, Rev: 2})
 		}},
 		{"stale DNS with a long TTL", 5, "TTL 5", func(h *history.History) {
 			h.Faults = []history.Fault{{Kind: "cut-server-etcd", Target: "s2", Start: 250 * ms, End: 6000 * ms}}
@@ -201,7 +214,7 @@ func TestViolationsFound(t *testing.T) {
 func TestFaultExcusesOnlyItsServer(t *testing.T) {
 	h := clean()
 	h.Faults = []history.Fault{{Kind: "cut-server-etcd", Target: "s2", Start: 250 * ms, End: 1000 * ms}}
-	h.DNS = []history.DNSAnswer{{Server: "s2", Service: "calc", Sent: 1800 * ms, Got: 1801 * ms, Targets: []string{"10.0.0.1:1", "10.0.0.2:1"}, MinTTL: 1}}
+	h.DNS = []history.DNSAnswer{{Server: "s2", Service: "calc", Sent: 1800 * ms, Got: 1801 * ms, Targets: []string{"10.0.0.1:1", "10.0.0.2:1"}, MinTTL: 5}}
 	if r := run(t, h); !r.OK() {
 		t.Fatalf("an answer within Converge of the heal was found stale:\n%s", r)
 	}
@@ -213,6 +226,15 @@ func TestFaultExcusesOnlyItsServer(t *testing.T) {
 	h.DNS[0].Sent, h.DNS[0].Got = 1800*ms, 1801*ms
 	if r := run(t, h); !r.Has(5) {
 		t.Fatalf("s2's fault excused s1:\n%s", r)
+	}
+	// A server that says it is stale (TTL 1) within ConvergeSaid of the
+	// heal, and a read that says so, keep the promise.
+	h.Bounds.ConvergeSaid = 3 * time.Second
+	h.DNS[0].Server, h.DNS[0].MinTTL = "s2", 1
+	h.DNS[0].Sent, h.DNS[0].Got = 3500*ms, 3501*ms
+	h.Ops = append(h.Ops, history.Op{Client: "reader-s2", Server: "s2", Kind: history.Read, Service: "calc", IDs: []string{"a", "b"}, Invoke: 3500 * ms, Return: 3510 * ms, Outcome: history.OK, Rev: 2, Stale: true})
+	if r := run(t, h); !r.OK() {
+		t.Fatalf("answers that say they may be stale, within ConvergeSaid of the heal, were found wanting:\n%s", r)
 	}
 }
 

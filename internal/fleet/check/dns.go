@@ -2,6 +2,7 @@ package check
 
 import (
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -40,8 +41,12 @@ func checkDNS(m *model, r *Report) {
 				}
 				continue
 			case dns.RcodeSuccess:
+			case dns.RcodeServerFailure:
+				// A server stepping aside says so, during faults only.
+				m.saidTooLong(r, 5, srv, a.Sent, "SERVFAIL")
+				continue
 			default:
-				continue // SERVFAIL: a server stepping aside says so
+				continue
 			}
 			n++
 			s := m.services[a.Service]
@@ -73,7 +78,13 @@ func checkDNS(m *model, r *Report) {
 					youngest = age
 				}
 			}
-			if !m.inFault(srv, a.Sent) && youngest > stale+m.slack {
+			// A TTL of at most 1 s on records says the server knows it
+			// may be stale.
+			said := len(a.Targets) > 0 && a.MinTTL <= 1
+			if said {
+				m.saidTooLong(r, 5, srv, a.Sent, "TTL "+strconv.Itoa(int(a.MinTTL)))
+			}
+			if !said && !m.inFault(srv, a.Sent) && youngest > stale+m.slack {
 				r.add(5, "stale DNS", a.Sent, "%s answered %s with [%s], a state replaced %s before the question; the bound is %s",
 					srv, a.Service, strings.Join(a.Targets, " "), secs(youngest), secs(stale))
 			}

@@ -118,7 +118,7 @@ func newModel(h *history.History, slack int64) *model {
 	m.bounds()
 	for _, f := range h.Faults {
 		for _, t := range strings.Split(f.Target, ",") {
-			m.faults[t] = append(m.faults[t], [2]int64{f.Start, f.End + int64(h.Bounds.Converge)})
+			m.faults[t] = append(m.faults[t], [2]int64{f.Start, f.End})
 		}
 	}
 	return m
@@ -312,12 +312,26 @@ func (m *model) after(r int64) int64 {
 // inFault reports whether a fault touching name (a server, node or host)
 // was on at t, or had healed less than Bounds.Converge before.
 func (m *model) inFault(name string, t int64) bool {
+	return m.inFaultFor(name, t, int64(m.h.Bounds.Converge))
+}
+
+// inFaultFor is inFault with extra after each heal.
+func (m *model) inFaultFor(name string, t, extra int64) bool {
 	for _, w := range m.faults[name] {
-		if t >= w[0] && t <= w[1] {
+		if t >= w[0] && t <= w[1]+extra {
 			return true
 		}
 	}
 	return false
+}
+
+// saidTooLong checks that a server that says it is stale does so only
+// during a fault touching it, or within Bounds.ConvergeSaid of its heal.
+func (m *model) saidTooLong(r *Report, check int, server string, t int64, what string) {
+	said := int64(m.h.Bounds.ConvergeSaid)
+	if said > 0 && !m.inFaultFor(server, t, said) {
+		r.add(check, "stale too long", t, "%s said it was stale (%s) with no fault touching it in the %s before", server, what, secs(said))
+	}
 }
 
 // replacedBefore reports whether version i of s had certainly been

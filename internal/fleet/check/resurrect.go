@@ -52,8 +52,8 @@ func checkResurrected(m *model, r *Report) {
 		}
 	}
 	for _, a := range m.h.DNS {
-		if a.Got == 0 || a.Rcode != 0 || m.inFault(a.Server, a.Sent) {
-			continue
+		if a.Got == 0 || a.Rcode != 0 || m.inFault(a.Server, a.Sent) || a.MinTTL <= 1 {
+			continue // a TTL of 1 s says it may be stale (check 5 bounds how long)
 		}
 		for _, t := range a.Targets {
 			id, ok := byAddr[t]

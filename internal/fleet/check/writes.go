@@ -41,7 +41,7 @@ func checkWrites(m *model, r *Report) {
 
 // checkReads is check 1's read half.
 func checkReads(m *model, r *Report) {
-	stale := int64(m.h.Bounds.Stale)
+	stale, staleTTL := int64(m.h.Bounds.Stale), int64(m.h.Bounds.StaleTTL)
 	// A read reports its service's revision (the last change to it), so
 	// order and read your writes are per server and service. Acknowledged
 	// writes by server and service, by return time:
@@ -79,11 +79,19 @@ func checkReads(m *model, r *Report) {
 				o.Service, o.Server, o.Rev, strings.Join(o.IDs, " "), o.Service, strings.Join(v.ids, " "))
 			continue
 		}
-		if !m.inFault(o.Server, o.Invoke) {
-			if a := m.age(s, i, o.Invoke); a > stale+m.slack {
-				r.add(1, "stale read", o.Invoke, "read of %s from %s at revision %d answered a state replaced (revision %d) %s before it was sent; the bound is %s",
-					o.Service, o.Server, o.Rev, s.end(i), secs(a), secs(stale))
-			}
+		// Fresh within Stale outside faults, unless the server says it
+		// may be stale; saying so only for a while after a fault; never
+		// silently older than StaleTTL.
+		a := m.age(s, i, o.Invoke)
+		switch {
+		case o.Stale:
+			m.saidTooLong(r, 1, o.Server, o.Invoke, "X-Signpost-Stale")
+		case !m.inFault(o.Server, o.Invoke) && a > stale+m.slack:
+			r.add(1, "stale read", o.Invoke, "read of %s from %s at revision %d answered a state replaced (revision %d) %s before it was sent; the bound is %s",
+				o.Service, o.Server, o.Rev, s.end(i), secs(a), secs(stale))
+		case staleTTL > 0 && a > staleTTL+m.slack:
+			r.add(1, "silently stale read", o.Invoke, "read of %s from %s at revision %d answered a state replaced %s before it was sent, without X-Signpost-Stale",
+				o.Service, o.Server, o.Rev, secs(a))
 		}
 	}
 	r.Checked["reads"] = n

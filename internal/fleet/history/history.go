@@ -68,6 +68,9 @@ type Op struct {
 	// Status is the HTTP status of a refusal (e.g. 404: a deregister that
 	// found nothing), 0 if none came.
 	Status int `json:"status,omitempty"`
+	// Stale: a read's server said its answer may be stale
+	// (X-Signpost-Stale).
+	Stale bool `json:"stale,omitempty"`
 }
 
 // DNSAnswer is one DNS query from the client host and its answer.
@@ -149,6 +152,10 @@ type Bounds struct {
 	// StaleTTL before it was asked comes from a server that knows it is
 	// stale, so its records carry a TTL of at most 1 s. 0: not checked.
 	StaleTTL time.Duration `json:"stale_ttl,omitempty"`
+	// ConvergeSaid: a server that says it is stale (X-Signpost-Stale, a
+	// TTL of 1 s, SERVFAIL) is back within ConvergeSaid of the heal of
+	// the last fault touching it. 0: not checked.
+	ConvergeSaid time.Duration `json:"converge_said,omitempty"`
 }
 
 // History is one whole run.
