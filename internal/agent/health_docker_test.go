@@ -37,13 +37,21 @@ func flip(t *testing.T, hostPort uint16, what string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/%s", hostPort, what), nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET /%s of the container at 127.0.0.1:%d: %v", what, hostPort, err)
+	for {
+		// Docker's proxy accepts before the container's server listens
+		// (a reset, then): asked again until it answers.
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/%s", hostPort, what), nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("GET /%s of the container at 127.0.0.1:%d: %v", what, hostPort, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
 }
 
 // waitSRVWithin is waitSRV with a shorter deadline, for what must happen
