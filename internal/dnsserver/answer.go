@@ -3,6 +3,7 @@ package dnsserver
 import (
 	"bytes"
 	"encoding/binary"
+	"net/netip"
 
 	"github.com/miekg/dns"
 )
@@ -38,6 +39,7 @@ type query struct {
 	udpSize int
 	badVers bool
 	tsig    bool // signed: a TSIG record among the additional ones
+	zone    int  // the asker's locality zone, -1 for none
 }
 
 // parse reads the header, question and EDNS0 OPT of req. It returns the
@@ -150,19 +152,28 @@ func (s *Server) respond(req, out []byte, tcp bool) []byte {
 	return s.respondAs(req, out, tcp, s.stepAside.Load())
 }
 
+// respondFrom is respond for a query from the asker at from, whose
+// locality zone may order the answer (Config.Locality).
+func (s *Server) respondFrom(req, out []byte, tcp bool, from netip.Addr) []byte {
+	resp, _ := s.respondOrHandOff(req, out, tcp, s.stepAside.Load(), false, from)
+	return resp
+}
+
 // respondAs is respond, answering SERVFAIL for every name in the zone
 // when stepAside (see SetStepAside).
 func (s *Server) respondAs(req, out []byte, tcp, stepAside bool) []byte {
-	resp, _ := s.respondOrHandOff(req, out, tcp, stepAside, false)
+	resp, _ := s.respondOrHandOff(req, out, tcp, stepAside, false, netip.Addr{})
 	return resp
 }
 
 // respondOrHandOff is respondAs; when handOff is allowed and transfers
 // are on (SetTransfers), it answers nothing and reports true for the
 // queries that are theirs: AXFR, IXFR and queries signed with TSIG, for
-// the zone.
-func (s *Server) respondOrHandOff(req, out []byte, tcp, stepAside, handOff bool) (_ []byte, handed bool) {
+// the zone. from is the asker's address (zero: unknown), which may order
+// services' answers (Config.Locality).
+func (s *Server) respondOrHandOff(req, out []byte, tcp, stepAside, handOff bool, from netip.Addr) (_ []byte, handed bool) {
 	var q query
+	q.zone = s.loc.zoneOf(from)
 	rcode, drop := parse(req, &q)
 	if drop {
 		s.metrics.dropped.Inc()
@@ -219,7 +230,7 @@ func (s *Server) respondOrHandOff(req, out []byte, tcp, stepAside, handOff bool)
 	}
 	s.metrics.count(q.qtype, rcodeNoError)
 	if f.rs != nil {
-		return s.answerSet(req, out, &q, f.rs, limit, tcp), false
+		return s.answerSet(req, out, &q, f.rs, f.far, limit, tcp), false
 	}
 	return s.answer(req, out, &q, f.p, limit), false
 }

@@ -11,6 +11,9 @@ import (
 type found struct {
 	p  *prepared
 	rs *rrset
+	// far, when not nil, follows rs in the answer: the rest of a service
+	// after the asker's zone (LocalityOrder).
+	far *rrset
 }
 
 func (f found) empty() bool {
@@ -36,7 +39,7 @@ func (s *Server) lookup(q *query, rel int) (f found, exists bool) {
 		if svc == nil {
 			return found{}, false
 		}
-		return found{rs: s.serviceAnswer(&svc.view, q.qtype)}, true
+		return s.localAnswer(svc, q.zone, serviceList(q.qtype)), true
 	case 2:
 		l0, l1 := q.label(0), q.label(1)
 		if len(l0) > 1 && l0[0] == '_' {
@@ -52,6 +55,9 @@ func (s *Server) lookup(q *query, rel int) (f found, exists bool) {
 			svc := s.zone.get(l0[1:])
 			if svc == nil || !svc.hasProto[p] {
 				return found{}, false
+			}
+			if q.qtype == dns.TypeSRV || q.qtype == dns.TypeANY {
+				return s.localAnswer(svc, q.zone, listProtoSRV+p), true
 			}
 			return found{rs: s.protoAnswer(&svc.view, p, q.qtype)}, true
 		}
@@ -171,15 +177,24 @@ func (p *prepared) get() *prepared {
 }
 
 func (s *Server) serviceAnswer(svc *view, qtype uint16) *rrset {
-	switch qtype {
-	case dns.TypeSRV, dns.TypeANY:
-		return s.list(svc, listSRV)
-	case dns.TypeA:
-		return s.list(svc, listA)
-	case dns.TypeAAAA:
-		return s.list(svc, listAAAA)
+	if i := serviceList(qtype); i >= 0 {
+		return s.list(svc, i)
 	}
 	return nil
+}
+
+// serviceList is the list that answers qtype at a service's own name,
+// -1 for none.
+func serviceList(qtype uint16) int {
+	switch qtype {
+	case dns.TypeSRV, dns.TypeANY:
+		return listSRV
+	case dns.TypeA:
+		return listA
+	case dns.TypeAAAA:
+		return listAAAA
+	}
+	return -1
 }
 
 func (s *Server) protoAnswer(svc *view, p int, qtype uint16) *rrset {

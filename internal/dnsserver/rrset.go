@@ -196,17 +196,53 @@ func allEqual(ws []uint16) bool {
 }
 
 // answerSet writes the question and as many whole records of rs as fit in
-// limit, in the next order. Over UDP an answer that lost records has TC
-// set (RFC 2181 s9: the client may use what it got, or ask over TCP); the
-// glue comes only with a complete answer, and only when it all fits.
-func (s *Server) answerSet(req, out []byte, q *query, rs *rrset, limit int, tcp bool) []byte {
+// limit, in the next order, then, when all of those fit and far is not
+// nil, as many of far's, in its own next order. Over UDP an answer that
+// lost records has TC set (RFC 2181 s9: the client may use what it got,
+// or ask over TCP); the glue comes only with a complete answer, and only
+// when it all fits.
+func (s *Server) answerSet(req, out []byte, q *query, rs, far *rrset, limit int, tcp bool) []byte {
 	room := limit
 	if q.edns {
 		room -= optLen
 	}
 	n := copy(out, req[:q.qEnd])
 	setFlags(out, req, true, rcodeNoError)
+	n, an, whole := putRotated(out, n, room, rs)
+	glue, nglue := len(rs.glue), rs.nglue
+	if whole && far != nil && far.len() > 0 {
+		var more int
+		n, more, whole = putRotated(out, n, room, far)
+		an += more
+		glue += len(far.glue)
+		nglue += far.nglue
+	}
+	ar := 0
+	if whole && nglue > 0 && n+glue <= room {
+		n += copy(out[n:], rs.glue)
+		if far != nil {
+			n += copy(out[n:], far.glue)
+		}
+		ar = nglue
+	}
+	setCounts(out, 1, uint16(an), 0, uint16(ar))
+	if !whole && !tcp {
+		out[2] |= 0x02 // TC
+	}
+	if q.edns {
+		n = s.appendOPT(out, n, q, rcodeNoError)
+	}
+	return out[:n]
+}
+
+// putRotated writes at out[n:] as many whole records of rs as fit before
+// room, in the next order, and returns the new length, how many it wrote
+// and whether that was all of them.
+func putRotated(out []byte, n, room int, rs *rrset) (int, int, bool) {
 	total := rs.len()
+	if total <= 0 {
+		return n, 0, true
+	}
 	c := rs.next.Add(1) - 1
 	var start int
 	if rs.starts != nil {
@@ -233,17 +269,5 @@ func (s *Server) answerSet(req, out []byte, q *query, rs *rrset, limit int, tcp 
 		}
 		n += copy(out[n:], rec)
 	}
-	ar := 0
-	if an == total && rs.nglue > 0 && n+len(rs.glue) <= room {
-		n += copy(out[n:], rs.glue)
-		ar = rs.nglue
-	}
-	setCounts(out, 1, uint16(an), 0, uint16(ar))
-	if an < total && !tcp {
-		out[2] |= 0x02 // TC
-	}
-	if q.edns {
-		n = s.appendOPT(out, n, q, rcodeNoError)
-	}
-	return out[:n]
+	return n, an, an == total
 }

@@ -79,6 +79,10 @@ type service struct {
 	// (registry.TagRoom): longer ones, stored before the door checked
 	// them, get no names.
 	tagRoom int
+
+	// near, staleNear are the service's zone views (locality.go), built
+	// and carried as its tags are; nil when locality is off.
+	near, staleNear atomic.Pointer[nearIndex]
 }
 
 // instance holds the answers at an instance's own names.
@@ -399,6 +403,7 @@ func (s *Server) buildAll(svc *service) {
 		svc.tags.Store(t)
 	}
 	svc.staleTags.Store(nil)
+	s.buildNearAll(svc)
 }
 
 // buildView builds every list of v and drops the stale ones.
@@ -491,6 +496,9 @@ func (s *Server) rebuildLocked(changed []string) {
 		if list, _ := s.index.Instances(name); len(list) > 0 {
 			if list = s.servable(list); len(list) > 0 {
 				c.svc = newService(name, list, s.cfg.FailOpen, registry.TagRoom(len(s.zoneWire), name))
+				if s.loc.on() && !c.svc.large() {
+					c.svc.near.Store(s.loc.buildNear(c.svc))
+				}
 			}
 		}
 		if c.svc != nil && c.svc.large() {
@@ -551,6 +559,7 @@ func (s *Server) carryStale(old, svc *service) bool {
 	}
 	t := old.tagIndex()
 	svc.staleTags.Store(t)
+	svc.staleNear.Store(old.nearIdx())
 	return all && t != nil
 }
 

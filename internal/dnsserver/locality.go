@@ -1,0 +1,256 @@
+package dnsserver
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/signpost-dns/signpost/internal/registry"
+)
+
+// Locality says how a service's SRV, A and AAAA answers depend on where
+// the asker is: its source address mapped to a zone (Config.LocalityZones)
+// and the instances' zone metadata (registry.MetaZone).
+type Locality int
+
+const (
+	// LocalityOff answers every asker alike (the default).
+	LocalityOff Locality = iota
+	// LocalityOrder puts the instances of the asker's zone first; the rest
+	// follow, each part in the usual weighted rotation.
+	LocalityOrder
+	// LocalityPrefer answers only the instances of the asker's zone when
+	// one of them is passing its check, and all of them otherwise.
+	LocalityPrefer
+)
+
+// String returns the mode as the --locality flag spells it.
+func (l Locality) String() string {
+	switch l {
+	case LocalityOrder:
+		return "order"
+	case LocalityPrefer:
+		return "prefer"
+	}
+	return "off"
+}
+
+// ParseLocality reads a locality mode: off, order or prefer.
+func ParseLocality(v string) (Locality, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "off", "":
+		return LocalityOff, nil
+	case "order":
+		return LocalityOrder, nil
+	case "prefer":
+		return LocalityPrefer, nil
+	}
+	return LocalityOff, fmt.Errorf("locality %q: want off, order or prefer", v)
+}
+
+// LocalityZone maps the askers whose source address is in Prefix to Zone.
+type LocalityZone struct {
+	Prefix netip.Prefix
+	Zone   string
+}
+
+// ParseLocalityZone reads CIDR=label ("10.0.1.0/24=us-east-1a"); the label
+// must be what an agent's --zone accepts (registry.CheckZone).
+func ParseLocalityZone(v string) (LocalityZone, error) {
+	cidr, label, ok := strings.Cut(v, "=")
+	if !ok {
+		return LocalityZone{}, fmt.Errorf("locality zone %q: want CIDR=label, e.g. 10.0.1.0/24=us-east-1a", v)
+	}
+	p, err := netip.ParsePrefix(strings.TrimSpace(cidr))
+	if err != nil {
+		return LocalityZone{}, fmt.Errorf("locality zone %q: %w", v, err)
+	}
+	lz := LocalityZone{Prefix: p, Zone: strings.TrimSpace(label)}
+	if err := lz.check(); err != nil {
+		return LocalityZone{}, fmt.Errorf("locality zone %q: %w", v, err)
+	}
+	return lz, nil
+}
+
+func (lz LocalityZone) check() error {
+	if !lz.Prefix.IsValid() {
+		return fmt.Errorf("invalid prefix")
+	}
+	if lz.Prefix.Addr().Zone() != "" {
+		return fmt.Errorf("prefix %s: an IPv6 scope is not allowed", lz.Prefix)
+	}
+	return registry.CheckZone(lz.Zone)
+}
+
+// maxLocalityZones bounds the prefixes of Config.LocalityZones: the zone
+// table is scanned per query, and every declared zone costs each service
+// a view.
+const maxLocalityZones = 256
+
+// zonePrefix is one entry of the asker→zone table.
+type zonePrefix struct {
+	p    netip.Prefix
+	zone int // index into locality.names
+}
+
+// locality is the server's asker→zone table and its zones.
+type locality struct {
+	mode  Locality
+	table []zonePrefix // longest prefix first
+	names []string     // the distinct zones, by index
+	index map[string]int
+}
+
+// newLocality checks the configured zones and builds the table.
+func newLocality(mode Locality, zones []LocalityZone) (*locality, error) {
+	if mode < LocalityOff || mode > LocalityPrefer {
+		return nil, fmt.Errorf("locality mode %d: unknown", mode)
+	}
+	if len(zones) > maxLocalityZones {
+		return nil, fmt.Errorf("%d locality zones: at most %d", len(zones), maxLocalityZones)
+	}
+	l := &locality{mode: mode, index: map[string]int{}}
+	seen := map[netip.Prefix]string{}
+	for _, lz := range zones {
+		if err := lz.check(); err != nil {
+			return nil, fmt.Errorf("locality zone %s=%s: %w", lz.Prefix, lz.Zone, err)
+		}
+		p := netip.PrefixFrom(lz.Prefix.Addr().Unmap(), lz.Prefix.Bits())
+		if lz.Prefix.Addr().Is4In6() {
+			p = netip.PrefixFrom(lz.Prefix.Addr().Unmap(), max(lz.Prefix.Bits()-96, 0))
+		}
+		p = p.Masked()
+		if prev, ok := seen[p]; ok {
+			if prev != lz.Zone {
+				return nil, fmt.Errorf("locality zone %s=%s: %s is already mapped to %s", lz.Prefix, lz.Zone, p, prev)
+			}
+			continue
+		}
+		seen[p] = lz.Zone
+		z, ok := l.index[lz.Zone]
+		if !ok {
+			z = len(l.names)
+			l.index[lz.Zone] = z
+			l.names = append(l.names, lz.Zone)
+		}
+		l.table = append(l.table, zonePrefix{p: p, zone: z})
+	}
+	sort.SliceStable(l.table, func(i, j int) bool { return l.table[i].p.Bits() > l.table[j].p.Bits() })
+	return l, nil
+}
+
+// on reports whether answers depend on the asker's zone.
+func (l *locality) on() bool { return l.mode != LocalityOff && len(l.names) > 0 }
+
+// zoneOf returns the zone of an asker, -1 for none: the longest prefix
+// that holds its address wins. It allocates nothing.
+func (l *locality) zoneOf(a netip.Addr) int {
+	if !l.on() || !a.IsValid() {
+		return -1
+	}
+	a = a.Unmap().WithZone("")
+	for i := range l.table {
+		if l.table[i].p.Contains(a) {
+			return l.table[i].zone
+		}
+	}
+	return -1
+}
+
+// nearIndex is one service version's instances split by declared zone:
+// for zone z, views[z].near holds its passing instances and views[z].far
+// the rest of the service's answer; near is nil when the zone has no
+// passing instance (its askers get the whole answer).
+type nearIndex struct {
+	views []nearView
+}
+
+type nearView struct{ near, far *view }
+
+// buildNear splits svc's serving instances by zone: O(n·z) for n instances
+// and z declared zones. Instances handed out only by fail-open are near
+// nowhere.
+func (l *locality) buildNear(svc *service) *nearIndex {
+	nz := len(l.names)
+	ni := &nearIndex{views: make([]nearView, nz)}
+	zi := make([]int, len(svc.serving))
+	count := make([]int, nz)
+	for j, in := range svc.serving {
+		zi[j] = -1
+		if !in.Serving() {
+			continue
+		}
+		if z, ok := l.index[in.Meta[registry.MetaZone]]; ok {
+			zi[j] = z
+			count[z]++
+		}
+	}
+	for z := range nz {
+		if count[z] == 0 {
+			continue
+		}
+		near := make([]*registry.Instance, 0, count[z])
+		far := make([]*registry.Instance, 0, len(svc.serving)-count[z])
+		for j, in := range svc.serving {
+			if zi[j] == z {
+				near = append(near, in)
+			} else {
+				far = append(far, in)
+			}
+		}
+		vs := make([]view, 2)
+		vs[0] = view{name: svc.name, all: near, serving: near}
+		vs[1] = view{name: svc.name, all: far, serving: far}
+		ni.views[z] = nearView{near: &vs[0], far: &vs[1]}
+	}
+	return ni
+}
+
+// nearIdx returns the service's zone views: its own, or while the
+// builder makes them, its previous version's; nil when locality is off.
+func (svc *service) nearIdx() *nearIndex { return current(&svc.near, &svc.staleNear) }
+
+// localAnswer answers list i of the service (-1: none) for an asker in
+// zone (-1: none): the whole list, or its zone's instances first (order)
+// or alone (prefer) when the zone has a passing instance that the list
+// holds.
+func (s *Server) localAnswer(svc *service, zone, i int) found {
+	if i < 0 {
+		return found{}
+	}
+	all := s.list(&svc.view, i)
+	if zone < 0 {
+		return found{rs: all}
+	}
+	ni := svc.nearIdx()
+	if ni == nil || zone >= len(ni.views) || ni.views[zone].near == nil {
+		return found{rs: all}
+	}
+	nv := ni.views[zone]
+	near := s.list(nv.near, i)
+	if near.len() == 0 {
+		return found{rs: all}
+	}
+	if s.loc.mode == LocalityPrefer {
+		return found{rs: near}
+	}
+	return found{rs: near, far: s.list(nv.far, i)}
+}
+
+// buildNearAll builds svc's zone views, the lists of its large ones, and
+// drops the stale ones (the builder's part, see buildAll).
+func (s *Server) buildNearAll(svc *service) {
+	if s.loc.on() && svc.near.Load() == nil {
+		ni := s.loc.buildNear(svc)
+		for _, nv := range ni.views {
+			for _, v := range []*view{nv.near, nv.far} {
+				if v != nil && v.large() {
+					s.buildView(v)
+				}
+			}
+		}
+		svc.near.Store(ni)
+	}
+	svc.staleNear.Store(nil)
+}
