@@ -56,7 +56,7 @@ type LocalityZone struct {
 }
 
 // ParseLocalityZone reads CIDR=label ("10.0.1.0/24=us-east-1a"); the label
-// must be what an agent's --zone accepts (registry.CheckZone).
+// must be what an agent's --node-zone accepts (registry.CheckZone).
 func ParseLocalityZone(v string) (LocalityZone, error) {
 	cidr, label, ok := strings.Cut(v, "=")
 	if !ok {

@@ -437,7 +437,7 @@ func SortInstances(list []Instance) {
 
 // MetaZone is the metadata key that says which zone (an availability
 // zone, a rack: a locality label) an instance's node is in. Agents set it
-// from their --zone; the DNS server's locality answers read it.
+// from their --node-zone; the DNS server's locality answers read it.
 const MetaZone = "zone"
 
 // CheckZone reports whether label can be a zone: a lower-case DNS label
