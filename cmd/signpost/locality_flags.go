@@ -10,7 +10,7 @@ import (
 // localityFlags registers --locality and --locality-zone on fs and
 // returns what reads them into a DNS configuration.
 func localityFlags(fs *flag.FlagSet) func(*dnsserver.Config) error {
-	mode := fs.String("locality", "off", `answer a service's SRV, A and AAAA with the instances in the asker's zone (instance metadata "zone", set by the agent's --node-zone) first ("order") or alone while one of them passes ("prefer"); "off": every asker alike`)
+	mode := fs.String("locality", "off", `answer a service's SRV, A and AAAA with the instances near the asker first ("order") or alone while one of them passes ("prefer"): those on its own host (the instance address is the asker's source address), then those in its zone (--locality-zone; instance metadata "zone", set by the agent's --node-zone); "off": every asker alike`)
 	var zones []dnsserver.LocalityZone
 	fs.Func("locality-zone", "with --locality: askers whose source address is in CIDR are in zone label, CIDR=label, e.g. 10.0.1.0/24=us-east-1a (repeatable, or comma-separated; the longest prefix wins)", func(v string) error {
 		for _, one := range strings.Split(v, ",") {
@@ -29,9 +29,6 @@ func localityFlags(fs *flag.FlagSet) func(*dnsserver.Config) error {
 		m, err := dnsserver.ParseLocality(*mode)
 		if err != nil {
 			return usagef("--locality: %v", err)
-		}
-		if m != dnsserver.LocalityOff && len(zones) == 0 {
-			return usagef("--locality %s: no zones; map askers to zones with --locality-zone CIDR=label", m)
 		}
 		cfg.Locality, cfg.LocalityZones = m, zones
 		return nil

@@ -38,8 +38,9 @@ type query struct {
 	do      bool
 	udpSize int
 	badVers bool
-	tsig    bool // signed: a TSIG record among the additional ones
-	zone    int  // the asker's locality zone, -1 for none
+	tsig    bool       // signed: a TSIG record among the additional ones
+	zone    int        // the asker's locality zone, -1 for none
+	from    netip.Addr // the asker, with locality on; zero otherwise
 }
 
 // parse reads the header, question and EDNS0 OPT of req. It returns the
@@ -174,6 +175,9 @@ func (s *Server) respondAs(req, out []byte, tcp, stepAside bool) []byte {
 func (s *Server) respondOrHandOff(req, out []byte, tcp, stepAside, handOff bool, from netip.Addr) (_ []byte, handed bool) {
 	var q query
 	q.zone = s.loc.zoneOf(from)
+	if s.loc.on() {
+		q.from = from.Unmap().WithZone("")
+	}
 	rcode, drop := parse(req, &q)
 	if drop {
 		s.metrics.dropped.Inc()
@@ -230,7 +234,7 @@ func (s *Server) respondOrHandOff(req, out []byte, tcp, stepAside, handOff bool,
 	}
 	s.metrics.count(q.qtype, rcodeNoError)
 	if f.rs != nil {
-		return s.answerSet(req, out, &q, f.rs, f.far, limit, tcp), false
+		return s.answerSet(req, out, &q, &f, limit, tcp), false
 	}
 	return s.answer(req, out, &q, f.p, limit), false
 }

@@ -140,8 +140,8 @@ func newLocality(mode Locality, zones []LocalityZone) (*locality, error) {
 	return l, nil
 }
 
-// on reports whether answers depend on the asker's zone.
-func (l *locality) on() bool { return l.mode != LocalityOff && len(l.names) > 0 }
+// on reports whether answers depend on the asker.
+func (l *locality) on() bool { return l.mode != LocalityOff }
 
 // zoneOf returns the zone of an asker, -1 for none: the longest prefix
 // that holds its address wins. It allocates nothing.
@@ -158,24 +158,27 @@ func (l *locality) zoneOf(a netip.Addr) int {
 	return -1
 }
 
-// nearIndex is one service version's instances split by declared zone:
-// for zone z, views[z].near holds its passing instances and views[z].far
-// the rest of the service's answer; near is nil when the zone has no
-// passing instance (its askers get the whole answer).
+// nearIndex is one service version's instances split by where they are:
+// for declared zone z, views[z].near holds its passing instances and
+// views[z].far the rest of the service's answer (near is nil when the
+// zone has no passing instance: its askers get the whole answer); hosts
+// holds the passing instances at each address.
 type nearIndex struct {
 	views []nearView
+	hosts map[netip.Addr]*view
 }
 
 type nearView struct{ near, far *view }
 
-// buildNear splits svc's serving instances by zone: O(n·z) for n instances
-// and z declared zones. Instances handed out only by fail-open are near
-// nowhere.
+// buildNear splits svc's serving instances by zone and by address: O(n·z)
+// for n instances and z declared zones. Instances handed out only by
+// fail-open are near nowhere.
 func (l *locality) buildNear(svc *service) *nearIndex {
 	nz := len(l.names)
 	ni := &nearIndex{views: make([]nearView, nz)}
 	zi := make([]int, len(svc.serving))
 	count := make([]int, nz)
+	var chunk []view
 	for j, in := range svc.serving {
 		zi[j] = -1
 		if !in.Serving() {
@@ -185,6 +188,21 @@ func (l *locality) buildNear(svc *service) *nearIndex {
 			zi[j] = z
 			count[z]++
 		}
+		if ni.hosts == nil {
+			ni.hosts = map[netip.Addr]*view{}
+		}
+		a := in.Address.Unmap().WithZone("")
+		v := ni.hosts[a]
+		if v == nil {
+			if len(chunk) == 0 {
+				chunk = make([]view, min(viewChunk, len(svc.serving)-j))
+			}
+			v, chunk = &chunk[0], chunk[1:]
+			v.name = svc.name
+			ni.hosts[a] = v
+		}
+		v.all = append(v.all, in)
+		v.serving = v.all
 	}
 	for z := range nz {
 		if count[z] == 0 {
@@ -211,35 +229,56 @@ func (l *locality) buildNear(svc *service) *nearIndex {
 // builder makes them, its previous version's; nil when locality is off.
 func (svc *service) nearIdx() *nearIndex { return current(&svc.near, &svc.staleNear) }
 
-// localAnswer answers list i of the service (-1: none) for an asker in
-// zone (-1: none): the whole list, or its zone's instances first (order)
-// or alone (prefer) when the zone has a passing instance that the list
-// holds.
-func (s *Server) localAnswer(svc *service, zone, i int) found {
+// localAnswer answers list i of the service (-1: none) for the asker of
+// q: the whole list; or, with locality on, first the instances on the
+// asker's own host (an instance address that is the asker's), then those
+// of its zone, then (LocalityOrder) the rest; each part in its own
+// weighted rotation, and the asker's host's left out of the later ones.
+// An asker with no passing instance on its host nor in its zone gets the
+// whole list.
+func (s *Server) localAnswer(svc *service, q *query, i int) found {
 	if i < 0 {
 		return found{}
 	}
 	all := s.list(&svc.view, i)
-	if zone < 0 {
+	if !s.loc.on() {
 		return found{rs: all}
 	}
 	ni := svc.nearIdx()
-	if ni == nil || zone >= len(ni.views) || ni.views[zone].near == nil {
+	if ni == nil {
 		return found{rs: all}
 	}
-	nv := ni.views[zone]
-	near := s.list(nv.near, i)
-	if near.len() == 0 {
-		return found{rs: all}
+	var host, near, far *rrset
+	if v := ni.hosts[q.from]; v != nil && q.from.IsValid() {
+		if host = s.list(v, i); host.len() == 0 {
+			host = nil
+		}
 	}
-	if s.loc.mode == LocalityPrefer {
+	if q.zone >= 0 && q.zone < len(ni.views) && ni.views[q.zone].near != nil {
+		nv := ni.views[q.zone]
+		if near = s.list(nv.near, i); near.len() == 0 {
+			near = nil
+		} else {
+			far = s.list(nv.far, i)
+		}
+	}
+	switch {
+	case host == nil && near == nil:
+		return found{rs: all}
+	case host == nil && s.loc.mode == LocalityPrefer:
 		return found{rs: near}
+	case host == nil:
+		return found{rs: near, more: [2]*rrset{far}}
+	case s.loc.mode == LocalityPrefer:
+		return found{rs: host, more: [2]*rrset{near}, skip: q.from}
+	case near == nil:
+		return found{rs: host, more: [2]*rrset{all}, skip: q.from}
 	}
-	return found{rs: near, far: s.list(nv.far, i)}
+	return found{rs: host, more: [2]*rrset{near, far}, skip: q.from}
 }
 
-// buildNearAll builds svc's zone views, the lists of its large ones, and
-// drops the stale ones (the builder's part, see buildAll).
+// buildNearAll builds svc's zone and host views, the lists of the large
+// ones, and drops the stale ones (the builder's part, see buildAll).
 func (s *Server) buildNearAll(svc *service) {
 	if s.loc.on() && svc.near.Load() == nil {
 		ni := s.loc.buildNear(svc)
@@ -248,6 +287,11 @@ func (s *Server) buildNearAll(svc *service) {
 				if v != nil && v.large() {
 					s.buildView(v)
 				}
+			}
+		}
+		for _, v := range ni.hosts {
+			if v.large() {
+				s.buildView(v)
 			}
 		}
 		svc.near.Store(ni)

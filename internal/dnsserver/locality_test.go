@@ -128,6 +128,8 @@ func (z *localityZone) ask(t *testing.T, netw, src, name string, qtype uint16) [
 			t.Fatalf("unexpected %v", rr)
 		}
 		switch {
+		case strings.HasPrefix(where, "host-"), where == "127.0.0.2":
+			zones = append(zones, "host")
 		case strings.HasPrefix(where, "zone-a-"), strings.HasPrefix(where, "10.0.1."):
 			zones = append(zones, "zone-a")
 		case strings.HasPrefix(where, "zone-b-"), strings.HasPrefix(where, "10.0.2."):
@@ -136,8 +138,15 @@ func (z *localityZone) ask(t *testing.T, netw, src, name string, qtype uint16) [
 			zones = append(zones, "")
 		}
 	}
-	if len(r.Extra) > 0 && qtype == dns.TypeSRV && len(r.Extra) != len(r.Answer)+1 { // + OPT
+	if qtype == dns.TypeSRV && len(r.Extra) != len(r.Answer)+1 { // + OPT
 		t.Fatalf("%s: %d answers, %d additional", name, len(r.Answer), len(r.Extra))
+	}
+	seen := map[string]bool{}
+	for _, rr := range append(r.Answer, r.Extra...) {
+		if seen[rr.String()] {
+			t.Fatalf("%s from %s: %v twice", name, src, rr)
+		}
+		seen[rr.String()] = true
 	}
 	return zones
 }
@@ -349,14 +358,123 @@ func TestParseLocalityZone(t *testing.T) {
 func TestLocalityAllocs(t *testing.T) {
 	for _, mode := range []Locality{LocalityOrder, LocalityPrefer} {
 		z := newLocalityZone(t, mode, 4)
+		z.addHost(t, "zone-a")
 		out := make([]byte, 65536+optLen)
 		from := netip.MustParseAddr("127.0.0.2")
 		for _, q := range localityNames {
-			req := packQuery(t, q.name, q.qtype, 1232, nil)
-			z.s.respondFrom(req, out, false, from) // pack once
-			if n := testing.AllocsPerRun(100, func() { z.s.respondFrom(req, out, false, from) }); n != 0 {
-				t.Errorf("%v %s: %v allocations", mode, q.name, n)
+			for _, from := range []netip.Addr{from, netip.MustParseAddr("127.0.0.3"), netip.MustParseAddr("::ffff:127.0.0.2")} {
+				req := packQuery(t, q.name, q.qtype, 1232, nil)
+				z.s.respondFrom(req, out, false, from) // pack once
+				if n := testing.AllocsPerRun(100, func() { z.s.respondFrom(req, out, false, from) }); n != 0 {
+					t.Errorf("%v %s from %s: %v allocations", mode, q.name, from, n)
+				}
 			}
+		}
+	}
+}
+
+// addHost registers two instances of calc at 127.0.0.2, the address of
+// the askers of zone a: containers on their own host.
+func (z *localityZone) addHost(t *testing.T, zone string) {
+	t.Helper()
+	var evs []registry.Event
+	for i := 0; i < 2; i++ {
+		z.rev++
+		in := registry.Instance{
+			ID: fmt.Sprintf("host-%d", i), Service: "calc", Protocol: "tcp",
+			Address: netip.MustParseAddr("127.0.0.2"), Port: uint16(9000 + i),
+			Weight: 1, Health: registry.Health{Status: registry.HealthPassing},
+		}
+		if zone != "" {
+			in.Meta = map[string]string{registry.MetaZone: zone}
+		}
+		evs = append(evs, registry.Event{Type: registry.EventPut, Rev: z.rev, Instance: in})
+	}
+	z.ix.Apply(evs)
+}
+
+// parts checks that got is made of runs of the given zones, in order,
+// of the given lengths.
+func parts(t *testing.T, what string, got []string, want ...any) {
+	t.Helper()
+	i := 0
+	for k := 0; k < len(want); k += 2 {
+		zone, n := want[k].(string), want[k+1].(int)
+		for j := 0; j < n; j++ {
+			if i >= len(got) || zone != "*" && got[i] != zone || zone == "*" && got[i] == "host" {
+				t.Fatalf("%s: %v, want %v", what, got, want)
+			}
+			i++
+		}
+	}
+	if i != len(got) {
+		t.Fatalf("%s: %v, want %v", what, got, want)
+	}
+}
+
+func TestLocalityHost(t *testing.T) {
+	const srv, a = "calc.servicediscovery.internal.", "calc.servicediscovery.internal."
+	for _, netw := range []string{"udp", "tcp"} {
+		z := newLocalityZone(t, LocalityOrder, 3)
+		z.addHost(t, "zone-a")
+		for i := 0; i < 4; i++ {
+			parts(t, "order SRV", z.ask(t, netw, "127.0.0.2", srv, dns.TypeSRV), "host", 2, "zone-a", 3, "*", 4)
+			parts(t, "order _tcp SRV", z.ask(t, netw, "127.0.0.2", "_calc._tcp.servicediscovery.internal.", dns.TypeSRV), "host", 2, "zone-a", 3, "*", 4)
+			parts(t, "order A", z.ask(t, netw, "127.0.0.2", a, dns.TypeA), "host", 1, "zone-a", 3, "*", 4)
+			// Another zone's asker: its zone first, the host's among the
+			// rest.
+			got := z.ask(t, netw, "127.0.0.3", srv, dns.TypeSRV)
+			parts(t, "order SRV from zone b", got[:3], "zone-b", 3)
+			if n, _ := count(got, "host"); n != 2 || len(got) != 9 {
+				t.Fatalf("from zone b: %v", got)
+			}
+		}
+		// The host's instances failing: the zone's first again.
+		z.rev++
+		for _, id := range []string{"host-0", "host-1"} {
+			list, _ := z.ix.Instances("calc")
+			for _, in := range list {
+				if in.ID == id {
+					z.rev++
+					in.Health.Status = registry.HealthCritical
+					z.ix.Apply([]registry.Event{{Type: registry.EventPut, Rev: z.rev, Instance: in}})
+				}
+			}
+		}
+		parts(t, "host failing", z.ask(t, netw, "127.0.0.2", srv, dns.TypeSRV), "zone-a", 3, "*", 4)
+
+		p := newLocalityZone(t, LocalityPrefer, 3)
+		p.addHost(t, "")
+		parts(t, "prefer SRV", p.ask(t, netw, "127.0.0.2", srv, dns.TypeSRV), "host", 2, "zone-a", 3)
+		parts(t, "prefer A", p.ask(t, netw, "127.0.0.2", a, dns.TypeA), "host", 1, "zone-a", 3)
+		p.setHealth(t, "zone-a", registry.HealthCritical)
+		parts(t, "prefer SRV, zone failing", p.ask(t, netw, "127.0.0.2", srv, dns.TypeSRV), "host", 2)
+	}
+}
+
+// TestLocalityHostOnly: with no zones declared, the same-host tier alone.
+func TestLocalityHostOnly(t *testing.T) {
+	ix := registry.NewIndex(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := New(Config{Locality: LocalityOrder, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, ix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := &localityZone{ix: ix, s: s}
+	z.addHost(t, "")
+	z.rev++
+	ix.Apply([]registry.Event{{Type: registry.EventPut, Rev: z.rev, Instance: registry.Instance{
+		ID: "elsewhere", Service: "calc", Protocol: "tcp", Address: netip.MustParseAddr("10.0.9.1"), Port: 8000,
+		Weight: 50, Health: registry.Health{Status: registry.HealthPassing},
+	}}})
+	out := make([]byte, 65536+optLen)
+	req := packQuery(t, "calc.servicediscovery.internal.", dns.TypeSRV, 0, nil)
+	for i := 0; i < 10; i++ {
+		m := new(dns.Msg)
+		if err := m.Unpack(s.respondFrom(req, out, false, netip.MustParseAddr("127.0.0.2"))); err != nil {
+			t.Fatal(err)
+		}
+		if len(m.Answer) != 3 || !strings.HasPrefix(m.Answer[0].(*dns.SRV).Target, "host-") || !strings.HasPrefix(m.Answer[1].(*dns.SRV).Target, "host-") {
+			t.Fatalf("%v", m.Answer)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package dnsserver
 
 import (
 	"encoding/binary"
+	"net/netip"
 
 	"github.com/miekg/dns"
 )
@@ -11,9 +12,11 @@ import (
 type found struct {
 	p  *prepared
 	rs *rrset
-	// far, when not nil, follows rs in the answer: the rest of a service
-	// after the asker's zone (LocalityOrder).
-	far *rrset
+	// more, when not nil, follow rs in the answer, without the records at
+	// skip (when valid): the asker's zone and the rest of the service
+	// after the asker's own host's instances (locality.go).
+	more [2]*rrset
+	skip netip.Addr
 }
 
 func (f found) empty() bool {
@@ -39,7 +42,7 @@ func (s *Server) lookup(q *query, rel int) (f found, exists bool) {
 		if svc == nil {
 			return found{}, false
 		}
-		return s.localAnswer(svc, q.zone, serviceList(q.qtype)), true
+		return s.localAnswer(svc, q, serviceList(q.qtype)), true
 	case 2:
 		l0, l1 := q.label(0), q.label(1)
 		if len(l0) > 1 && l0[0] == '_' {
@@ -57,7 +60,7 @@ func (s *Server) lookup(q *query, rel int) (f found, exists bool) {
 				return found{}, false
 			}
 			if q.qtype == dns.TypeSRV || q.qtype == dns.TypeANY {
-				return s.localAnswer(svc, q.zone, listProtoSRV+p), true
+				return s.localAnswer(svc, q, listProtoSRV+p), true
 			}
 			return found{rs: s.protoAnswer(&svc.view, p, q.qtype)}, true
 		}

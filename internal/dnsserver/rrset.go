@@ -29,6 +29,13 @@ type rrset struct {
 	// starts are where queries begin, in turn; nil: every record in turn.
 	starts []uint32
 	next   atomic.Uint32
+	// With locality on, a service's SRV, A and AAAA lists say which
+	// address each record (addrs) and each glue record (glue[glueOff[i]:
+	// glueOff[i+1]] at glueAddrs[i]) is of, so that an answer that sends
+	// the asker's own host's instances first leaves them out after.
+	addrs     []netip.Addr
+	glueOff   []uint32
+	glueAddrs []netip.Addr
 }
 
 func (rs *rrset) len() int { return len(rs.off) - 1 }
@@ -195,33 +202,40 @@ func allEqual(ws []uint16) bool {
 	return true
 }
 
-// answerSet writes the question and as many whole records of rs as fit in
-// limit, in the next order, then, when all of those fit and far is not
-// nil, as many of far's, in its own next order. Over UDP an answer that
+// answerSet writes the question and as many whole records of f.rs as fit
+// in limit, in the next order, then, while all of those fit, those of
+// f.more, each in its own next order and without the records at f.skip
+// (the asker's own host's, which f.rs holds). Over UDP an answer that
 // lost records has TC set (RFC 2181 s9: the client may use what it got,
 // or ask over TCP); the glue comes only with a complete answer, and only
 // when it all fits.
-func (s *Server) answerSet(req, out []byte, q *query, rs, far *rrset, limit int, tcp bool) []byte {
+func (s *Server) answerSet(req, out []byte, q *query, f *found, limit int, tcp bool) []byte {
 	room := limit
 	if q.edns {
 		room -= optLen
 	}
 	n := copy(out, req[:q.qEnd])
 	setFlags(out, req, true, rcodeNoError)
-	n, an, whole := putRotated(out, n, room, rs)
-	glue, nglue := len(rs.glue), rs.nglue
-	if whole && far != nil && far.len() > 0 {
+	n, an, whole := putRotated(out, n, room, f.rs, netip.Addr{})
+	glue, nglue := len(f.rs.glue), f.rs.nglue
+	for _, rs := range f.more {
+		if !whole || rs == nil || rs.len() == 0 {
+			continue
+		}
 		var more int
-		n, more, whole = putRotated(out, n, room, far)
+		n, more, whole = putRotated(out, n, room, rs, f.skip)
 		an += more
-		glue += len(far.glue)
-		nglue += far.nglue
+		g, ng := rs.glueSize(f.skip)
+		glue += g
+		nglue += ng
 	}
 	ar := 0
 	if whole && nglue > 0 && n+glue <= room {
-		n += copy(out[n:], rs.glue)
-		if far != nil {
-			n += copy(out[n:], far.glue)
+		n += copy(out[n:], f.rs.glue)
+		for _, rs := range f.more {
+			if rs != nil {
+				n = rs.putGlue(out, n, f.skip)
+			}
 		}
 		ar = nglue
 	}
@@ -236,9 +250,10 @@ func (s *Server) answerSet(req, out []byte, q *query, rs, far *rrset, limit int,
 }
 
 // putRotated writes at out[n:] as many whole records of rs as fit before
-// room, in the next order, and returns the new length, how many it wrote
-// and whether that was all of them.
-func putRotated(out []byte, n, room int, rs *rrset) (int, int, bool) {
+// room, in the next order, leaving out those at skip (when valid), and
+// returns the new length, how many it wrote and whether that was all of
+// them.
+func putRotated(out []byte, n, room int, rs *rrset, skip netip.Addr) (int, int, bool) {
 	total := rs.len()
 	if total <= 0 {
 		return n, 0, true
@@ -250,24 +265,66 @@ func putRotated(out []byte, n, room int, rs *rrset) (int, int, bool) {
 	} else {
 		start = int(c % uint32(total))
 	}
-	an := 0
-	if n+len(rs.recs) <= room {
+	skipping := skip.IsValid() && len(rs.addrs) == total
+	i := 0
+	if !skipping && n+len(rs.recs) <= room {
 		// The whole rotation fits: two copies.
 		cut := rs.off[start]
 		n += copy(out[n:], rs.recs[cut:])
 		n += copy(out[n:], rs.recs[:cut])
-		an = total
+		i = total
 	}
-	for ; an < total; an++ {
-		k := start + an
+	an := i
+	for ; i < total; i++ {
+		k := start + i
 		if k >= total {
 			k -= total
 		}
+		if skipping && rs.addrs[k] == skip {
+			continue
+		}
 		rec := rs.recs[rs.off[k]:rs.off[k+1]]
 		if n+len(rec) > room {
-			break
+			return n, an, false
 		}
 		n += copy(out[n:], rec)
+		an++
 	}
-	return n, an, an == total
+	return n, an, true
+}
+
+// skipsGlue reports whether rs's glue is to be sent without the records
+// at skip.
+func (rs *rrset) skipsGlue(skip netip.Addr) bool {
+	return skip.IsValid() && len(rs.glueAddrs) == rs.nglue && len(rs.glueOff) == rs.nglue+1
+}
+
+// glueSize returns the bytes and the count of rs's glue without the
+// records at skip.
+func (rs *rrset) glueSize(skip netip.Addr) (int, int) {
+	if !rs.skipsGlue(skip) {
+		return len(rs.glue), rs.nglue
+	}
+	size, n := 0, 0
+	for i, a := range rs.glueAddrs {
+		if a != skip {
+			size += int(rs.glueOff[i+1] - rs.glueOff[i])
+			n++
+		}
+	}
+	return size, n
+}
+
+// putGlue writes rs's glue at out[n:], without the records at skip, and
+// returns the new length. The caller has checked that it fits.
+func (rs *rrset) putGlue(out []byte, n int, skip netip.Addr) int {
+	if !rs.skipsGlue(skip) {
+		return n + copy(out[n:], rs.glue)
+	}
+	for i, a := range rs.glueAddrs {
+		if a != skip {
+			n += copy(out[n:], rs.glue[rs.glueOff[i]:rs.glueOff[i+1]])
+		}
+	}
+	return n
 }

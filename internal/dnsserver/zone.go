@@ -306,7 +306,7 @@ func (s *Server) srvSet(svc *view, qname string, list []*registry.Instance, same
 	}
 	var rs *rrset
 	if same != nil && same != emptySet {
-		rs = &rrset{recs: same.recs, off: same.off, starts: same.starts}
+		rs = &rrset{recs: same.recs, off: same.off, starts: same.starts, addrs: same.addrs}
 	} else {
 		perm, starts := svc.order(list)
 		b := newRRBuilder(s, qname, len(list), len(list)*(24+len(svc.name)+len(s.zoneWire)))
@@ -315,8 +315,23 @@ func (s *Server) srvSet(svc *view, qname string, list []*registry.Instance, same
 			b.srv(in.Priority, in.Weight, in.Port, in.ID, svc.name)
 		}
 		rs = b.done(starts)
+		if s.loc.on() {
+			rs.addrs = make([]netip.Addr, len(list))
+			for i := range list {
+				rs.addrs[i] = list[pick(perm, i)].Address
+			}
+		}
 	}
 	rs.glue, rs.nglue = g.buf, len(list)
+	if s.loc.on() {
+		// Where each target's glue is and its address, to leave out
+		// the asker's own host's, already sent (see answerSet).
+		rs.glueOff = g.off
+		rs.glueAddrs = make([]netip.Addr, len(list))
+		for i, in := range list {
+			rs.glueAddrs[i] = in.Address
+		}
+	}
 	return rs
 }
 
@@ -346,7 +361,14 @@ func (s *Server) addrSet(qname string, v4 bool, list []*registry.Instance) *rrse
 	for i := range addrs {
 		b.addr(addrs[pick(perm, i)])
 	}
-	return b.done(starts)
+	rs := b.done(starts)
+	if s.loc.on() {
+		rs.addrs = make([]netip.Addr, len(addrs))
+		for i := range addrs {
+			rs.addrs[i] = addrs[pick(perm, i)]
+		}
+	}
+	return rs
 }
 
 func filterProto(list []*registry.Instance, p int) []*registry.Instance {
