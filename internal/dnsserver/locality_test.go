@@ -29,6 +29,11 @@ type localityZone struct {
 // 127.0.0.3 in b, 127.0.0.4 in no zone.
 func newLocalityZone(t *testing.T, mode Locality, n int) *localityZone {
 	t.Helper()
+	return newLocalityZoneTB(t, mode, n)
+}
+
+func newLocalityZoneTB(t testing.TB, mode Locality, n int) *localityZone {
+	t.Helper()
 	ix := registry.NewIndex(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	s, err := New(Config{
 		FailOpen: true,
@@ -375,7 +380,7 @@ func TestLocalityAllocs(t *testing.T) {
 
 // addHost registers two instances of calc at 127.0.0.2, the address of
 // the askers of zone a: containers on their own host.
-func (z *localityZone) addHost(t *testing.T, zone string) {
+func (z *localityZone) addHost(t testing.TB, zone string) {
 	t.Helper()
 	var evs []registry.Event
 	for i := 0; i < 2; i++ {
@@ -475,6 +480,28 @@ func TestLocalityHostOnly(t *testing.T) {
 		}
 		if len(m.Answer) != 3 || !strings.HasPrefix(m.Answer[0].(*dns.SRV).Target, "host-") || !strings.HasPrefix(m.Answer[1].(*dns.SRV).Target, "host-") {
 			t.Fatalf("%v", m.Answer)
+		}
+	}
+}
+
+func BenchmarkRespondLocality(b *testing.B) {
+	for _, mode := range []Locality{LocalityOrder, LocalityPrefer} {
+		z := newLocalityZoneTB(b, mode, 32)
+		z.addHost(b, "zone-a")
+		for _, c := range []struct{ name, from string }{{"zone", "127.0.0.3"}, {"host", "127.0.0.2"}, {"none", "192.0.2.1"}} {
+			from := netip.MustParseAddr(c.from)
+			req := packQuery(b, "calc.servicediscovery.internal.", dns.TypeSRV, 1232, nil)
+			b.Run(mode.String()+"/"+c.name, func(b *testing.B) {
+				out := make([]byte, 65536+optLen)
+				z.s.respondFrom(req, out, false, from) // pack once
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if z.s.respondFrom(req, out, false, from) == nil {
+						b.Fatal("no answer")
+					}
+				}
+			})
 		}
 	}
 }
