@@ -38,9 +38,7 @@ type query struct {
 	do      bool
 	udpSize int
 	badVers bool
-	tsig    bool       // signed: a TSIG record among the additional ones
-	zone    int        // the asker's locality zone, -1 for none
-	from    netip.Addr // the asker, with locality on; zero otherwise
+	tsig    bool // signed: a TSIG record among the additional ones
 }
 
 // parse reads the header, question and EDNS0 OPT of req. It returns the
@@ -174,9 +172,9 @@ func (s *Server) respondAs(req, out []byte, tcp, stepAside bool) []byte {
 // services' answers (Config.Locality).
 func (s *Server) respondOrHandOff(req, out []byte, tcp, stepAside, handOff bool, from netip.Addr) (_ []byte, handed bool) {
 	var q query
-	q.zone = s.loc.zoneOf(from)
+	var lr localResult
 	if s.loc.on() {
-		q.from = from.Unmap().WithZone("")
+		lr.asker(s.loc, from)
 	}
 	rcode, drop := parse(req, &q)
 	if drop {
@@ -223,7 +221,7 @@ func (s *Server) respondOrHandOff(req, out []byte, tcp, stepAside, handOff bool,
 	for rel < q.nlabels && int(q.labels[rel]) < start {
 		rel++
 	}
-	f, exists := s.lookup(&q, rel)
+	f, exists := s.lookup(&q, rel, &lr)
 	if f.empty() {
 		rcode = rcodeNoError
 		if !exists {
@@ -234,7 +232,7 @@ func (s *Server) respondOrHandOff(req, out []byte, tcp, stepAside, handOff bool,
 	}
 	s.metrics.count(q.qtype, rcodeNoError)
 	if f.rs != nil {
-		return s.answerSet(req, out, &q, &f, limit, tcp), false
+		return s.answerSet(req, out, &q, f.rs, &lr, limit, tcp), false
 	}
 	return s.answer(req, out, &q, f.p, limit), false
 }

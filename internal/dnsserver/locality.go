@@ -165,7 +165,7 @@ func (l *locality) zoneOf(a netip.Addr) int {
 // holds the passing instances at each address.
 type nearIndex struct {
 	views []nearView
-	hosts map[netip.Addr]*view
+	hosts map[addrKey]*view
 }
 
 type nearView struct{ near, far *view }
@@ -189,9 +189,9 @@ func (l *locality) buildNear(svc *service) *nearIndex {
 			count[z]++
 		}
 		if ni.hosts == nil {
-			ni.hosts = map[netip.Addr]*view{}
+			ni.hosts = map[addrKey]*view{}
 		}
-		a := in.Address.Unmap().WithZone("")
+		a := keyOf(in.Address)
 		v := ni.hosts[a]
 		if v == nil {
 			if len(chunk) == 0 {
@@ -229,52 +229,84 @@ func (l *locality) buildNear(svc *service) *nearIndex {
 // builder makes them, its previous version's; nil when locality is off.
 func (svc *service) nearIdx() *nearIndex { return current(&svc.near, &svc.staleNear) }
 
+// addrKey is an address as the packet path compares it: the 16 bytes of
+// its unmapped form, without an IPv6 scope (no pointer: the answer's
+// locals stay plain data).
+type addrKey [16]byte
+
+func keyOf(a netip.Addr) addrKey { return a.Unmap().WithZone("").As16() }
+
+// localResult is an asker's locality, and the parts a service's answer
+// adds after its first (localAnswer).
+type localResult struct {
+	zone   int     // the asker's zone, -1 for none
+	from   addrKey // the asker's address, when fromOK
+	fromOK bool
+	// more follow the first part of the answer; skip leaves the records
+	// at from out of them.
+	more [2]*rrset
+	skip bool
+}
+
+// asker sets the asker's zone and address.
+func (lr *localResult) asker(l *locality, from netip.Addr) {
+	lr.zone = l.zoneOf(from)
+	if from.IsValid() {
+		lr.from, lr.fromOK = keyOf(from), true
+	}
+}
+
 // localAnswer answers list i of the service (-1: none) for the asker of
-// q: the whole list; or, with locality on, first the instances on the
-// asker's own host (an instance address that is the asker's), then those
-// of its zone, then (LocalityOrder) the rest; each part in its own
-// weighted rotation, and the asker's host's left out of the later ones.
-// An asker with no passing instance on its host nor in its zone gets the
-// whole list.
-func (s *Server) localAnswer(svc *service, q *query, i int) found {
+// lr, adding the parts after the first to lr: the whole list; or, with
+// locality on, first the instances on the asker's own host (an instance
+// address that is the asker's), then those of its zone, then
+// (LocalityOrder) the rest; each part in its own weighted rotation, and
+// the asker's host's left out of the later ones. An asker with no
+// passing instance on its host nor in its zone gets the whole list.
+func (s *Server) localAnswer(svc *service, lr *localResult, i int) *rrset {
 	if i < 0 {
-		return found{}
+		return nil
 	}
 	all := s.list(&svc.view, i)
 	if !s.loc.on() {
-		return found{rs: all}
+		return all
 	}
 	ni := svc.nearIdx()
 	if ni == nil {
-		return found{rs: all}
+		return all
 	}
 	var host, near, far *rrset
-	if v := ni.hosts[q.from]; v != nil && q.from.IsValid() {
+	if v := ni.hosts[lr.from]; v != nil && lr.fromOK {
 		if host = s.list(v, i); host.len() == 0 {
 			host = nil
 		}
 	}
-	if q.zone >= 0 && q.zone < len(ni.views) && ni.views[q.zone].near != nil {
-		nv := ni.views[q.zone]
+	if lr.zone >= 0 && lr.zone < len(ni.views) && ni.views[lr.zone].near != nil {
+		nv := ni.views[lr.zone]
 		if near = s.list(nv.near, i); near.len() == 0 {
 			near = nil
 		} else {
 			far = s.list(nv.far, i)
 		}
 	}
+	prefer := s.loc.mode == LocalityPrefer
 	switch {
 	case host == nil && near == nil:
-		return found{rs: all}
-	case host == nil && s.loc.mode == LocalityPrefer:
-		return found{rs: near}
+		return all
 	case host == nil:
-		return found{rs: near, more: [2]*rrset{far}}
-	case s.loc.mode == LocalityPrefer:
-		return found{rs: host, more: [2]*rrset{near}, skip: q.from}
+		if !prefer {
+			lr.more[0] = far
+		}
+		return near
+	case prefer:
+		lr.more[0] = near
 	case near == nil:
-		return found{rs: host, more: [2]*rrset{all}, skip: q.from}
+		lr.more[0] = all
+	default:
+		lr.more[0], lr.more[1] = near, far
 	}
-	return found{rs: host, more: [2]*rrset{near, far}, skip: q.from}
+	lr.skip = true
+	return host
 }
 
 // buildNearAll builds svc's zone and host views, the lists of the large

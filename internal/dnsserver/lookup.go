@@ -2,7 +2,6 @@ package dnsserver
 
 import (
 	"encoding/binary"
-	"net/netip"
 
 	"github.com/miekg/dns"
 )
@@ -12,11 +11,6 @@ import (
 type found struct {
 	p  *prepared
 	rs *rrset
-	// more, when not nil, follow rs in the answer, without the records at
-	// skip (when valid): the asker's zone and the rest of the service
-	// after the asker's own host's instances (locality.go).
-	more [2]*rrset
-	skip netip.Addr
 }
 
 func (f found) empty() bool {
@@ -26,7 +20,9 @@ func (f found) empty() bool {
 // lookup finds the answer to the question, packing single answers on
 // first use. rel is how many labels come before the zone. exists is false
 // when the name is not in the zone at all (NXDOMAIN).
-func (s *Server) lookup(q *query, rel int) (f found, exists bool) {
+// lr is the asker's locality, which an answer at a service's names may
+// add parts to (see localAnswer).
+func (s *Server) lookup(q *query, rel int, lr *localResult) (f found, exists bool) {
 	switch rel {
 	case 0:
 		return found{p: s.apex(q.qtype)}, true
@@ -42,7 +38,7 @@ func (s *Server) lookup(q *query, rel int) (f found, exists bool) {
 		if svc == nil {
 			return found{}, false
 		}
-		return s.localAnswer(svc, q, serviceList(q.qtype)), true
+		return found{rs: s.localAnswer(svc, lr, serviceList(q.qtype))}, true
 	case 2:
 		l0, l1 := q.label(0), q.label(1)
 		if len(l0) > 1 && l0[0] == '_' {
@@ -60,7 +56,7 @@ func (s *Server) lookup(q *query, rel int) (f found, exists bool) {
 				return found{}, false
 			}
 			if q.qtype == dns.TypeSRV || q.qtype == dns.TypeANY {
-				return s.localAnswer(svc, q, listProtoSRV+p), true
+				return found{rs: s.localAnswer(svc, lr, listProtoSRV+p)}, true
 			}
 			return found{rs: s.protoAnswer(&svc.view, p, q.qtype)}, true
 		}

@@ -33,9 +33,9 @@ type rrset struct {
 	// address each record (addrs) and each glue record (glue[glueOff[i]:
 	// glueOff[i+1]] at glueAddrs[i]) is of, so that an answer that sends
 	// the asker's own host's instances first leaves them out after.
-	addrs     []netip.Addr
+	addrs     []addrKey
 	glueOff   []uint32
-	glueAddrs []netip.Addr
+	glueAddrs []addrKey
 }
 
 func (rs *rrset) len() int { return len(rs.off) - 1 }
@@ -202,39 +202,43 @@ func allEqual(ws []uint16) bool {
 	return true
 }
 
-// answerSet writes the question and as many whole records of f.rs as fit
+// answerSet writes the question and as many whole records of rs as fit
 // in limit, in the next order, then, while all of those fit, those of
-// f.more, each in its own next order and without the records at f.skip
-// (the asker's own host's, which f.rs holds). Over UDP an answer that
+// lr.more, each in its own next order and, when lr.skip, without the
+// records at the asker's address (its own host's, which rs holds). Over UDP an answer that
 // lost records has TC set (RFC 2181 s9: the client may use what it got,
 // or ask over TCP); the glue comes only with a complete answer, and only
 // when it all fits.
-func (s *Server) answerSet(req, out []byte, q *query, f *found, limit int, tcp bool) []byte {
+func (s *Server) answerSet(req, out []byte, q *query, rs *rrset, lr *localResult, limit int, tcp bool) []byte {
 	room := limit
 	if q.edns {
 		room -= optLen
 	}
 	n := copy(out, req[:q.qEnd])
 	setFlags(out, req, true, rcodeNoError)
-	n, an, whole := putRotated(out, n, room, f.rs, netip.Addr{})
-	glue, nglue := len(f.rs.glue), f.rs.nglue
-	for _, rs := range f.more {
-		if !whole || rs == nil || rs.len() == 0 {
+	n, an, whole := putRotated(out, n, room, rs, nil)
+	glue, nglue := len(rs.glue), rs.nglue
+	var skip *addrKey
+	if lr.skip {
+		skip = &lr.from
+	}
+	for _, next := range lr.more {
+		if !whole || next == nil || next.len() == 0 {
 			continue
 		}
 		var more int
-		n, more, whole = putRotated(out, n, room, rs, f.skip)
+		n, more, whole = putRotated(out, n, room, next, skip)
 		an += more
-		g, ng := rs.glueSize(f.skip)
+		g, ng := next.glueSize(skip)
 		glue += g
 		nglue += ng
 	}
 	ar := 0
 	if whole && nglue > 0 && n+glue <= room {
-		n += copy(out[n:], f.rs.glue)
-		for _, rs := range f.more {
-			if rs != nil {
-				n = rs.putGlue(out, n, f.skip)
+		n += copy(out[n:], rs.glue)
+		for _, next := range lr.more {
+			if next != nil {
+				n = next.putGlue(out, n, skip)
 			}
 		}
 		ar = nglue
@@ -250,10 +254,10 @@ func (s *Server) answerSet(req, out []byte, q *query, f *found, limit int, tcp b
 }
 
 // putRotated writes at out[n:] as many whole records of rs as fit before
-// room, in the next order, leaving out those at skip (when valid), and
+// room, in the next order, leaving out those at skip (when not nil), and
 // returns the new length, how many it wrote and whether that was all of
 // them.
-func putRotated(out []byte, n, room int, rs *rrset, skip netip.Addr) (int, int, bool) {
+func putRotated(out []byte, n, room int, rs *rrset, skip *addrKey) (int, int, bool) {
 	total := rs.len()
 	if total <= 0 {
 		return n, 0, true
@@ -265,7 +269,7 @@ func putRotated(out []byte, n, room int, rs *rrset, skip netip.Addr) (int, int, 
 	} else {
 		start = int(c % uint32(total))
 	}
-	skipping := skip.IsValid() && len(rs.addrs) == total
+	skipping := skip != nil && len(rs.addrs) == total
 	i := 0
 	if !skipping && n+len(rs.recs) <= room {
 		// The whole rotation fits: two copies.
@@ -280,7 +284,7 @@ func putRotated(out []byte, n, room int, rs *rrset, skip netip.Addr) (int, int, 
 		if k >= total {
 			k -= total
 		}
-		if skipping && rs.addrs[k] == skip {
+		if skipping && rs.addrs[k] == *skip {
 			continue
 		}
 		rec := rs.recs[rs.off[k]:rs.off[k+1]]
@@ -295,19 +299,19 @@ func putRotated(out []byte, n, room int, rs *rrset, skip netip.Addr) (int, int, 
 
 // skipsGlue reports whether rs's glue is to be sent without the records
 // at skip.
-func (rs *rrset) skipsGlue(skip netip.Addr) bool {
-	return skip.IsValid() && len(rs.glueAddrs) == rs.nglue && len(rs.glueOff) == rs.nglue+1
+func (rs *rrset) skipsGlue(skip *addrKey) bool {
+	return skip != nil && len(rs.glueAddrs) == rs.nglue && len(rs.glueOff) == rs.nglue+1
 }
 
 // glueSize returns the bytes and the count of rs's glue without the
 // records at skip.
-func (rs *rrset) glueSize(skip netip.Addr) (int, int) {
+func (rs *rrset) glueSize(skip *addrKey) (int, int) {
 	if !rs.skipsGlue(skip) {
 		return len(rs.glue), rs.nglue
 	}
 	size, n := 0, 0
 	for i, a := range rs.glueAddrs {
-		if a != skip {
+		if a != *skip {
 			size += int(rs.glueOff[i+1] - rs.glueOff[i])
 			n++
 		}
@@ -317,12 +321,12 @@ func (rs *rrset) glueSize(skip netip.Addr) (int, int) {
 
 // putGlue writes rs's glue at out[n:], without the records at skip, and
 // returns the new length. The caller has checked that it fits.
-func (rs *rrset) putGlue(out []byte, n int, skip netip.Addr) int {
+func (rs *rrset) putGlue(out []byte, n int, skip *addrKey) int {
 	if !rs.skipsGlue(skip) {
 		return n + copy(out[n:], rs.glue)
 	}
 	for i, a := range rs.glueAddrs {
-		if a != skip {
+		if a != *skip {
 			n += copy(out[n:], rs.glue[rs.glueOff[i]:rs.glueOff[i+1]])
 		}
 	}

@@ -316,9 +316,9 @@ func (s *Server) srvSet(svc *view, qname string, list []*registry.Instance, same
 		}
 		rs = b.done(starts)
 		if s.loc.on() {
-			rs.addrs = make([]netip.Addr, len(list))
+			rs.addrs = make([]addrKey, len(list))
 			for i := range list {
-				rs.addrs[i] = list[pick(perm, i)].Address
+				rs.addrs[i] = keyOf(list[pick(perm, i)].Address)
 			}
 		}
 	}
@@ -327,9 +327,9 @@ func (s *Server) srvSet(svc *view, qname string, list []*registry.Instance, same
 		// Where each target's glue is and its address, to leave out
 		// the asker's own host's, already sent (see answerSet).
 		rs.glueOff = g.off
-		rs.glueAddrs = make([]netip.Addr, len(list))
+		rs.glueAddrs = make([]addrKey, len(list))
 		for i, in := range list {
-			rs.glueAddrs[i] = in.Address
+			rs.glueAddrs[i] = keyOf(in.Address)
 		}
 	}
 	return rs
@@ -363,9 +363,9 @@ func (s *Server) addrSet(qname string, v4 bool, list []*registry.Instance) *rrse
 	}
 	rs := b.done(starts)
 	if s.loc.on() {
-		rs.addrs = make([]netip.Addr, len(addrs))
+		rs.addrs = make([]addrKey, len(addrs))
 		for i := range addrs {
-			rs.addrs[i] = addrs[pick(perm, i)]
+			rs.addrs[i] = keyOf(addrs[pick(perm, i)])
 		}
 	}
 	return rs
