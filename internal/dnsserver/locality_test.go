@@ -505,3 +505,43 @@ func BenchmarkRespondLocality(b *testing.B) {
 		}
 	}
 }
+
+// TestLocalityAnswersParse: every locality answer, cut to any size,
+// parses, has no record twice, and is marked TC over UDP when it lost
+// records.
+func TestLocalityAnswersParse(t *testing.T) {
+	for _, mode := range []Locality{LocalityOrder, LocalityPrefer} {
+		z := newLocalityZone(t, mode, 20)
+		z.addHost(t, "zone-a")
+		out := make([]byte, 65536+optLen)
+		for _, name := range []string{"calc.servicediscovery.internal.", "_calc._tcp.servicediscovery.internal.", "_calc._udp.servicediscovery.internal."} {
+			for _, qtype := range []uint16{dns.TypeSRV, dns.TypeA, dns.TypeAAAA, dns.TypeANY, dns.TypePTR} {
+				for _, size := range []uint16{0, 512, 700, 1232, 4096} {
+					for _, from := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.9", "::1", ""} {
+						var a netip.Addr
+						if from != "" {
+							a = netip.MustParseAddr(from)
+						}
+						for _, tcp := range []bool{false, true} {
+							resp := z.s.respondFrom(packQuery(t, name, qtype, size, nil), out, tcp, a)
+							m := new(dns.Msg)
+							if err := m.Unpack(resp); err != nil {
+								t.Fatalf("%s %d size %d from %q: %v", name, qtype, size, from, err)
+							}
+							seen := map[string]bool{}
+							for _, rr := range append(m.Answer, m.Extra...) {
+								if seen[rr.String()] {
+									t.Fatalf("%s %d size %d from %q: %v twice", name, qtype, size, from, rr)
+								}
+								seen[rr.String()] = true
+							}
+							if tcp && m.Truncated {
+								t.Fatalf("TC over TCP")
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
