@@ -172,10 +172,6 @@ func (s *Server) respondAs(req, out []byte, tcp, stepAside bool) []byte {
 // services' answers (Config.Locality).
 func (s *Server) respondOrHandOff(req, out []byte, tcp, stepAside, handOff bool, from netip.Addr) (_ []byte, handed bool) {
 	var q query
-	var lr localResult
-	if s.loc.on() {
-		lr.asker(s.loc, from)
-	}
 	rcode, drop := parse(req, &q)
 	if drop {
 		s.metrics.dropped.Inc()
@@ -221,20 +217,33 @@ func (s *Server) respondOrHandOff(req, out []byte, tcp, stepAside, handOff bool,
 	for rel < q.nlabels && int(q.labels[rel]) < start {
 		rel++
 	}
-	f, exists := s.lookup(&q, rel, &lr)
+	if s.loc.on() {
+		return s.answerLocal(req, out, &q, rel, start, limit, tcp, from), false
+	}
+	return s.answerFound(req, out, &q, rel, start, limit, tcp, nil), false
+}
+
+// answerFound answers a query for the zone (rel labels before it, which
+// starts at start in the name) with what lookup finds for it; lr, when
+// not nil, is the asker's locality.
+func (s *Server) answerFound(req, out []byte, q *query, rel, start, limit int, tcp bool, lr *localResult) []byte {
+	f, exists := s.lookup(q, rel, lr)
 	if f.empty() {
-		rcode = rcodeNoError
+		rcode := rcodeNoError
 		if !exists {
 			rcode = rcodeNXDomain
 		}
 		s.metrics.count(q.qtype, rcode)
-		return s.negative(req, out, &q, start, rcode, limit), false
+		return s.negative(req, out, q, start, rcode, limit)
 	}
 	s.metrics.count(q.qtype, rcodeNoError)
 	if f.rs != nil {
-		return s.answerSet(req, out, &q, f.rs, &lr, limit, tcp), false
+		if lr != nil && lr.more[0] != nil {
+			return s.answerParts(req, out, q, f.rs, lr, limit, tcp)
+		}
+		return s.answerSet(req, out, q, f.rs, limit, tcp)
 	}
-	return s.answer(req, out, &q, f.p, limit), false
+	return s.answer(req, out, q, f.p, limit)
 }
 
 // boundary reports whether off starts a label of the question name.

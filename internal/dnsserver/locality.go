@@ -268,7 +268,7 @@ func (s *Server) localAnswer(svc *service, lr *localResult, i int) *rrset {
 		return nil
 	}
 	all := s.list(&svc.view, i)
-	if !s.loc.on() {
+	if lr == nil || !s.loc.on() {
 		return all
 	}
 	ni := svc.nearIdx()
@@ -329,4 +329,63 @@ func (s *Server) buildNearAll(svc *service) {
 		svc.near.Store(ni)
 	}
 	svc.staleNear.Store(nil)
+}
+
+// answerLocal is answerFound for an asker at from, with locality on.
+func (s *Server) answerLocal(req, out []byte, q *query, rel, start, limit int, tcp bool, from netip.Addr) []byte {
+	var lr localResult
+	lr.asker(s.loc, from)
+	return s.answerFound(req, out, q, rel, start, limit, tcp, &lr)
+}
+
+// answerParts is answerSet for an answer in parts (localAnswer): it
+// writes the question and as many whole records of rs as fit in limit,
+// in the next order, then, while all of those fit, those of
+// lr.more, each in its own next order and, when lr.skip, without the
+// records at the asker's address (its own host's, which rs holds). Over UDP an answer that
+// lost records has TC set (RFC 2181 s9: the client may use what it got,
+// or ask over TCP); the glue comes only with a complete answer, and only
+// when it all fits.
+func (s *Server) answerParts(req, out []byte, q *query, rs *rrset, lr *localResult, limit int, tcp bool) []byte {
+	room := limit
+	if q.edns {
+		room -= optLen
+	}
+	n := copy(out, req[:q.qEnd])
+	setFlags(out, req, true, rcodeNoError)
+	n, an, whole := putRotated(out, n, room, rs, nil)
+	glue, nglue := len(rs.glue), rs.nglue
+	var skip *addrKey
+	if lr.skip {
+		skip = &lr.from
+	}
+	for _, next := range lr.more {
+		if !whole || next == nil || next.len() == 0 {
+			continue
+		}
+		var more int
+		n, more, whole = putRotated(out, n, room, next, skip)
+		an += more
+		g, ng := next.glueSize(skip)
+		glue += g
+		nglue += ng
+	}
+	ar := 0
+	if whole && nglue > 0 && n+glue <= room {
+		n += copy(out[n:], rs.glue)
+		for _, next := range lr.more {
+			if next != nil {
+				n = next.putGlue(out, n, skip)
+			}
+		}
+		ar = nglue
+	}
+	setCounts(out, 1, uint16(an), 0, uint16(ar))
+	if !whole && !tcp {
+		out[2] |= 0x02 // TC
+	}
+	if q.edns {
+		n = s.appendOPT(out, n, q, rcodeNoError)
+	}
+	return out[:n]
 }

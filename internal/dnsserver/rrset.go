@@ -40,6 +40,16 @@ type rrset struct {
 
 func (rs *rrset) len() int { return len(rs.off) - 1 }
 
+// nextStart returns the record the next answer begins with, in turn (see
+// weightedOrder); rs must not be empty.
+func (rs *rrset) nextStart() int {
+	c := rs.next.Add(1) - 1
+	if rs.starts != nil {
+		return int(rs.starts[c%uint32(len(rs.starts))])
+	}
+	return int(c % uint32(rs.len()))
+}
+
 // rrBuilder packs records for one question name.
 type rrBuilder struct {
 	qname    []byte // wire form, lower case
@@ -202,49 +212,45 @@ func allEqual(ws []uint16) bool {
 	return true
 }
 
-// answerSet writes the question and as many whole records of rs as fit
-// in limit, in the next order, then, while all of those fit, those of
-// lr.more, each in its own next order and, when lr.skip, without the
-// records at the asker's address (its own host's, which rs holds). Over UDP an answer that
-// lost records has TC set (RFC 2181 s9: the client may use what it got,
-// or ask over TCP); the glue comes only with a complete answer, and only
-// when it all fits.
-func (s *Server) answerSet(req, out []byte, q *query, rs *rrset, lr *localResult, limit int, tcp bool) []byte {
+// answerSet writes the question and as many whole records of rs as fit in
+// limit, in the next order. Over UDP an answer that lost records has TC
+// set (RFC 2181 s9: the client may use what it got, or ask over TCP); the
+// glue comes only with a complete answer, and only when it all fits.
+func (s *Server) answerSet(req, out []byte, q *query, rs *rrset, limit int, tcp bool) []byte {
 	room := limit
 	if q.edns {
 		room -= optLen
 	}
 	n := copy(out, req[:q.qEnd])
 	setFlags(out, req, true, rcodeNoError)
-	n, an, whole := putRotated(out, n, room, rs, nil)
-	glue, nglue := len(rs.glue), rs.nglue
-	var skip *addrKey
-	if lr.skip {
-		skip = &lr.from
+	total := rs.len()
+	start := rs.nextStart()
+	an := 0
+	if n+len(rs.recs) <= room {
+		// The whole rotation fits: two copies.
+		cut := rs.off[start]
+		n += copy(out[n:], rs.recs[cut:])
+		n += copy(out[n:], rs.recs[:cut])
+		an = total
 	}
-	for _, next := range lr.more {
-		if !whole || next == nil || next.len() == 0 {
-			continue
+	for ; an < total; an++ {
+		k := start + an
+		if k >= total {
+			k -= total
 		}
-		var more int
-		n, more, whole = putRotated(out, n, room, next, skip)
-		an += more
-		g, ng := next.glueSize(skip)
-		glue += g
-		nglue += ng
+		rec := rs.recs[rs.off[k]:rs.off[k+1]]
+		if n+len(rec) > room {
+			break
+		}
+		n += copy(out[n:], rec)
 	}
 	ar := 0
-	if whole && nglue > 0 && n+glue <= room {
+	if an == total && rs.nglue > 0 && n+len(rs.glue) <= room {
 		n += copy(out[n:], rs.glue)
-		for _, next := range lr.more {
-			if next != nil {
-				n = next.putGlue(out, n, skip)
-			}
-		}
-		ar = nglue
+		ar = rs.nglue
 	}
 	setCounts(out, 1, uint16(an), 0, uint16(ar))
-	if !whole && !tcp {
+	if an < total && !tcp {
 		out[2] |= 0x02 // TC
 	}
 	if q.edns {
@@ -262,13 +268,7 @@ func putRotated(out []byte, n, room int, rs *rrset, skip *addrKey) (int, int, bo
 	if total <= 0 {
 		return n, 0, true
 	}
-	c := rs.next.Add(1) - 1
-	var start int
-	if rs.starts != nil {
-		start = int(rs.starts[c%uint32(len(rs.starts))])
-	} else {
-		start = int(c % uint32(total))
-	}
+	start := rs.nextStart()
 	skipping := skip != nil && len(rs.addrs) == total
 	i := 0
 	if !skipping && n+len(rs.recs) <= room {

@@ -54,7 +54,11 @@ func (s *Server) serveUDP(uc *net.UDPConn) {
 		k := 0
 		for i := 0; i < n; i++ {
 			m := &rms[i]
-			resp, handed := s.respondOrHandOff(m.Buffers[0][:m.N], outs[i], false, s.stepAside.Load(), true, udpAddr(m.Addr))
+			var from netip.Addr
+			if s.loc.on() {
+				from = udpAddr(m.Addr)
+			}
+			resp, handed := s.respondOrHandOff(m.Buffers[0][:m.N], outs[i], false, s.stepAside.Load(), true, from)
 			if handed {
 				resp = s.handOffUDP(m.Buffers[0][:m.N], m.Addr, outs[i])
 			}
