@@ -73,6 +73,7 @@ func agentFlags(fs *flag.FlagSet) *agentOptions {
 	fs.DurationVar(&o.cfg.Resync, "resync", agent.DefaultResync, "period of the full resync with Docker that repairs anything missed")
 	fs.BoolVar(&o.cfg.DeregisterOnExit, "deregister-on-exit", false, "on a graceful stop, remove this node's records at once (default: leave them until the lease runs out, so a restarted agent takes them over with no gap)")
 	fs.StringVar(&o.cfg.AddressMode, "address-mode", agent.ModeHost, `"host": the host's address and the published port; "container": the container's address on --network and the container port (per container: label signpost.address-mode)`)
+	fs.StringVar(&o.cfg.Zone, "node-zone", "", `this host's locality zone, e.g. its AWS availability zone "us-east-1a" (a DNS label), published as the metadata "zone" of every instance it registers; servers with --locality answer askers in that zone with these first (default: none)`)
 	fs.StringVar(&o.cfg.Network, "network", "", "network whose container address container mode registers (default: the container's only network; per container: label signpost.network)")
 	fs.Var(&o.labels, "only-label", "follow only containers with this label, KEY or KEY=VALUE (repeatable)")
 	fs.StringVar(&o.check, "check", string(health.DefaultKind), "default health check of a tcp port whose container names none (SERVICE_<port>_CHECK_HTTP=/path, _CHECK_TCP=true, _CHECK=none): tcp (a connect), http (GET /health, 2xx passes) or none")

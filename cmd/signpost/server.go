@@ -51,6 +51,7 @@ func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
 	fs.BoolVar(&cfg.AllowLinkLocal, "allow-link-local", false, "accept registrations of link-local addresses (169.254.0.0/16, fe80::/10), refused by default")
 	mkResolver := resolverFlags(fs)
 	mkXfr := xfrFlags(fs)
+	mkLocality := localityFlags(fs)
 	allowedHosts := httpFlags(fs, &cfg)
 	return func() (server.Config, error) {
 		var err error
@@ -67,6 +68,9 @@ func serverFlags(fs *flag.FlagSet) func() (server.Config, error) {
 			FailOpen:   *failOpen,
 			MaxUDPSize: *maxUDP,
 			UDPBatch:   *udpBatch,
+		}
+		if err := mkLocality(&cfg.DNS); err != nil {
+			return cfg, err
 		}
 		cfg.DNS.MaxTCPConns, cfg.DNS.MaxTCPConnsPerClient, cfg.DNS.TCPIdleTimeout = *tcpMax, *tcpPerClient, *tcpIdle
 		if *tcpMax < 1 || *tcpPerClient < 1 || *tcpIdle < 100*time.Millisecond {

@@ -186,6 +186,12 @@ type Config struct {
 	// ECSIntrospectionTimeout bounds one introspection request (default
 	// DefaultECSIntrospectionTimeout).
 	ECSIntrospectionTimeout time.Duration
+	// Zone is this host's locality zone (an availability zone, "us-east-1a";
+	// a DNS label), published as the metadata key "zone"
+	// (registry.MetaZone) of every instance the agent registers, in place
+	// of a container's own; empty: none. The DNS server's --locality
+	// answers askers in a zone with its instances first.
+	Zone string
 	// Metrics, when set, gets the health metrics.
 	Metrics prometheus.Registerer
 	Log     *slog.Logger
@@ -255,6 +261,11 @@ func New(cfg Config, be backend.Backend) (*Agent, error) {
 	}
 	if cfg.Resync < time.Second {
 		return nil, fmt.Errorf("agent: resync period %s: want at least 1s", cfg.Resync)
+	}
+	if cfg.Zone != "" {
+		if err := registry.CheckZone(cfg.Zone); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
 	}
 	switch cfg.AddressMode = strings.ToLower(cfg.AddressMode); cfg.AddressMode {
 	case "":

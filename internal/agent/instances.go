@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/netip"
 	"sort"
 	"strconv"
@@ -103,6 +104,11 @@ func (a *Agent) instances(c container) ([]registry.Instance, []health.Spec, []no
 		if a.cfg.ECSMetadata {
 			var ns []note
 			meta, ns = withECSMeta(c, meta)
+			notes = append(notes, ns...)
+		}
+		if a.cfg.Zone != "" {
+			var ns []note
+			meta, ns = withZone(c, meta, a.cfg.Zone)
 			notes = append(notes, ns...)
 		}
 		in := registry.Instance{
@@ -236,4 +242,29 @@ func pickBinding(bs []binding, host netip.Addr) (binding, bool) {
 		}
 	}
 	return bs[0], true
+}
+
+// withZone returns meta with the host's zone as registry.MetaZone, in
+// place of the container's own. Metadata the registry refuses anyway is
+// left as it is (the caller says why); the zone is left out, with a note,
+// when it is the one key too many.
+func withZone(c container, meta map[string]string, zone string) (map[string]string, []note) {
+	if meta[registry.MetaZone] == zone || registry.CheckMeta(meta) != nil {
+		return meta, nil
+	}
+	out := maps.Clone(meta)
+	if out == nil {
+		out = map[string]string{}
+	}
+	prev, had := out[registry.MetaZone]
+	out[registry.MetaZone] = zone
+	if err := registry.CheckMeta(out); err != nil {
+		return meta, []note{{key: "zone-meta", msg: "the agent's --node-zone not published as metadata: it breaks a registry limit",
+			attrs: []any{"container", c.Name, "zone", zone, "err", err}}}
+	}
+	if had {
+		return out, []note{{key: "zone-override", msg: "the agent's --node-zone replaces the container's own zone metadata", info: true,
+			attrs: []any{"container", c.Name, "zone", zone, "container_zone", prev}}}
+	}
+	return out, nil
 }

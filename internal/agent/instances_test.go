@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -92,14 +93,8 @@ func TestInstancesAddresses(t *testing.T) {
 			if got != tc.want {
 				t.Errorf("registered %q, want %q (notes %v)", got, tc.want, notes)
 			}
-			if tc.noteWith != "" {
-				found := false
-				for _, n := range notes {
-					found = found || strings.Contains(n.msg, tc.noteWith)
-				}
-				if !found {
-					t.Errorf("no note with %q: %v", tc.noteWith, notes)
-				}
+			if tc.noteWith != "" && !hasNote(notes, tc.noteWith) {
+				t.Errorf("no note with %q: %v", tc.noteWith, notes)
 			}
 		})
 	}
@@ -201,4 +196,76 @@ func TestInstancesInternalMeta(t *testing.T) {
 	if _, shared := insts[1].Meta["x"]; shared {
 		t.Error("two instances share one metadata map")
 	}
+}
+
+func TestInstancesZone(t *testing.T) {
+	p8081 := conventions.ContainerPort{Port: 8081, Proto: "tcp"}
+	mk := func(env ...string) container {
+		return container{ID: "abcdef0123456789", Name: "calc-1", Running: true, NetworkMode: "bridge",
+			Env: append([]string{"SERVICE_8081_NAME=calc"}, env...), Ports: []conventions.ContainerPort{p8081},
+			Bindings: map[conventions.ContainerPort][]binding{p8081: {{netip.MustParseAddr("0.0.0.0"), 32768}}}}
+	}
+	for _, tc := range []struct {
+		name, zone string
+		env        []string
+		want       string
+		noteWith   string
+	}{
+		{"no zone", "", nil, "", ""},
+		{"the agent's zone", "us-east-1a", nil, "us-east-1a", ""},
+		{"the container's own zone, no agent zone", "", []string{"SERVICE_ZONE=rack-7"}, "rack-7", ""},
+		{"the agent's zone wins", "us-east-1a", []string{"SERVICE_ZONE=rack-7"}, "us-east-1a", "replaces the container's own"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := &Agent{cfg: Config{Node: "n1", AddressMode: ModeHost, Zone: tc.zone}, hostIP: netip.MustParseAddr("10.0.0.7")}
+			insts, _, notes := a.instances(mk(tc.env...))
+			if len(insts) != 1 {
+				t.Fatalf("%d instances, notes %v", len(insts), notes)
+			}
+			if got := insts[0].Meta[registry.MetaZone]; got != tc.want {
+				t.Errorf("zone meta %q, want %q", got, tc.want)
+			}
+			if err := insts[0].Validate(); err != nil {
+				t.Errorf("instance refused: %v", err)
+			}
+			if tc.noteWith != "" && !hasNote(notes, tc.noteWith) {
+				t.Errorf("no note with %q: %v", tc.noteWith, notes)
+			}
+		})
+	}
+	// A container at the metadata key limit: the zone is left out, said.
+	env := []string{}
+	for i := 0; i < registry.MaxMetaKeys; i++ {
+		env = append(env, fmt.Sprintf("SERVICE_K%d=v", i))
+	}
+	a := &Agent{cfg: Config{Node: "n1", AddressMode: ModeHost, Zone: "us-east-1a"}, hostIP: netip.MustParseAddr("10.0.0.7")}
+	insts, _, notes := a.instances(mk(env...))
+	if len(insts) != 1 {
+		t.Fatalf("at the key limit: %d instances, notes %v", len(insts), notes)
+	}
+	if insts[0].Meta[registry.MetaZone] != "" {
+		t.Errorf("zone published past the key limit")
+	}
+	if !hasNote(notes, "--node-zone not published") {
+		t.Errorf("no note: %v", notes)
+	}
+}
+
+func TestNewChecksZone(t *testing.T) {
+	for _, z := range []string{"US-EAST-1A", "us east", "-a", strings.Repeat("a", 64)} {
+		_, err := New(Config{Node: "n1", Zone: z}, struct{ backend.Backend }{})
+		if err == nil || !strings.Contains(err.Error(), z[:min(len(z), 37)]) {
+			t.Errorf("zone %q: %v, want an error naming it", z, err)
+		}
+	}
+}
+
+// hasNote reports whether one of notes says s.
+func hasNote(notes []note, s string) bool {
+	for _, n := range notes {
+		if strings.Contains(n.msg, s) {
+			return true
+		}
+	}
+	return false
 }

@@ -3,6 +3,7 @@ package dnsserver
 import (
 	"bytes"
 	"encoding/binary"
+	"net/netip"
 
 	"github.com/miekg/dns"
 )
@@ -150,18 +151,26 @@ func (s *Server) respond(req, out []byte, tcp bool) []byte {
 	return s.respondAs(req, out, tcp, s.stepAside.Load())
 }
 
+// respondFrom is respond for a query from the asker at from, whose
+// locality zone may order the answer (Config.Locality).
+func (s *Server) respondFrom(req, out []byte, tcp bool, from netip.Addr) []byte {
+	resp, _ := s.respondOrHandOff(req, out, tcp, s.stepAside.Load(), false, from)
+	return resp
+}
+
 // respondAs is respond, answering SERVFAIL for every name in the zone
 // when stepAside (see SetStepAside).
 func (s *Server) respondAs(req, out []byte, tcp, stepAside bool) []byte {
-	resp, _ := s.respondOrHandOff(req, out, tcp, stepAside, false)
+	resp, _ := s.respondOrHandOff(req, out, tcp, stepAside, false, netip.Addr{})
 	return resp
 }
 
 // respondOrHandOff is respondAs; when handOff is allowed and transfers
 // are on (SetTransfers), it answers nothing and reports true for the
 // queries that are theirs: AXFR, IXFR and queries signed with TSIG, for
-// the zone.
-func (s *Server) respondOrHandOff(req, out []byte, tcp, stepAside, handOff bool) (_ []byte, handed bool) {
+// the zone. from is the asker's address (zero: unknown), which may order
+// services' answers (Config.Locality).
+func (s *Server) respondOrHandOff(req, out []byte, tcp, stepAside, handOff bool, from netip.Addr) (_ []byte, handed bool) {
 	var q query
 	rcode, drop := parse(req, &q)
 	if drop {
@@ -208,20 +217,33 @@ func (s *Server) respondOrHandOff(req, out []byte, tcp, stepAside, handOff bool)
 	for rel < q.nlabels && int(q.labels[rel]) < start {
 		rel++
 	}
-	f, exists := s.lookup(&q, rel)
+	if s.loc.on() {
+		return s.answerLocal(req, out, &q, rel, start, limit, tcp, from), false
+	}
+	return s.answerFound(req, out, &q, rel, start, limit, tcp, nil), false
+}
+
+// answerFound answers a query for the zone (rel labels before it, which
+// starts at start in the name) with what lookup finds for it; lr, when
+// not nil, is the asker's locality.
+func (s *Server) answerFound(req, out []byte, q *query, rel, start, limit int, tcp bool, lr *localResult) []byte {
+	f, exists := s.lookup(q, rel, lr)
 	if f.empty() {
-		rcode = rcodeNoError
+		rcode := rcodeNoError
 		if !exists {
 			rcode = rcodeNXDomain
 		}
 		s.metrics.count(q.qtype, rcode)
-		return s.negative(req, out, &q, start, rcode, limit), false
+		return s.negative(req, out, q, start, rcode, limit)
 	}
 	s.metrics.count(q.qtype, rcodeNoError)
 	if f.rs != nil {
-		return s.answerSet(req, out, &q, f.rs, limit, tcp), false
+		if lr != nil && lr.more[0] != nil {
+			return s.answerParts(req, out, q, f.rs, lr, limit, tcp)
+		}
+		return s.answerSet(req, out, q, f.rs, limit, tcp)
 	}
-	return s.answer(req, out, &q, f.p, limit), false
+	return s.answer(req, out, q, f.p, limit)
 }
 
 // boundary reports whether off starts a label of the question name.

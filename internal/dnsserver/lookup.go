@@ -20,7 +20,9 @@ func (f found) empty() bool {
 // lookup finds the answer to the question, packing single answers on
 // first use. rel is how many labels come before the zone. exists is false
 // when the name is not in the zone at all (NXDOMAIN).
-func (s *Server) lookup(q *query, rel int) (f found, exists bool) {
+// lr is the asker's locality, which an answer at a service's names may
+// add parts to (see localAnswer).
+func (s *Server) lookup(q *query, rel int, lr *localResult) (f found, exists bool) {
 	switch rel {
 	case 0:
 		return found{p: s.apex(q.qtype)}, true
@@ -36,7 +38,7 @@ func (s *Server) lookup(q *query, rel int) (f found, exists bool) {
 		if svc == nil {
 			return found{}, false
 		}
-		return found{rs: s.serviceAnswer(&svc.view, q.qtype)}, true
+		return found{rs: s.localAnswer(svc, lr, serviceList(q.qtype))}, true
 	case 2:
 		l0, l1 := q.label(0), q.label(1)
 		if len(l0) > 1 && l0[0] == '_' {
@@ -52,6 +54,9 @@ func (s *Server) lookup(q *query, rel int) (f found, exists bool) {
 			svc := s.zone.get(l0[1:])
 			if svc == nil || !svc.hasProto[p] {
 				return found{}, false
+			}
+			if q.qtype == dns.TypeSRV || q.qtype == dns.TypeANY {
+				return found{rs: s.localAnswer(svc, lr, listProtoSRV+p)}, true
 			}
 			return found{rs: s.protoAnswer(&svc.view, p, q.qtype)}, true
 		}
@@ -171,15 +176,24 @@ func (p *prepared) get() *prepared {
 }
 
 func (s *Server) serviceAnswer(svc *view, qtype uint16) *rrset {
-	switch qtype {
-	case dns.TypeSRV, dns.TypeANY:
-		return s.list(svc, listSRV)
-	case dns.TypeA:
-		return s.list(svc, listA)
-	case dns.TypeAAAA:
-		return s.list(svc, listAAAA)
+	if i := serviceList(qtype); i >= 0 {
+		return s.list(svc, i)
 	}
 	return nil
+}
+
+// serviceList is the list that answers qtype at a service's own name,
+// -1 for none.
+func serviceList(qtype uint16) int {
+	switch qtype {
+	case dns.TypeSRV, dns.TypeANY:
+		return listSRV
+	case dns.TypeA:
+		return listA
+	case dns.TypeAAAA:
+		return listAAAA
+	}
+	return -1
 }
 
 func (s *Server) protoAnswer(svc *view, p int, qtype uint16) *rrset {

@@ -29,9 +29,26 @@ type rrset struct {
 	// starts are where queries begin, in turn; nil: every record in turn.
 	starts []uint32
 	next   atomic.Uint32
+	// With locality on, a service's SRV, A and AAAA lists say which
+	// address each record (addrs) and each glue record (glue[glueOff[i]:
+	// glueOff[i+1]] at glueAddrs[i]) is of, so that an answer that sends
+	// the asker's own host's instances first leaves them out after.
+	addrs     []addrKey
+	glueOff   []uint32
+	glueAddrs []addrKey
 }
 
 func (rs *rrset) len() int { return len(rs.off) - 1 }
+
+// nextStart returns the record the next answer begins with, in turn (see
+// weightedOrder); rs must not be empty.
+func (rs *rrset) nextStart() int {
+	c := rs.next.Add(1) - 1
+	if rs.starts != nil {
+		return int(rs.starts[c%uint32(len(rs.starts))])
+	}
+	return int(c % uint32(rs.len()))
+}
 
 // rrBuilder packs records for one question name.
 type rrBuilder struct {
@@ -207,13 +224,7 @@ func (s *Server) answerSet(req, out []byte, q *query, rs *rrset, limit int, tcp 
 	n := copy(out, req[:q.qEnd])
 	setFlags(out, req, true, rcodeNoError)
 	total := rs.len()
-	c := rs.next.Add(1) - 1
-	var start int
-	if rs.starts != nil {
-		start = int(rs.starts[c%uint32(len(rs.starts))])
-	} else {
-		start = int(c % uint32(total))
-	}
+	start := rs.nextStart()
 	an := 0
 	if n+len(rs.recs) <= room {
 		// The whole rotation fits: two copies.
@@ -246,4 +257,78 @@ func (s *Server) answerSet(req, out []byte, q *query, rs *rrset, limit int, tcp 
 		n = s.appendOPT(out, n, q, rcodeNoError)
 	}
 	return out[:n]
+}
+
+// putRotated writes at out[n:] as many whole records of rs as fit before
+// room, in the next order, leaving out those at skip (when not nil), and
+// returns the new length, how many it wrote and whether that was all of
+// them.
+func putRotated(out []byte, n, room int, rs *rrset, skip *addrKey) (int, int, bool) {
+	total := rs.len()
+	if total <= 0 {
+		return n, 0, true
+	}
+	start := rs.nextStart()
+	skipping := skip != nil && len(rs.addrs) == total
+	i := 0
+	if !skipping && n+len(rs.recs) <= room {
+		// The whole rotation fits: two copies.
+		cut := rs.off[start]
+		n += copy(out[n:], rs.recs[cut:])
+		n += copy(out[n:], rs.recs[:cut])
+		i = total
+	}
+	an := i
+	for ; i < total; i++ {
+		k := start + i
+		if k >= total {
+			k -= total
+		}
+		if skipping && rs.addrs[k] == *skip {
+			continue
+		}
+		rec := rs.recs[rs.off[k]:rs.off[k+1]]
+		if n+len(rec) > room {
+			return n, an, false
+		}
+		n += copy(out[n:], rec)
+		an++
+	}
+	return n, an, true
+}
+
+// skipsGlue reports whether rs's glue is to be sent without the records
+// at skip.
+func (rs *rrset) skipsGlue(skip *addrKey) bool {
+	return skip != nil && len(rs.glueAddrs) == rs.nglue && len(rs.glueOff) == rs.nglue+1
+}
+
+// glueSize returns the bytes and the count of rs's glue without the
+// records at skip.
+func (rs *rrset) glueSize(skip *addrKey) (int, int) {
+	if !rs.skipsGlue(skip) {
+		return len(rs.glue), rs.nglue
+	}
+	size, n := 0, 0
+	for i, a := range rs.glueAddrs {
+		if a != *skip {
+			size += int(rs.glueOff[i+1] - rs.glueOff[i])
+			n++
+		}
+	}
+	return size, n
+}
+
+// putGlue writes rs's glue at out[n:], without the records at skip, and
+// returns the new length. The caller has checked that it fits.
+func (rs *rrset) putGlue(out []byte, n int, skip *addrKey) int {
+	if !rs.skipsGlue(skip) {
+		return n + copy(out[n:], rs.glue)
+	}
+	for i, a := range rs.glueAddrs {
+		if a != *skip {
+			n += copy(out[n:], rs.glue[rs.glueOff[i]:rs.glueOff[i+1]])
+		}
+	}
+	return n
 }

@@ -62,6 +62,14 @@ type Config struct {
 	// (default 100): past it, the client's own connection idle the longest
 	// is closed, so that one client cannot lock others out.
 	MaxTCPConnsPerClient int
+	// Locality orders (LocalityOrder) or narrows (LocalityPrefer) the
+	// SRV, A and AAAA answers at a service's names (calc.Z, _calc._tcp.Z)
+	// to the instances in the asker's zone; default off.
+	Locality Locality
+	// LocalityZones map askers' source addresses to zones, the longest
+	// prefix winning; an instance is in the zone its metadata key "zone"
+	// (registry.MetaZone) names. At most 256.
+	LocalityZones []LocalityZone
 	// Log gets the server's logs (default slog.Default()).
 	Log *slog.Logger
 	// Registerer gets the server's metrics (default: none kept).
@@ -79,6 +87,7 @@ type Server struct {
 	log      *slog.Logger
 
 	builder builder
+	loc     *locality
 
 	// ttl and negTTL are the TTLs packed into answers now: the
 	// configured ones, or less while the store is stale (LimitTTL).
@@ -173,6 +182,10 @@ func New(cfg Config, ix *registry.Index) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zone %q: %w", cfg.Zone, err)
 	}
+	loc, err := newLocality(cfg.Locality, cfg.LocalityZones)
+	if err != nil {
+		return nil, err
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
@@ -184,6 +197,7 @@ func New(cfg Config, ix *registry.Index) (*Server, error) {
 		zoneWire:  wire[:n],
 		zone:      zone{services: map[string]*service{}},
 		metrics:   m,
+		loc:       loc,
 		log:       cfg.Log,
 		tcpConns:  map[*tcpConn]struct{}{},
 		perClient: map[netip.Addr]int{},
@@ -357,8 +371,10 @@ func (s *Server) dropLocked(c *tcpConn) {
 func (s *Server) serveConn(nc *net.TCPConn) {
 	defer nc.Close()
 	c := &tcpConn{c: nc}
+	var from netip.Addr
 	if ap, err := netip.ParseAddrPort(nc.RemoteAddr().String()); err == nil {
-		c.client = clientKey(ap.Addr())
+		from = ap.Addr()
+		c.client = clientKey(from)
 	}
 	c.lastQuery.Store(time.Now().UnixNano())
 	if !s.admit(c) {
@@ -389,7 +405,7 @@ func (s *Server) serveConn(nc *net.TCPConn) {
 		}
 		c.lastQuery.Store(time.Now().UnixNano())
 		c.busy.Store(true)
-		if !s.answerTCP(nc, req.Bytes()) {
+		if !s.answerTCP(nc, req.Bytes(), from) {
 			return
 		}
 	}
@@ -409,9 +425,9 @@ var tcpOut = sync.Pool{New: func() any { return new([2 + 65536 + optLen]byte) }}
 
 // answerTCP writes the answer to req on nc, and reports false when the
 // connection failed.
-func (s *Server) answerTCP(nc net.Conn, req []byte) bool {
+func (s *Server) answerTCP(nc net.Conn, req []byte, from netip.Addr) bool {
 	out := tcpOut.Get().(*[2 + 65536 + optLen]byte)
-	resp, handed := s.respondOrHandOff(req, out[2:], true, s.stepAside.Load(), true)
+	resp, handed := s.respondOrHandOff(req, out[2:], true, s.stepAside.Load(), true, from)
 	if handed {
 		tcpOut.Put(out)
 		s.handOffTCP(nc, req)

@@ -1,6 +1,10 @@
 package dnsserver
 
-import "github.com/signpost-dns/signpost/internal/registry"
+import (
+	"sync/atomic"
+
+	"github.com/signpost-dns/signpost/internal/registry"
+)
 
 // tagIndex is one service version's tags that have names (see
 // registry.TagLabel), each a view of the instances that carry it:
@@ -15,15 +19,19 @@ type tagIndex struct {
 
 // tagIndex returns the service's tags: its own, or while the builder
 // makes them, its previous version's.
-func (svc *service) tagIndex() *tagIndex {
-	if t := svc.tags.Load(); t != nil {
+func (svc *service) tagIndex() *tagIndex { return current(&svc.tags, &svc.staleTags) }
+
+// current returns what own holds, or while the builder makes it, what
+// stale holds.
+func current[T any](own, stale *atomic.Pointer[T]) *T {
+	if t := own.Load(); t != nil {
 		return t
 	}
-	if t := svc.staleTags.Load(); t != nil {
+	if t := stale.Load(); t != nil {
 		return t
 	}
-	// The builder stores the new index before it drops the stale one.
-	return svc.tags.Load()
+	// The builder stores the new one before it drops the stale one.
+	return own.Load()
 }
 
 // viewChunk is how many tag views are allocated at once: a service whose

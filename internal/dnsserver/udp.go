@@ -54,7 +54,11 @@ func (s *Server) serveUDP(uc *net.UDPConn) {
 		k := 0
 		for i := 0; i < n; i++ {
 			m := &rms[i]
-			resp, handed := s.respondOrHandOff(m.Buffers[0][:m.N], outs[i], false, s.stepAside.Load(), true)
+			var from netip.Addr
+			if s.loc.on() {
+				from = udpAddr(m.Addr)
+			}
+			resp, handed := s.respondOrHandOff(m.Buffers[0][:m.N], outs[i], false, s.stepAside.Load(), true, from)
 			if handed {
 				resp = s.handOffUDP(m.Buffers[0][:m.N], m.Addr, outs[i])
 			}
@@ -96,4 +100,12 @@ func (s *Server) handOffUDP(req []byte, from net.Addr, out []byte) []byte {
 		return out[:copy(out, resp)]
 	}
 	return resp
+}
+
+// udpAddr is the address of a datagram's sender; zero when unknown.
+func udpAddr(a net.Addr) netip.Addr {
+	if ua, ok := a.(*net.UDPAddr); ok {
+		return ua.AddrPort().Addr()
+	}
+	return netip.Addr{}
 }

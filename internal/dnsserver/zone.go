@@ -79,6 +79,10 @@ type service struct {
 	// (registry.TagRoom): longer ones, stored before the door checked
 	// them, get no names.
 	tagRoom int
+
+	// near, staleNear are the service's zone views (locality.go), built
+	// and carried as its tags are; nil when locality is off.
+	near, staleNear atomic.Pointer[nearIndex]
 }
 
 // instance holds the answers at an instance's own names.
@@ -302,7 +306,7 @@ func (s *Server) srvSet(svc *view, qname string, list []*registry.Instance, same
 	}
 	var rs *rrset
 	if same != nil && same != emptySet {
-		rs = &rrset{recs: same.recs, off: same.off, starts: same.starts}
+		rs = &rrset{recs: same.recs, off: same.off, starts: same.starts, addrs: same.addrs}
 	} else {
 		perm, starts := svc.order(list)
 		b := newRRBuilder(s, qname, len(list), len(list)*(24+len(svc.name)+len(s.zoneWire)))
@@ -311,8 +315,23 @@ func (s *Server) srvSet(svc *view, qname string, list []*registry.Instance, same
 			b.srv(in.Priority, in.Weight, in.Port, in.ID, svc.name)
 		}
 		rs = b.done(starts)
+		if s.loc.on() {
+			rs.addrs = make([]addrKey, len(list))
+			for i := range list {
+				rs.addrs[i] = keyOf(list[pick(perm, i)].Address)
+			}
+		}
 	}
 	rs.glue, rs.nglue = g.buf, len(list)
+	if s.loc.on() {
+		// Where each target's glue is and its address, to leave out
+		// the asker's own host's, already sent (see answerSet).
+		rs.glueOff = g.off
+		rs.glueAddrs = make([]addrKey, len(list))
+		for i, in := range list {
+			rs.glueAddrs[i] = keyOf(in.Address)
+		}
+	}
 	return rs
 }
 
@@ -342,7 +361,14 @@ func (s *Server) addrSet(qname string, v4 bool, list []*registry.Instance) *rrse
 	for i := range addrs {
 		b.addr(addrs[pick(perm, i)])
 	}
-	return b.done(starts)
+	rs := b.done(starts)
+	if s.loc.on() {
+		rs.addrs = make([]addrKey, len(addrs))
+		for i := range addrs {
+			rs.addrs[i] = keyOf(addrs[pick(perm, i)])
+		}
+	}
+	return rs
 }
 
 func filterProto(list []*registry.Instance, p int) []*registry.Instance {
@@ -399,6 +425,7 @@ func (s *Server) buildAll(svc *service) {
 		svc.tags.Store(t)
 	}
 	svc.staleTags.Store(nil)
+	s.buildNearAll(svc)
 }
 
 // buildView builds every list of v and drops the stale ones.
@@ -491,6 +518,9 @@ func (s *Server) rebuildLocked(changed []string) {
 		if list, _ := s.index.Instances(name); len(list) > 0 {
 			if list = s.servable(list); len(list) > 0 {
 				c.svc = newService(name, list, s.cfg.FailOpen, registry.TagRoom(len(s.zoneWire), name))
+				if s.loc.on() && !c.svc.large() {
+					c.svc.near.Store(s.loc.buildNear(c.svc))
+				}
 			}
 		}
 		if c.svc != nil && c.svc.large() {
@@ -551,6 +581,7 @@ func (s *Server) carryStale(old, svc *service) bool {
 	}
 	t := old.tagIndex()
 	svc.staleTags.Store(t)
+	svc.staleNear.Store(old.nearIdx())
 	return all && t != nil
 }
 

@@ -434,3 +434,18 @@ func SortInstances(list []Instance) {
 		return list[i].ID < list[j].ID
 	})
 }
+
+// MetaZone is the metadata key that says which zone (an availability
+// zone, a rack: a locality label) an instance's node is in. Agents set it
+// from their --node-zone; the DNS server's locality answers read it.
+const MetaZone = "zone"
+
+// CheckZone reports whether label can be a zone: a lower-case DNS label
+// (letters, digits, hyphens; "us-east-1a") that fits the metadata limits
+// as the value of MetaZone.
+func CheckZone(label string) error {
+	if err := CheckLabel(label); err != nil {
+		return &FieldError{"zone", clip(label), err.Error()}
+	}
+	return checkMeta(map[string]string{MetaZone: label})
+}
