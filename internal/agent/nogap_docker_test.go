@@ -9,9 +9,11 @@ package agent_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -377,15 +379,19 @@ func agentRestartNoGap(t *testing.T, s *stack) {
 	wantRunning(t, s.sess, a, b, c)
 }
 
-// freeUDPTCPPort finds a loopback port free for both TCP and UDP.
+// freeUDPTCPPort finds a loopback port free for both TCP and UDP, below
+// the kernel's ephemeral range (32768 and up): a server restarted on the
+// same port must find it free, and Docker gives published ports, and the
+// kernel outgoing connections, ports from that range (CI once saw a
+// container take a killed server's port before its restart).
 func freeUDPTCPPort(t *testing.T) string {
 	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for range 200 {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+rand.IntN(12000)))
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
-		addr := l.Addr().String()
 		u, err := net.ListenPacket("udp", addr)
 		l.Close()
 		if err == nil {
@@ -393,7 +399,7 @@ func freeUDPTCPPort(t *testing.T) string {
 			return addr
 		}
 	}
-	t.Fatal("no loopback port free for both TCP and UDP")
+	t.Fatal("no loopback port below 32000 free for both TCP and UDP")
 	return ""
 }
 
