@@ -150,7 +150,7 @@ func NewServers(bases []string, token string) (*Client, error) {
 	if len(bases) > MaxServers {
 		return nil, fmt.Errorf("server URLs %q: %d servers, at most %d", strings.Join(bases, ","), len(bases), MaxServers)
 	}
-	c := &Client{token: token, http: &http.Client{Timeout: 0}}
+	c := &Client{token: token, http: &http.Client{Timeout: 0, Transport: newTransport()}}
 	seen := map[string]string{}
 	for _, b := range bases {
 		u, err := parseBase(b)
@@ -167,10 +167,11 @@ func NewServers(bases []string, token string) (*Client, error) {
 	return c, nil
 }
 
-// SetTransport sends the client's requests through rt instead of
-// http.DefaultTransport: for example, connections dialled from another
-// network namespace (the fleet test's hosts). Call it before the first
-// request.
+// SetTransport sends the client's requests through rt instead of the
+// client's own transport (http.DefaultTransport's settings, connections
+// aborted on close: see AbortOnClose): for example, connections dialled
+// from another network namespace (the fleet test's hosts; wrap their dial
+// in AbortOnClose too). Call it before the first request.
 func (c *Client) SetTransport(rt http.RoundTripper) { c.http.Transport = rt }
 
 // do sends one request, failing over between the servers (see Client).

@@ -103,6 +103,16 @@ func outcome(err error) history.Outcome {
 	if err == nil {
 		return history.OK
 	}
+	// A client of several servers fails when all did: certainly not
+	// applied only if no attempt may have been.
+	if errs := attempts(err); len(errs) > 0 {
+		for _, e := range errs {
+			if outcome(e) != history.Failed {
+				return history.Unknown
+			}
+		}
+		return history.Failed
+	}
 	var e *apiclient.Error
 	if errors.As(err, &e) && e.Status >= 400 && e.Status < 500 {
 		return history.Failed
@@ -123,6 +133,18 @@ func status(err error) int {
 	return 0
 }
 
+// attempts are the errors of each server a failover client tried, when
+// err wraps them all.
+func attempts(err error) []error {
+	for err != nil {
+		if m, ok := err.(interface{ Unwrap() []error }); ok {
+			return m.Unwrap()
+		}
+		err = errors.Unwrap(err)
+	}
+	return nil
+}
+
 func errText(err error) string {
 	if err == nil {
 		return ""
@@ -137,7 +159,7 @@ func clientFor(h *Host, urls []string) *apiclient.Client {
 	if err != nil {
 		panic(err) // the fleet's own URLs: a bug in the harness
 	}
-	c.SetTransport(&http.Transport{DialContext: h.DialContext, MaxIdleConnsPerHost: 8, IdleConnTimeout: 30 * time.Second})
+	c.SetTransport(&http.Transport{DialContext: apiclient.AbortOnClose(h.DialContext), MaxIdleConnsPerHost: 8, IdleConnTimeout: 30 * time.Second})
 	return c
 }
 
