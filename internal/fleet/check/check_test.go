@@ -243,6 +243,9 @@ func TestFaultExcusesOnlyItsServer(t *testing.T) {
 func TestRetriedDeregister(t *testing.T) {
 	h := clean()
 	h.Ops[2].Rev, h.Ops[2].Return = 4, 420*ms
+	// Its server's read of calc after it reports calc's revision, the
+	// delete's (3), not the answer's (4).
+	h.Ops = append(h.Ops, history.Op{Client: "reader-s1", Server: "s1", Kind: history.Read, Service: "calc", IDs: []string{"b"}, Invoke: 430 * ms, Return: 440 * ms, Outcome: history.OK, Rev: 3})
 	if r := run(t, h); !r.OK() {
 		t.Fatalf("a retried deregister was taken for a lost write:\n%s", r)
 	}

@@ -48,6 +48,14 @@ func checkReads(m *model, r *Report) {
 	acked := map[string][]history.Op{}
 	for _, o := range m.h.Ops {
 		if isWrite(o) && o.Outcome == history.OK && o.Rev > 0 {
+			// A deregister retried after an attempt etcd applied is
+			// answered at a later revision than its delete (see
+			// checkLost): the service changed at the delete.
+			if in := m.insts[o.ID]; o.Kind == history.Deregister && in != nil && !m.changedAt(o.Rev, o.ID, true) {
+				if d, ok := in.goneAt(o.Rev); ok {
+					o.Rev = d
+				}
+			}
 			acked[o.Server+" "+o.Service] = append(acked[o.Server+" "+o.Service], o)
 		}
 	}
