@@ -184,13 +184,16 @@ var Faults = []Fault{
 					b = append(b, m.Host)
 				}
 			}
+			// Every server is hit: the member rejoining at the heal can
+			// force an election (Debian's 3.4 runs without pre-vote), and
+			// the majority side's server then loses contact too.
 			for i, s := range f.Servers {
 				if i == side {
 					a = append(a, s.Host)
-					hit = append(hit, s.Name)
 				} else {
 					b = append(b, s.Host)
 				}
+				hit = append(hit, s.Name)
 			}
 			for i, n := range f.Agents {
 				if i%2 == side%2 {
