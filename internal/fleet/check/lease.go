@@ -104,13 +104,12 @@ func newLease(ops []history.Op, hb history.Op, lo int64) bool {
 	return false
 }
 
-// revKnownBy is the highest revision certainly committed by t.
+// revKnownBy is the highest revision certainly committed by t. obsMin
+// rises with obsRev, so the last index whose obsMin is at most t has it.
 func (m *model) revKnownBy(t int64) int64 {
-	var best int64
-	for i, rev := range m.obsRev {
-		if m.obsMin[i] <= t {
-			best = max(best, rev)
-		}
+	i := sort.Search(len(m.obsMin), func(i int) bool { return m.obsMin[i] > t }) - 1
+	if i < 0 {
+		return 0
 	}
-	return best
+	return m.obsRev[i]
 }

@@ -81,6 +81,12 @@ const linearTimeout = time.Minute
 func checkLinearizable(m *model, r *Report, dir string) {
 	var ops []porcupine.Operation
 	clients := map[string]int{}
+	acked := map[string]bool{} // IDs whose deregister was acknowledged
+	for _, o := range m.h.Ops {
+		if o.Kind == history.Deregister && o.Outcome == history.OK {
+			acked[o.ID] = true
+		}
+	}
 	for _, o := range m.h.Ops {
 		if o.Kind != history.Register && o.Kind != history.Deregister {
 			continue
@@ -94,7 +100,7 @@ func checkLinearizable(m *model, r *Report, dir string) {
 			found = false
 		case o.Outcome == history.Unknown && in != nil && o.Kind == history.Register && in.put != 0:
 			ret = m.knownBy(in.put)
-		case o.Outcome == history.Unknown && in != nil && o.Kind == history.Deregister && in.del != 0 && !m.ackedDeregister(o.ID):
+		case o.Outcome == history.Unknown && in != nil && o.Kind == history.Deregister && in.del != 0 && !acked[o.ID]:
 			ret = m.knownBy(in.del)
 		default:
 			continue // refused before the store, or not applied
@@ -144,14 +150,4 @@ func checkLinearizable(m *model, r *Report, dir string) {
 		}
 		r.add(1, "linearizable", part[0].Call, "%s: %s", what, steps)
 	}
-}
-
-// ackedDeregister reports whether a deregister of id was acknowledged.
-func (m *model) ackedDeregister(id string) bool {
-	for _, o := range m.h.Ops {
-		if o.Kind == history.Deregister && o.ID == id && o.Outcome == history.OK {
-			return true
-		}
-	}
-	return false
 }
